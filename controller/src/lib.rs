@@ -1,0 +1,1 @@
+//! detour's controller.

@@ -1,0 +1,1 @@
+//! detour's end-to-end harness.
