@@ -42,6 +42,14 @@ impl Outcome {
     }
 }
 
+/// Could an answer with this status be a failed attempt? Envoy answers every failure
+/// [`classify`] knows (connect failure, no healthy upstream, reset, timeout) with 502,
+/// 503 or 504, and so does a remote gateway; anything else is an answer, so the filter
+/// reads no flags on the healthy path.
+pub fn may_be_failure(status: u32) -> bool {
+    matches!(status, 502..=504)
+}
+
 /// Classifies one attempt. `gateway_flags` is the remote gateway's `%RESPONSE_FLAGS%`
 /// (e.g. `UF`, `UH,UF`) when the attempt went through one.
 pub fn classify(response_flags: u64, status: u32, gateway_flags: Option<&str>) -> Outcome {
@@ -59,22 +67,39 @@ pub fn classify(response_flags: u64, status: u32, gateway_flags: Option<&str>) -
         return Outcome::MaybeReached("timeout");
     }
     if (status == 503 || status == 502 || status == 504)
-        && let Some(remote) = gateway_flags {
-            let has = |f: &str| remote.split(',').any(|x| x.trim() == f);
-            if has("UF") {
-                return Outcome::NotReached("gateway-connect-failure");
-            }
-            if has("UH") {
-                return Outcome::NotReached("gateway-no-healthy-upstream");
-            }
-            if has("UR") || has("UC") {
-                return Outcome::MaybeReached("gateway-reset");
-            }
-            if has("UT") {
-                return Outcome::MaybeReached("gateway-timeout");
-            }
+        && let Some(remote) = gateway_flags
+    {
+        let has = |f: &str| remote.split(',').any(|x| x.trim() == f);
+        if has("UF") {
+            return Outcome::NotReached("gateway-connect-failure");
         }
+        if has("UH") {
+            return Outcome::NotReached("gateway-no-healthy-upstream");
+        }
+        if has("UR") || has("UC") {
+            return Outcome::MaybeReached("gateway-reset");
+        }
+        if has("UT") {
+            return Outcome::MaybeReached("gateway-timeout");
+        }
+    }
     Outcome::Answered
+}
+
+/// Header Envoy's router adds to every answer that came from an upstream, also on the
+/// calls a filter dispatches; Envoy's own error answers lack it.
+pub const UPSTREAM_SERVICE_TIME_HEADER: &str = "x-envoy-upstream-service-time";
+
+/// Classifies the answer to a replay (a `dispatch_http_call`, which has no
+/// `response.flags`). A 502/503/504 without [`UPSTREAM_SERVICE_TIME_HEADER`] is Envoy
+/// reporting that the target gave no answer (connect failure, reset, timeout: it cannot
+/// tell which, so "may have reached"); a remote gateway's report is read as for a
+/// routed attempt.
+pub fn classify_call(status: u32, gateway_flags: Option<&str>, from_upstream: bool) -> Outcome {
+    if may_be_failure(status) && !from_upstream {
+        return Outcome::MaybeReached("no-answer");
+    }
+    classify(0, status, gateway_flags)
 }
 
 /// Why a failed request may not be replayed; sent to the client in `x-detour-reason`.
@@ -151,6 +176,12 @@ mod tests {
     }
 
     #[test]
+    fn only_gateway_statuses_are_worth_classifying() {
+        assert!(may_be_failure(503) && may_be_failure(502) && may_be_failure(504));
+        assert!(!may_be_failure(200) && !may_be_failure(500) && !may_be_failure(404));
+    }
+
+    #[test]
     fn a_services_own_503_is_an_answer() {
         assert_eq!(classify(0, 503, None), Outcome::Answered);
         assert_eq!(classify(0, 500, Some("UF")), Outcome::Answered);
@@ -169,6 +200,20 @@ mod tests {
         assert_eq!(
             classify(0, 503, Some("UC")),
             Outcome::MaybeReached("gateway-reset")
+        );
+    }
+
+    #[test]
+    fn a_replay_answer_made_by_envoy_is_a_failure() {
+        assert_eq!(
+            classify_call(503, None, false),
+            Outcome::MaybeReached("no-answer")
+        );
+        assert_eq!(classify_call(503, None, true), Outcome::Answered);
+        assert_eq!(classify_call(200, None, false), Outcome::Answered);
+        assert_eq!(
+            classify_call(503, Some("UF"), true),
+            Outcome::NotReached("gateway-connect-failure")
         );
     }
 

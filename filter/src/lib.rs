@@ -8,10 +8,18 @@ pub mod attempt;
 pub mod config;
 pub mod duration;
 pub mod eject;
+pub mod fetch;
 pub mod health;
+pub mod lease;
+pub mod metrics;
+pub mod replay;
+pub mod rng;
+pub mod route;
 pub mod select;
 pub mod table;
 
-#[cfg(target_arch = "wasm32")]
-#[allow(unsafe_code)] // proxy_wasm::main! exports the `_start` entry point.
+// Not in test builds: the wasm32 test binaries run under Node's WASI, which has no
+// proxy-wasm host to import from.
+#[cfg(all(target_arch = "wasm32", not(test)))]
+#[allow(unsafe_code)] // proxy_wasm::main! exports the `_initialize` entry point.
 mod wasm;

@@ -271,9 +271,14 @@ impl Table {
 
     /// The scheme whose primary is routed as `envoy_cluster` here, if any.
     pub fn scheme_for(&self, envoy_cluster: &str) -> Option<&Scheme> {
-        self.by_envoy_cluster
-            .get(envoy_cluster)
-            .and_then(|&i| self.schemes.get(i))
+        self.scheme_index(envoy_cluster)
+            .and_then(|i| self.schemes.get(i))
+    }
+
+    /// The index in [`Table::schemes`] of the scheme [`Table::scheme_for`] finds, so a
+    /// request can hold on to it across callbacks without borrowing the table.
+    pub fn scheme_index(&self, envoy_cluster: &str) -> Option<usize> {
+        self.by_envoy_cluster.get(envoy_cluster).copied()
     }
 
     /// The scheme named `namespace/name`.

@@ -1,0 +1,87 @@
+//! Hostcalls the filter uses, wrapped so that an error becomes "no value" instead of a
+//! panic (the trait defaults of `proxy_wasm` unwrap).
+
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::{BufferType, MapType, Status};
+use std::collections::hash_map::RandomState;
+use std::hash::BuildHasher;
+use std::time::{Duration, UNIX_EPOCH};
+
+/// Wall-clock milliseconds, as Envoy tells them (shared data carries these, so every VM
+/// must read the same clock).
+pub fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// 64 random bits: std's `RandomState` draws its keys from WASI `random_get`, which
+/// Envoy backs with its own random generator; the clock is mixed in for good measure.
+pub fn random_u64() -> u64 {
+    let nanos = hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    RandomState::new().hash_one(nanos)
+}
+
+pub fn property(path: &[&str]) -> Option<Vec<u8>> {
+    hostcalls::get_property(path.to_vec()).ok().flatten()
+}
+
+/// A string property such as `xds.cluster_name`.
+pub fn string_property(path: &[&str]) -> Option<String> {
+    property(path).and_then(|b| String::from_utf8(b).ok())
+}
+
+/// An integer property such as `response.flags` (Envoy encodes it as 8 bytes, little
+/// endian).
+pub fn u64_property(path: &[&str]) -> Option<u64> {
+    let bytes: [u8; 8] = property(path)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
+/// A boolean property such as `connection.mtls` (one byte, non-zero = true).
+pub fn bool_property(path: &[&str]) -> bool {
+    property(path).is_some_and(|b| b.first().is_some_and(|&v| v != 0))
+}
+
+/// A shared-data value and its CAS token (`None`, `None` when the key is not set).
+pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
+    hostcalls::get_shared_data(key).unwrap_or((None, None))
+}
+
+pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Status> {
+    hostcalls::set_shared_data(key, Some(value), cas)
+}
+
+pub fn headers(map: MapType) -> Vec<(String, String)> {
+    hostcalls::get_map(map).unwrap_or_default()
+}
+
+pub fn header(map: MapType, name: &str) -> Option<String> {
+    hostcalls::get_map_value(map, name).ok().flatten()
+}
+
+pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
+    let _ = hostcalls::set_map_value(map, name, value);
+}
+
+pub fn buffer(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
+    hostcalls::get_buffer(buffer, 0, size).ok().flatten()
+}
+
+pub fn dispatch(
+    cluster: &str,
+    headers: Vec<(&str, &str)>,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<u32, Status> {
+    hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
+}
+
+/// Answers the client from the filter (Envoy sends it after this callback returns).
+pub fn respond(status: u32, headers: Vec<(&str, &str)>, body: &[u8]) -> Result<(), Status> {
+    hostcalls::send_http_response(status, headers, Some(body))
+}
