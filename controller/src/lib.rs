@@ -1,1 +1,26 @@
-//! detour's controller.
+//! detour's controller: documents → validated model → health-checked priority tables,
+//! served over HTTP; plus the tools around them (`check`, `render envoy`, `explain`).
+//!
+//! Pure parts (no I/O): [`docs`] (types, file parsing), [`validate`], [`model`],
+//! [`index`], [`health::state`], [`tables`], [`render`]. Runtime parts: [`source`],
+//! [`health`], [`server`], [`serve`], [`explain`], [`cli`].
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod client;
+pub mod docs;
+pub mod explain;
+pub mod health;
+pub mod index;
+pub mod metrics;
+pub mod model;
+pub mod render;
+pub mod serve;
+pub mod server;
+pub mod source;
+pub mod tables;
+pub mod telemetry;
+pub mod validate;
+
+#[cfg(test)]
+pub(crate) mod testing;

@@ -1,1 +1,5 @@
-fn main() {}
+//! The `detour` binary; everything lives in the library.
+
+fn main() -> std::process::ExitCode {
+    detour::cli::main()
+}

@@ -1,0 +1,111 @@
+//! The controller's HTTP client (health probes, `explain --controller`). Plain HTTP/1.1
+//! over hyper; mTLS to gateways and to the controller plugs in as another connector.
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::{Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("invalid URL {0:?}")]
+    Url(String),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("{0}")]
+    Http(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct HttpClient {
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+impl HttpClient {
+    /// A client that opens a new connection for every request: a health check must prove
+    /// that a connection can be made now, as failover traffic would need to.
+    pub fn fresh_connections() -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        HttpClient { client }
+    }
+
+    /// Sends `GET uri` with extra headers; waits at most `timeout` for the response head.
+    pub async fn get(
+        &self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+    ) -> Result<Response<hyper::body::Incoming>, ClientError> {
+        let uri: Uri = uri.parse().map_err(|_| ClientError::Url(uri.to_string()))?;
+        let mut req = Request::get(uri.clone());
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| ClientError::Http(e.to_string()))?;
+        match tokio::time::timeout(timeout, self.client.request(req)).await {
+            Err(_) => Err(ClientError::Timeout(timeout)),
+            Ok(Err(e)) if e.is_connect() => Err(ClientError::Http(format!(
+                "cannot connect: {}",
+                innermost(&e)
+            ))),
+            Ok(Err(e)) => Err(ClientError::Http(chain(&e))),
+            Ok(Ok(resp)) => Ok(resp),
+        }
+    }
+
+    /// `get`, then the whole body (bounded by `limit` bytes), all within `timeout`.
+    pub async fn get_body(
+        &self,
+        uri: &str,
+        headers: &[(&str, &str)],
+        timeout: Duration,
+        limit: usize,
+    ) -> Result<(Response<()>, Bytes), ClientError> {
+        let work = async {
+            let resp = self.get(uri, headers, timeout).await?;
+            let (parts, body) = resp.into_parts();
+            let body = http_body_util::Limited::new(body, limit)
+                .collect()
+                .await
+                .map_err(|e| ClientError::Http(format!("reading the body: {e}")))?
+                .to_bytes();
+            Ok((Response::from_parts(parts, ()), body))
+        };
+        tokio::time::timeout(timeout, work)
+            .await
+            .map_err(|_| ClientError::Timeout(timeout))?
+    }
+}
+
+/// The root cause alone ("Connection refused (os error 111)").
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut at = e;
+    while let Some(next) = at.source() {
+        at = next;
+    }
+    at.to_string()
+}
+
+/// An error and its causes on one line ("client error (Connect): tcp connect error: ...").
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = s.source();
+    }
+    out
+}

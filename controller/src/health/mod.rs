@@ -1,0 +1,202 @@
+//! Active health checking: one task per [`ProbeSpec`] probes on its interval and records
+//! the result on the shared [`HealthBoard`]; the table builder watches the board.
+
+pub mod probe;
+pub mod state;
+
+use crate::metrics::{CheckLabels, Metrics, TransitionLabels};
+use crate::model::ProbeSpec;
+use detour_filter::health::Health;
+use probe::{ProbeResult, Prober};
+use state::TargetState;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
+use tracing::{Instrument, info, info_span, warn};
+
+pub type HealthMap = HashMap<ProbeSpec, TargetState>;
+
+/// The health of every checked target. Watchers wake on every transition and on each
+/// target's first result (readiness waits for those).
+#[derive(Clone)]
+pub struct HealthBoard {
+    tx: Arc<watch::Sender<HealthMap>>,
+}
+
+impl Default for HealthBoard {
+    fn default() -> Self {
+        HealthBoard::new()
+    }
+}
+
+impl HealthBoard {
+    pub fn new() -> HealthBoard {
+        HealthBoard {
+            tx: Arc::new(watch::Sender::new(HashMap::new())),
+        }
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<HealthMap> {
+        self.tx.subscribe()
+    }
+
+    /// A copy of one target's state.
+    pub fn get(&self, spec: &ProbeSpec) -> Option<TargetState> {
+        self.tx.borrow().get(spec).cloned()
+    }
+
+    /// Starts tracking `spec`; returns its initial health. A target already checked
+    /// through the same gateway under another policy (a reload changed the interval or
+    /// the path) keeps its health: the target did not change, and falling back to
+    /// Unknown would move traffic for nothing. The new policy's checks then decide.
+    fn track(&self, spec: &ProbeSpec) -> Health {
+        let mut health = Health::Unknown;
+        self.tx.send_if_modified(|map| {
+            if let Some(state) = map.get(spec) {
+                health = state.health;
+                return false;
+            }
+            let state = map
+                .iter()
+                .find(|(s, _)| s.target == spec.target && s.gateway == spec.gateway)
+                .map(|(_, state)| state.clone())
+                .unwrap_or_else(|| TargetState::new(Instant::now()));
+            health = state.health;
+            map.insert(spec.clone(), state);
+            true
+        });
+        health
+    }
+
+    fn forget(&self, spec: &ProbeSpec) {
+        self.tx.send_if_modified(|map| map.remove(spec).is_some());
+    }
+
+    /// Records a result; returns the new state when the health changed.
+    fn record(&self, spec: &ProbeSpec, result: &ProbeResult) -> Option<(Health, TargetState)> {
+        let mut changed = None;
+        self.tx.send_if_modified(|map| {
+            let Some(state) = map.get_mut(spec) else {
+                return false; // forgotten while the probe was in flight
+            };
+            let transition = state.observe(result.passed(), &spec.check, Instant::now());
+            state.last = Some(result.to_string());
+            if let Some(t) = transition {
+                changed = Some((t.from, state.clone()));
+            }
+            transition.is_some() || state.checks == 1
+        });
+        changed
+    }
+}
+
+/// Runs one checker task per probe spec of the current model.
+pub struct Checker {
+    board: HealthBoard,
+    prober: Prober,
+    metrics: Arc<Metrics>,
+    tasks: HashMap<ProbeSpec, JoinHandle<()>>,
+}
+
+impl Checker {
+    pub fn new(board: HealthBoard, prober: Prober, metrics: Arc<Metrics>) -> Checker {
+        Checker {
+            board,
+            prober,
+            metrics,
+            tasks: HashMap::new(),
+        }
+    }
+
+    /// Starts checkers for new specs and stops those no longer wanted. A spec that stays
+    /// keeps its task and its state: a reload does not make targets Unknown again.
+    pub fn reconcile(&mut self, wanted: &BTreeSet<ProbeSpec>) {
+        // New ones first, so that they can inherit the state of the ones they replace.
+        for spec in wanted {
+            if self.tasks.contains_key(spec) {
+                continue;
+            }
+            let health = self.board.track(spec);
+            self.metrics.set_target_health(&spec.target, health);
+            let span = info_span!(
+                "health_check",
+                cluster = %spec.target.cluster,
+                service = %spec.target.service,
+                gateway = %spec.gateway,
+            );
+            let task = tokio::spawn(
+                check_forever(
+                    spec.clone(),
+                    self.board.clone(),
+                    self.prober.clone(),
+                    self.metrics.clone(),
+                )
+                .instrument(span),
+            );
+            self.tasks.insert(spec.clone(), task);
+        }
+        let gone: Vec<ProbeSpec> = self
+            .tasks
+            .keys()
+            .filter(|s| !wanted.contains(*s))
+            .cloned()
+            .collect();
+        for spec in gone {
+            if let Some(task) = self.tasks.remove(&spec) {
+                task.abort();
+            }
+            self.board.forget(&spec);
+            if !wanted.iter().any(|w| w.target == spec.target) {
+                self.metrics.forget_target(&spec.target);
+            }
+        }
+    }
+}
+
+impl Drop for Checker {
+    fn drop(&mut self) {
+        for task in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+async fn check_forever(spec: ProbeSpec, board: HealthBoard, prober: Prober, metrics: Arc<Metrics>) {
+    // The first tick fires at once: a target gets its first verdict right away.
+    let mut ticker = tokio::time::interval(spec.check.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let target = Metrics::target_labels(&spec.target);
+    loop {
+        ticker.tick().await;
+        let result = prober.probe(&spec).await;
+        metrics
+            .health_checks
+            .get_or_create(&CheckLabels {
+                target: target.clone(),
+                result: result.label(),
+            })
+            .inc();
+        let Some((from, state)) = board.record(&spec, &result) else {
+            continue;
+        };
+        metrics.set_target_health(&spec.target, state.health);
+        metrics
+            .health_transitions
+            .get_or_create(&TransitionLabels {
+                target: target.clone(),
+                to: state.health.as_str(),
+            })
+            .inc();
+        if state.health == Health::Unhealthy {
+            warn!(%from, to = %state.health, last = %result, "target is unhealthy");
+        } else {
+            info!(%from, to = %state.health, last = %result, "target health changed");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,167 @@
+//! The checker against a real local HTTP server that is stopped and restarted.
+
+use super::*;
+use crate::model::{Address, HealthCheck, Host, ServiceName, TargetRef};
+use crate::testing::{FakeGateway, eventually};
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+fn spec(gateway: &FakeGateway, interval_ms: u64, unhealthy: u32, healthy: u32) -> ProbeSpec {
+    ProbeSpec {
+        target: TargetRef {
+            cluster: "west".into(),
+            service: ServiceName::new("apps", "foo"),
+        },
+        gateway: Address {
+            host: Host::Ip(gateway.addr.ip()),
+            port: gateway.addr.port(),
+        },
+        check: HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_millis(interval_ms),
+            timeout: Duration::from_millis(interval_ms),
+            unhealthy_threshold: unhealthy,
+            healthy_threshold: healthy,
+        },
+    }
+}
+
+fn checker() -> (Checker, HealthBoard, Arc<Metrics>) {
+    let board = HealthBoard::new();
+    let metrics = Arc::new(Metrics::new());
+    (
+        Checker::new(board.clone(), Prober::new(), metrics.clone()),
+        board,
+        metrics,
+    )
+}
+
+fn health(board: &HealthBoard, spec: &ProbeSpec) -> Health {
+    board.get(spec).map_or(Health::Unknown, |s| s.health)
+}
+
+const LIMIT: Duration = Duration::from_secs(5);
+
+#[tokio::test]
+async fn thresholds_govern_transitions_through_a_stop_and_restart() {
+    let mut gateway = FakeGateway::start().await;
+    let (mut checker, board, metrics) = checker();
+    let s = spec(&gateway, 30, 3, 2);
+    checker.reconcile(&BTreeSet::from([s.clone()]));
+    assert_eq!(health(&board, &s), Health::Unknown);
+
+    eventually("first check makes it Healthy", LIMIT, || {
+        health(&board, &s) == Health::Healthy
+    })
+    .await;
+    assert_eq!(gateway.hosts()[0], "foo.apps", "Host: NAME.NS");
+
+    gateway.stop().await;
+    let stopped = board.get(&s).unwrap().checks;
+    eventually("three failures make it Unhealthy", LIMIT, || {
+        health(&board, &s) == Health::Unhealthy
+    })
+    .await;
+    let state = board.get(&s).unwrap();
+    assert!(
+        state.checks - stopped >= 3,
+        "Unhealthy after {} checks",
+        state.checks - stopped
+    );
+    assert!(
+        state.last.as_deref().unwrap_or("").contains("refused"),
+        "{state:?}"
+    );
+
+    gateway.restart().await;
+    let restarted = board.get(&s).unwrap().checks;
+    eventually("two passes make it Healthy again", LIMIT, || {
+        health(&board, &s) == Health::Healthy
+    })
+    .await;
+    let state = board.get(&s).unwrap();
+    assert!(state.recovered);
+    assert!(state.checks - restarted >= 2);
+
+    let text = metrics.encode();
+    assert!(
+        text.contains("detour_health_checks_total{cluster=\"west\",namespace=\"apps\",name=\"foo\",result=\"error\"}"),
+        "{text}"
+    );
+    assert!(text.contains("to=\"Unhealthy\"} 1"), "{text}");
+    assert!(text.contains("state=\"Healthy\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn error_statuses_and_timeouts_fail_checks() {
+    let gateway = FakeGateway::start().await;
+    gateway.status.store(503, Ordering::Relaxed);
+    let (mut checker, board, _) = checker();
+    let s = spec(&gateway, 20, 1, 1);
+    checker.reconcile(&BTreeSet::from([s.clone()]));
+    eventually("503 is a failure", LIMIT, || {
+        health(&board, &s) == Health::Unhealthy
+    })
+    .await;
+    assert_eq!(board.get(&s).unwrap().last.as_deref(), Some("HTTP 503"));
+
+    gateway.status.store(200, Ordering::Relaxed);
+    eventually("200 passes", LIMIT, || {
+        health(&board, &s) == Health::Healthy
+    })
+    .await;
+
+    gateway.delay_ms.store(200, Ordering::Relaxed);
+    eventually("a slow answer is a timeout", LIMIT, || {
+        health(&board, &s) == Health::Unhealthy
+    })
+    .await;
+    assert!(
+        board
+            .get(&s)
+            .unwrap()
+            .last
+            .unwrap()
+            .contains("no answer within 20ms")
+    );
+}
+
+#[tokio::test]
+async fn reconcile_keeps_state_of_kept_targets_and_drops_the_rest() {
+    let gateway = FakeGateway::start().await;
+    let (mut checker, board, _) = checker();
+    let a = spec(&gateway, 20, 1, 1);
+    let mut b = a.clone();
+    b.check.path = "/ready".into();
+    checker.reconcile(&BTreeSet::from([a.clone(), b.clone()]));
+    eventually("both checked", LIMIT, || {
+        health(&board, &a) == Health::Healthy && health(&board, &b) == Health::Healthy
+    })
+    .await;
+    let since = board.get(&a).unwrap().since;
+    checker.reconcile(&BTreeSet::from([a.clone()]));
+    assert!(board.get(&b).is_none());
+    assert_eq!(
+        board.get(&a).unwrap().since,
+        since,
+        "state survives a reload"
+    );
+    assert_eq!(checker.tasks.len(), 1);
+}
+
+#[tokio::test]
+async fn a_changed_policy_keeps_the_targets_health() {
+    let gateway = FakeGateway::start().await;
+    let (mut checker, board, _) = checker();
+    let before = spec(&gateway, 20, 1, 1);
+    checker.reconcile(&BTreeSet::from([before.clone()]));
+    eventually("checked", LIMIT, || {
+        health(&board, &before) == Health::Healthy
+    })
+    .await;
+    let mut after = before.clone();
+    after.check.interval = Duration::from_millis(30);
+    checker.reconcile(&BTreeSet::from([after.clone()]));
+    assert_eq!(health(&board, &after), Health::Healthy, "not Unknown again");
+    assert!(board.get(&before).is_none());
+}

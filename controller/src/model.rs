@@ -1,0 +1,356 @@
+//! The validated configuration: what the documents mean once every reference resolves.
+//! Built by [`crate::validate`]; read by the health checker, the table builder, the Envoy
+//! renderer and `explain`. No I/O, no Kubernetes types.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Envoy cluster through which every Envoy reaches the controller (internals.md).
+pub const CONTROLLER_CLUSTER: &str = "detour_controller";
+
+/// A host: an IP address or a DNS name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Host {
+    Ip(IpAddr),
+    Name(String),
+}
+
+impl fmt::Display for Host {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Host::Ip(ip) => write!(f, "{ip}"),
+            Host::Name(n) => f.write_str(n),
+        }
+    }
+}
+
+/// `HOST:PORT`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Address {
+    pub host: Host,
+    pub port: u16,
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.host {
+            Host::Ip(IpAddr::V6(ip)) => write!(f, "[{ip}]:{}", self.port),
+            host => write!(f, "{host}:{}", self.port),
+        }
+    }
+}
+
+impl Address {
+    /// Parses `HOST:PORT` (`[v6]:PORT` for IPv6). The message says what is wrong.
+    pub fn parse(text: &str) -> Result<Address, String> {
+        if let Ok(sa) = text.parse::<std::net::SocketAddr>() {
+            return Address::new(Host::Ip(sa.ip()), sa.port());
+        }
+        let (host, port) = text
+            .rsplit_once(':')
+            .ok_or_else(|| format!("{text:?} is not HOST:PORT"))?;
+        let port: u16 = port
+            .parse()
+            .map_err(|_| format!("{text:?}: the port must be a number from 1 to 65535"))?;
+        Address::new(
+            parse_host(host).map_err(|e| format!("{text:?}: {e}"))?,
+            port,
+        )
+    }
+
+    pub fn new(host: Host, port: u16) -> Result<Address, String> {
+        if port == 0 {
+            return Err("port 0 is not a port one can connect to".into());
+        }
+        Ok(Address { host, port })
+    }
+
+    pub fn is_ip(&self) -> bool {
+        matches!(self.host, Host::Ip(_))
+    }
+}
+
+/// Parses a host: an IP address or an RFC 1123 DNS name.
+pub fn parse_host(text: &str) -> Result<Host, String> {
+    if let Ok(ip) = text.parse::<IpAddr>() {
+        return Ok(Host::Ip(ip));
+    }
+    let labels_ok = !text.is_empty()
+        && text.len() <= 253
+        && text.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        });
+    // A last label of digits only would make a mistyped IP address (`10.0.0.1.5`) a name.
+    let numeric_tld = text
+        .rsplit('.')
+        .next()
+        .is_some_and(|l| l.bytes().all(|b| b.is_ascii_digit()));
+    if labels_ok && !numeric_tld {
+        Ok(Host::Name(text.to_ascii_lowercase()))
+    } else {
+        Err(format!("{text:?} is neither an IP address nor a DNS name"))
+    }
+}
+
+/// A service by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ServiceName {
+    pub fn new(namespace: &str, name: &str) -> ServiceName {
+        ServiceName {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        }
+    }
+
+    /// `NAME.NAMESPACE`: the host name a request for this service carries, and the
+    /// `Host` of its health checks.
+    pub fn authority(&self) -> String {
+        format!("{}.{}", self.name, self.namespace)
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// A service as it runs in one member cluster: one failover target.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TargetRef {
+    pub cluster: String,
+    pub service: ServiceName,
+}
+
+impl TargetRef {
+    /// `detour|C|NS|NAME`: this service of cluster C, from any Envoy (internals.md).
+    pub fn envoy_cluster(&self) -> String {
+        format!(
+            "detour|{}|{}|{}",
+            self.cluster, self.service.namespace, self.service.name
+        )
+    }
+}
+
+impl fmt::Display for TargetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} in cluster {}", self.service, self.cluster)
+    }
+}
+
+/// Istio's Envoy cluster name for a service: `outbound|PORT||NAME.NS.svc.cluster.local`.
+pub fn istio_cluster(service: &ServiceName, port: u16) -> String {
+    format!(
+        "outbound|{port}||{}.{}.svc.cluster.local",
+        service.name, service.namespace
+    )
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Model {
+    /// By name.
+    pub clusters: BTreeMap<String, Cluster>,
+    /// Sorted by namespace, then name.
+    pub schemes: Vec<Scheme>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cluster {
+    pub name: String,
+    pub gateway: Address,
+    pub services: BTreeMap<ServiceName, Service>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub name: ServiceName,
+    pub port: u16,
+    pub endpoints: Vec<Address>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scheme {
+    pub namespace: String,
+    pub name: String,
+    pub primary: TargetRef,
+    /// Failover priority groups, in order (the primary is not among them).
+    pub groups: Vec<Vec<WeightedTarget>>,
+    pub health_check: HealthCheck,
+    pub failback: Failback,
+    pub replay: Replay,
+}
+
+impl Scheme {
+    /// `namespace/name` of the FailoverScheme (the table's scheme name).
+    pub fn id(&self) -> String {
+        format!("{}/{}", self.namespace, self.name)
+    }
+
+    /// The primary, then every failover target in priority order.
+    pub fn targets(&self) -> impl Iterator<Item = &TargetRef> {
+        std::iter::once(&self.primary).chain(self.groups.iter().flatten().map(|t| &t.target))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WeightedTarget {
+    pub target: TargetRef,
+    pub weight: u32,
+}
+
+/// How targets are checked. Two schemes with the same target and the same policy share
+/// one checker.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct HealthCheck {
+    pub path: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub unhealthy_threshold: u32,
+    pub healthy_threshold: u32,
+}
+
+impl Default for HealthCheck {
+    fn default() -> Self {
+        HealthCheck {
+            path: "/healthz".into(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            unhealthy_threshold: 2,
+            healthy_threshold: 2,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Failback {
+    /// A recovered target is reported Healthy only after this long Healthy.
+    pub stable_for: Duration,
+}
+
+impl Default for Failback {
+    fn default() -> Self {
+        Failback {
+            stable_for: Duration::from_secs(10),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Replay {
+    /// Upper-case.
+    pub methods: Vec<String>,
+    pub max_body_bytes: u64,
+}
+
+impl Default for Replay {
+    fn default() -> Self {
+        Replay {
+            methods: ["GET", "HEAD", "OPTIONS", "PUT", "DELETE"]
+                .map(String::from)
+                .to_vec(),
+            max_body_bytes: 65536,
+        }
+    }
+}
+
+/// What one health checker probes: a target through its cluster's gateway, with one
+/// policy. The health board is keyed by it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ProbeSpec {
+    pub target: TargetRef,
+    pub gateway: Address,
+    pub check: HealthCheck,
+}
+
+impl Model {
+    pub fn cluster(&self, name: &str) -> Option<&Cluster> {
+        self.clusters.get(name)
+    }
+
+    /// How `target` is probed for `scheme` (None if its cluster is unknown, which a
+    /// validated model rules out).
+    pub fn probe_spec(&self, scheme: &Scheme, target: &TargetRef) -> Option<ProbeSpec> {
+        let cluster = self.clusters.get(&target.cluster)?;
+        Some(ProbeSpec {
+            target: target.clone(),
+            gateway: cluster.gateway.clone(),
+            check: scheme.health_check.clone(),
+        })
+    }
+
+    /// Every probe the configuration asks for.
+    pub fn probe_specs(&self) -> std::collections::BTreeSet<ProbeSpec> {
+        self.schemes
+            .iter()
+            .flat_map(|s| s.targets().filter_map(move |t| self.probe_spec(s, t)))
+            .collect()
+    }
+
+    /// The scheme whose primary is `service` in `cluster`.
+    pub fn scheme_for_primary(&self, cluster: &str, service: &ServiceName) -> Option<&Scheme> {
+        self.schemes
+            .iter()
+            .find(|s| s.primary.cluster == cluster && &s.primary.service == service)
+    }
+
+    /// Schemes whose primary runs in `cluster`: the content of that cluster's table.
+    pub fn schemes_of(&self, cluster: &str) -> impl Iterator<Item = &Scheme> {
+        self.schemes
+            .iter()
+            .filter(move |s| s.primary.cluster == cluster)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_parse_and_print() {
+        let a = Address::parse("127.0.2.1:15443").unwrap();
+        assert!(a.is_ip());
+        assert_eq!(a.to_string(), "127.0.2.1:15443");
+        let a = Address::parse("[::1]:80").unwrap();
+        assert_eq!(a.to_string(), "[::1]:80");
+        let a = Address::parse("Gateway.West.example:443").unwrap();
+        assert_eq!(a.host, Host::Name("gateway.west.example".into()));
+        for bad in [
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:99999",
+            "bad_host:80",
+            ":80",
+            "-x:80",
+            "10.0.0.1.5:80",
+        ] {
+            assert!(Address::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn names_follow_internals() {
+        let t = TargetRef {
+            cluster: "west".into(),
+            service: ServiceName::new("apps", "foo"),
+        };
+        assert_eq!(t.envoy_cluster(), "detour|west|apps|foo");
+        assert_eq!(t.service.authority(), "foo.apps");
+        assert_eq!(
+            istio_cluster(&t.service, 8080),
+            "outbound|8080||foo.apps.svc.cluster.local"
+        );
+    }
+}

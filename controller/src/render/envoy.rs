@@ -1,0 +1,487 @@
+//! `detour render envoy`: a complete Envoy v3 bootstrap for one member cluster, with the
+//! names and listeners of docs/internals.md:
+//!
+//! * admin on `--admin`;
+//! * **ingress** on `--ingress`: the detour filter, then the router; one virtual host per
+//!   service of the cluster (`NAME.NS`, `NAME.NS:*`) with two routes: requests carrying the
+//!   route header go to the Envoy cluster it names, the rest to the local service;
+//! * **gateway** on the MemberCluster's gateway address: no filter (a request that
+//!   crossed clusters never fails over again); virtual hosts for the services of this
+//!   cluster that some scheme names; adds `x-detour-via: C` on the way in and, when the
+//!   gateway itself fails (Envoy answers locally with response flags),
+//!   `x-detour-gateway-flags: %RESPONSE_FLAGS%` on the way out;
+//! * clusters `detour|C|NS|NAME` for local services (their endpoints) and for the remote
+//!   targets of this cluster's schemes (the remote gateway), and `detour_controller`.
+
+use crate::model::{Address, CONTROLLER_CLUSTER, Model, ServiceName, TargetRef};
+use detour_filter::config::{DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, VIA_HEADER};
+use serde_norway::{Mapping, Value};
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+
+/// Where a path to the filter points when `--wasm` is not given: where
+/// `cargo build -p detour-filter --target wasm32-wasip1 --release` puts it.
+pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/detour_filter.wasm";
+
+/// Connecting to a local service, a remote gateway or the controller: loopback or one
+/// network hop, so a second is long; failing fast is what lets the filter replay.
+const CONNECT_TIMEOUT: &str = "1s";
+/// Whole-request timeout of the ingress and gateway routes.
+const ROUTE_TIMEOUT: &str = "15s";
+
+#[derive(Debug, Clone)]
+pub struct RenderOptions {
+    pub cluster: String,
+    pub ingress: Address,
+    pub admin: Address,
+    pub controller: Address,
+    pub wasm: PathBuf,
+    pub certs: Option<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("unknown cluster {name:?} (MemberClusters: {known})")]
+    UnknownCluster { name: String, known: String },
+    #[error(
+        "--certs is not implemented yet (mTLS between clusters and to the controller comes with issue 4)"
+    )]
+    CertsNotImplemented,
+    #[error("{a} and {b} are both {addr}; each listener needs its own address")]
+    AddressClash {
+        a: &'static str,
+        b: &'static str,
+        addr: Address,
+    },
+    #[error("cannot write YAML: {0}")]
+    Yaml(#[from] serde_norway::Error),
+}
+
+macro_rules! map {
+    ($($key:expr => $value:expr),* $(,)?) => {{
+        #[allow(unused_mut)]
+        let mut m = Mapping::new();
+        $( m.insert(Value::from($key), Value::from($value)); )*
+        Value::Mapping(m)
+    }};
+}
+
+/// The Envoy bootstrap for `opts.cluster`, as YAML.
+pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError> {
+    if opts.certs.is_some() {
+        return Err(RenderError::CertsNotImplemented);
+    }
+    let Some(cluster) = model.cluster(&opts.cluster) else {
+        return Err(RenderError::UnknownCluster {
+            name: opts.cluster.clone(),
+            known: model
+                .clusters
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
+    };
+    let listeners = [
+        ("--ingress", &opts.ingress),
+        ("--admin", &opts.admin),
+        ("the MemberCluster's gateway", &cluster.gateway),
+    ];
+    for (i, (a, x)) in listeners.iter().enumerate() {
+        for (b, y) in &listeners[i + 1..] {
+            if x == y {
+                return Err(RenderError::AddressClash {
+                    a,
+                    b,
+                    addr: (*x).clone(),
+                });
+            }
+        }
+    }
+
+    let local = |service: &ServiceName| TargetRef {
+        cluster: cluster.name.clone(),
+        service: service.clone(),
+    };
+
+    // Ingress: every service of this cluster.
+    let ingress_hosts: Vec<Value> = cluster
+        .services
+        .keys()
+        .map(|service| {
+            map! {
+                "name" => service.authority(),
+                "domains" => domains(service),
+                "routes" => vec![
+                    map! {
+                        "match" => map! {
+                            "prefix" => "/",
+                            "headers" => vec![map! {
+                                "name" => DEFAULT_ROUTE_HEADER,
+                                "present_match" => true,
+                            }],
+                        },
+                        "route" => map! {
+                            "cluster_header" => DEFAULT_ROUTE_HEADER,
+                            "timeout" => ROUTE_TIMEOUT,
+                        },
+                        // Routing is done; the next hop has no use for the header.
+                        "request_headers_to_remove" => vec![DEFAULT_ROUTE_HEADER],
+                    },
+                    map! {
+                        "match" => map! { "prefix" => "/" },
+                        "route" => map! {
+                            "cluster" => local(service).envoy_cluster(),
+                            "timeout" => ROUTE_TIMEOUT,
+                        },
+                    },
+                ],
+            }
+        })
+        .collect();
+
+    // Gateway: the services of this cluster that some scheme names.
+    let named: BTreeSet<&ServiceName> = model
+        .schemes
+        .iter()
+        .flat_map(|s| s.targets())
+        .filter(|t| t.cluster == cluster.name)
+        .map(|t| &t.service)
+        .collect();
+    let gateway_hosts: Vec<Value> = named
+        .iter()
+        .map(|service| {
+            map! {
+                "name" => service.authority(),
+                "domains" => domains(service),
+                "routes" => vec![map! {
+                    "match" => map! { "prefix" => "/" },
+                    "route" => map! {
+                        "cluster" => local(service).envoy_cluster(),
+                        "timeout" => ROUTE_TIMEOUT,
+                    },
+                }],
+                "request_headers_to_add" => vec![map! {
+                    "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
+                    "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+                }],
+                // Only the gateway may speak for the gateway.
+                "response_headers_to_remove" => vec![GATEWAY_FLAGS_HEADER],
+            }
+        })
+        .collect();
+
+    let filter_config = serde_json::json!({
+        "cluster": cluster.name,
+        "controller": {
+            "envoyCluster": CONTROLLER_CLUSTER,
+            "authority": opts.controller.to_string(),
+        },
+        "routeHeader": DEFAULT_ROUTE_HEADER,
+    })
+    .to_string();
+    let wasm = std::path::absolute(&opts.wasm).unwrap_or_else(|_| opts.wasm.clone());
+
+    let ingress = listener(
+        "detour_ingress",
+        &opts.ingress,
+        hcm(
+            "detour_ingress",
+            ingress_hosts,
+            vec![
+                map! {
+                    "name" => "envoy.filters.http.wasm",
+                    "typed_config" => map! {
+                        "@type" => "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+                        "config" => map! {
+                            "name" => "detour",
+                            "vm_config" => map! {
+                                "vm_id" => "detour",
+                                "runtime" => "envoy.wasm.runtime.v8",
+                                "code" => map! {
+                                    "local" => map! { "filename" => wasm.display().to_string() },
+                                },
+                            },
+                            "configuration" => map! {
+                                "@type" => "type.googleapis.com/google.protobuf.StringValue",
+                                "value" => filter_config,
+                            },
+                        },
+                    },
+                },
+                router(),
+            ],
+            None,
+        ),
+    );
+    let gateway = listener(
+        "detour_gateway",
+        &cluster.gateway,
+        hcm(
+            "detour_gateway",
+            gateway_hosts,
+            vec![router()],
+            // Envoy's own answers (connect failure, no route, timeout...) carry response
+            // flags; the service's answers never reach this mapper.
+            Some(map! {
+                "mappers" => vec![map! {
+                    "filter" => map! { "response_flag_filter" => Mapping::new() },
+                    "headers_to_add" => vec![map! {
+                        "header" => map! {
+                            "key" => GATEWAY_FLAGS_HEADER,
+                            "value" => "%RESPONSE_FLAGS%",
+                        },
+                        "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+                    }],
+                }],
+            }),
+        ),
+    );
+
+    let mut clusters: Vec<Value> = cluster
+        .services
+        .values()
+        .map(|s| envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints))
+        .collect();
+    let remote: BTreeSet<&TargetRef> = model
+        .schemes_of(&cluster.name)
+        .flat_map(|s| s.targets())
+        .filter(|t| t.cluster != cluster.name)
+        .collect();
+    for t in remote {
+        if let Some(there) = model.cluster(&t.cluster) {
+            clusters.push(envoy_cluster(
+                &t.envoy_cluster(),
+                std::slice::from_ref(&there.gateway),
+            ));
+        }
+    }
+    clusters.push(envoy_cluster(
+        CONTROLLER_CLUSTER,
+        std::slice::from_ref(&opts.controller),
+    ));
+
+    let bootstrap = map! {
+        "node" => map! { "id" => format!("detour-{}", cluster.name), "cluster" => cluster.name.clone() },
+        "admin" => map! { "address" => socket_address(&opts.admin) },
+        "static_resources" => map! {
+            "listeners" => vec![ingress, gateway],
+            "clusters" => clusters,
+        },
+    };
+    let yaml = serde_norway::to_string(&bootstrap)?;
+    Ok(format!(
+        "# Envoy bootstrap for detour member cluster {:?}, rendered by `detour render envoy`.\n\
+         # Listeners: ingress {} (detour filter), gateway {}, admin {}; controller {}.\n{yaml}",
+        cluster.name, opts.ingress, cluster.gateway, opts.admin, opts.controller
+    ))
+}
+
+fn domains(service: &ServiceName) -> Vec<String> {
+    let host = service.authority();
+    vec![host.clone(), format!("{host}:*")]
+}
+
+fn socket_address(a: &Address) -> Value {
+    map! {
+        "socket_address" => map! { "address" => a.host.to_string(), "port_value" => a.port },
+    }
+}
+
+fn listener(name: &str, address: &Address, hcm: Value) -> Value {
+    map! {
+        "name" => name,
+        "address" => socket_address(address),
+        "filter_chains" => vec![map! { "filters" => vec![hcm] }],
+    }
+}
+
+fn hcm(
+    name: &str,
+    virtual_hosts: Vec<Value>,
+    http_filters: Vec<Value>,
+    local_reply: Option<Value>,
+) -> Value {
+    let mut config = map! {
+        "@type" => "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix" => name,
+        "codec_type" => "AUTO",
+        "route_config" => map! { "name" => name, "virtual_hosts" => virtual_hosts },
+        "http_filters" => http_filters,
+    };
+    if let (Some(reply), Value::Mapping(m)) = (local_reply, &mut config) {
+        m.insert(Value::from("local_reply_config"), reply);
+    }
+    map! {
+        "name" => "envoy.filters.network.http_connection_manager",
+        "typed_config" => config,
+    }
+}
+
+fn router() -> Value {
+    map! {
+        "name" => "envoy.filters.http.router",
+        "typed_config" => map! {
+            "@type" => "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router",
+        },
+    }
+}
+
+/// A cluster of fixed endpoints: STATIC when they are all IP addresses, else STRICT_DNS.
+fn envoy_cluster(name: &str, endpoints: &[Address]) -> Value {
+    let kind = if endpoints.iter().all(Address::is_ip) {
+        "STATIC"
+    } else {
+        "STRICT_DNS"
+    };
+    let lb_endpoints: Vec<Value> = endpoints
+        .iter()
+        .map(|e| map! { "endpoint" => map! { "address" => socket_address(e) } })
+        .collect();
+    map! {
+        "name" => name,
+        "type" => kind,
+        "connect_timeout" => CONNECT_TIMEOUT,
+        "load_assignment" => map! {
+            "cluster_name" => name,
+            "endpoints" => vec![map! { "lb_endpoints" => lb_endpoints }],
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docs::load::parse_file;
+    use crate::testing::EXAMPLE;
+    use crate::validate::build_model;
+    use detour_filter::config::FilterConfig;
+
+    fn example() -> Model {
+        let (docs, problems) = parse_file("t.yaml", EXAMPLE);
+        assert!(problems.is_empty(), "{problems:?}");
+        build_model(&docs).unwrap()
+    }
+
+    fn opts(cluster: &str) -> RenderOptions {
+        RenderOptions {
+            cluster: cluster.into(),
+            ingress: Address::parse("127.0.0.1:10000").unwrap(),
+            admin: Address::parse("127.0.0.1:9901").unwrap(),
+            controller: Address::parse("127.0.0.1:8080").unwrap(),
+            wasm: "/opt/detour/detour_filter.wasm".into(),
+            certs: None,
+        }
+    }
+
+    fn rendered(cluster: &str) -> Value {
+        serde_norway::from_str(&render(&example(), &opts(cluster)).unwrap()).unwrap()
+    }
+
+    fn names(list: &Value) -> Vec<&str> {
+        list.as_sequence()
+            .unwrap()
+            .iter()
+            .map(|v| v["name"].as_str().unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn east_routes_locally_and_reaches_remote_gateways() {
+        let b = rendered("east");
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(
+            names(clusters),
+            [
+                "detour|east|apps|foo",
+                "detour|south|apps|foo",
+                "detour|west|apps|foo",
+                "detour_controller"
+            ]
+        );
+        let west = &clusters[2]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+            ["socket_address"];
+        assert_eq!(west["address"].as_str(), Some("127.0.2.1"));
+        assert_eq!(west["port_value"].as_u64(), Some(15443));
+        let listeners = &b["static_resources"]["listeners"];
+        assert_eq!(names(listeners), ["detour_ingress", "detour_gateway"]);
+
+        let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let vhost = &hcm["route_config"]["virtual_hosts"][0];
+        assert_eq!(vhost["domains"][1].as_str(), Some("foo.apps:*"));
+        assert_eq!(
+            vhost["routes"][0]["route"]["cluster_header"].as_str(),
+            Some("x-detour-route")
+        );
+        assert_eq!(
+            vhost["routes"][1]["route"]["cluster"].as_str(),
+            Some("detour|east|apps|foo")
+        );
+        let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
+        assert_eq!(wasm["vm_config"]["vm_id"].as_str(), Some("detour"));
+        assert_eq!(
+            wasm["vm_config"]["code"]["local"]["filename"].as_str(),
+            Some("/opt/detour/detour_filter.wasm")
+        );
+        let config = wasm["configuration"]["value"].as_str().unwrap();
+        let parsed = FilterConfig::parse(config.as_bytes()).unwrap();
+        assert_eq!(parsed.cluster, "east");
+        assert_eq!(parsed.controller.envoy_cluster, "detour_controller");
+        assert_eq!(parsed.controller.path, "/v1/tables/east");
+        assert_eq!(
+            hcm["http_filters"][1]["name"].as_str(),
+            Some("envoy.filters.http.router")
+        );
+    }
+
+    #[test]
+    fn the_gateway_marks_crossings_and_reports_its_own_failures() {
+        let b = rendered("west");
+        let gw = &b["static_resources"]["listeners"][1];
+        assert_eq!(
+            gw["address"]["socket_address"]["address"].as_str(),
+            Some("127.0.2.1")
+        );
+        let hcm = &gw["filter_chains"][0]["filters"][0]["typed_config"];
+        assert_eq!(names(&hcm["http_filters"]), ["envoy.filters.http.router"]);
+        let vhost = &hcm["route_config"]["virtual_hosts"][0];
+        let via = &vhost["request_headers_to_add"][0]["header"];
+        assert_eq!(
+            (via["key"].as_str(), via["value"].as_str()),
+            (Some("x-detour-via"), Some("west"))
+        );
+        let mapper = &hcm["local_reply_config"]["mappers"][0]["headers_to_add"][0]["header"];
+        assert_eq!(mapper["value"].as_str(), Some("%RESPONSE_FLAGS%"));
+        // West is nobody's primary: only its own service and the controller.
+        assert_eq!(
+            names(&b["static_resources"]["clusters"]),
+            ["detour|west|apps|foo", "detour_controller"]
+        );
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_render() {
+        let model = example();
+        let err = render(&model, &opts("north")).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "unknown cluster \"north\" (MemberClusters: east, south, west)"
+        );
+        let mut o = opts("east");
+        o.certs = Some("/tmp/certs".into());
+        assert!(
+            render(&model, &o)
+                .unwrap_err()
+                .to_string()
+                .contains("not implemented yet")
+        );
+        let mut o = opts("east");
+        o.ingress = Address::parse("127.0.1.1:15443").unwrap();
+        assert!(
+            render(&model, &o)
+                .unwrap_err()
+                .to_string()
+                .contains("--ingress and the MemberCluster's gateway are both 127.0.1.1:15443")
+        );
+    }
+}

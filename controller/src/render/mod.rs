@@ -1,0 +1,3 @@
+//! Configuration for the data plane, rendered from the model.
+
+pub mod envoy;

@@ -1,0 +1,226 @@
+//! `detour serve`: wires the parts together in three tasks: the file source (which feeds
+//! the index and publishes each valid model), the tables task (which keeps the health
+//! checkers in line with the model and rebuilds the tables), and the HTTP server.
+
+use crate::health::probe::Prober;
+use crate::health::{Checker, HealthBoard, HealthMap};
+use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
+use crate::model::Model;
+use crate::server::{self, AppState};
+use crate::source::files::FileSource;
+use crate::tables::{self, PublishedTable, TableSet};
+use anyhow::Context;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tracing::{Instrument, info, info_span};
+
+pub struct ServeOptions {
+    pub config: PathBuf,
+    pub listen: SocketAddr,
+    pub reload_interval: Duration,
+    pub max_wait: Duration,
+}
+
+pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::new());
+    let mut source = FileSource::new(opts.config.clone(), metrics.clone());
+    let model = source.load().map_err(|problems| {
+        anyhow::anyhow!(
+            "{}\nthe configuration in {} is invalid ({} problem(s))",
+            crate::docs::Problems(problems.clone()),
+            opts.config.display(),
+            problems.len()
+        )
+    })?;
+    info!(
+        config = %opts.config.display(),
+        clusters = model.clusters.len(),
+        schemes = model.schemes.len(),
+        "configuration loaded"
+    );
+    let (models_tx, models) = watch::channel(Arc::new(model));
+    let board = HealthBoard::new();
+
+    // The first tables exist before the listener does: every member cluster can be
+    // answered from the first request on (all targets Unknown until checked).
+    let first = tables::build(&models.borrow(), &HashMap::new(), Instant::now());
+    let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
+    publish(&tables_tx, first.tables, &metrics);
+
+    let ready = Arc::new(AtomicBool::new(false));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+
+    tokio::spawn(
+        source
+            .watch(models_tx, opts.reload_interval)
+            .instrument(info_span!("file_source", dir = %opts.config.display())),
+    );
+    let checker = Checker::new(board.clone(), Prober::new(), metrics.clone());
+    tokio::spawn(
+        run_tables(
+            models,
+            checker,
+            board.subscribe(),
+            tables_tx,
+            ready.clone(),
+            metrics.clone(),
+        )
+        .instrument(info_span!("tables")),
+    );
+
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", opts.listen))?;
+    let address = listener.local_addr()?;
+    info!(%address, "serving the table API, /healthz, /readyz and /metrics");
+    let state = AppState {
+        tables: tables_rx,
+        ready,
+        metrics,
+        shutdown: shutdown_rx,
+        max_wait: opts.max_wait,
+    };
+    server::serve(listener, server::router(state), async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        let _ = shutdown_tx.send(true);
+    })
+    .await
+    .context("serving HTTP")?;
+    Ok(())
+}
+
+/// Keeps one checker per probe spec of the current model, and rebuilds the tables
+/// whenever the model or a target's health changes, or a failback damping window ends;
+/// publishes those whose content changed. Checkers are reconciled here, just before the
+/// build, so a new model never meets a board that does not know its targets yet.
+async fn run_tables(
+    mut models: watch::Receiver<Arc<Model>>,
+    mut checker: Checker,
+    mut health: watch::Receiver<HealthMap>,
+    tables: watch::Sender<Arc<TableSet>>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+) {
+    let mut reconciled: Option<Arc<Model>> = None;
+    loop {
+        let model = models.borrow_and_update().clone();
+        if !reconciled.as_ref().is_some_and(|m| Arc::ptr_eq(m, &model)) {
+            checker.reconcile(&model.probe_specs());
+            reconciled = Some(model.clone());
+        }
+        let built = {
+            let board = health.borrow_and_update();
+            if !ready.load(Ordering::Acquire) {
+                let checked = model
+                    .probe_specs()
+                    .iter()
+                    .all(|s| board.get(s).is_some_and(|state| state.checks > 0));
+                if checked {
+                    ready.store(true, Ordering::Release);
+                    info!("ready: every target has been checked once");
+                }
+            }
+            tables::build(&model, &board, Instant::now())
+        };
+        publish(&tables, built.tables, &metrics);
+        let damping_ends = async {
+            match built.next_change {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = models.changed() => if r.is_err() { return },
+            r = health.changed() => if r.is_err() { return },
+            () = damping_ends => {}
+        }
+    }
+}
+
+/// Publishes the tables whose version changed (and drops removed clusters'), so that
+/// long-polls wake only for real changes.
+fn publish(
+    tables: &watch::Sender<Arc<TableSet>>,
+    built: std::collections::BTreeMap<String, detour_filter::table::wire::TableDoc>,
+    metrics: &Metrics,
+) {
+    tables.send_if_modified(|current| {
+        let mut next = TableSet::default();
+        let mut changed = current.tables.len() != built.len();
+        for (cluster, doc) in built {
+            let table = PublishedTable::new(doc);
+            match current.get(&cluster) {
+                Some(old) if old.version() == table.version() => {
+                    next.tables.insert(cluster, old.clone());
+                    continue;
+                }
+                old => {
+                    changed = true;
+                    if let Some(old) = old {
+                        metrics.table_version.remove(&VersionLabels {
+                            cluster: cluster.clone(),
+                            version: old.version().to_string(),
+                        });
+                    }
+                    metrics
+                        .table_version
+                        .get_or_create(&VersionLabels {
+                            cluster: cluster.clone(),
+                            version: table.version().to_string(),
+                        })
+                        .set(1);
+                    metrics
+                        .table_updates
+                        .get_or_create(&ClusterLabels {
+                            cluster: cluster.clone(),
+                        })
+                        .inc();
+                    info!(%cluster, version = table.version(), "new table version");
+                    next.tables.insert(cluster, Arc::new(table));
+                }
+            }
+        }
+        for (cluster, old) in &current.tables {
+            if !next.tables.contains_key(cluster) {
+                changed = true;
+                metrics.table_version.remove(&VersionLabels {
+                    cluster: cluster.clone(),
+                    version: old.version().to_string(),
+                });
+            }
+        }
+        if changed {
+            *current = Arc::new(next);
+        }
+        changed
+    });
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,196 @@
+//! The table API in-process: a real listener, a real client, tables changed by hand.
+
+use super::*;
+use crate::client::HttpClient;
+use crate::tables::PublishedTable;
+use bytes::Bytes;
+use detour_filter::table::TABLE_API_VERSION;
+use detour_filter::table::wire::TableDoc;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+
+struct Api {
+    addr: SocketAddr,
+    tables: watch::Sender<Arc<TableSet>>,
+    ready: Arc<AtomicBool>,
+    metrics: Arc<Metrics>,
+    client: HttpClient,
+    _shutdown: watch::Sender<bool>,
+}
+
+fn table(cluster: &str, marker: &str) -> Arc<PublishedTable> {
+    let mut doc = TableDoc {
+        api_version: TABLE_API_VERSION.into(),
+        cluster: cluster.into(),
+        version: String::new(),
+        schemes: vec![],
+    };
+    // Any content change makes a new version; the marker is such a change.
+    doc.api_version.push_str(marker);
+    Arc::new(PublishedTable::new(doc))
+}
+
+fn set(tables: &[Arc<PublishedTable>]) -> Arc<TableSet> {
+    Arc::new(TableSet {
+        tables: tables
+            .iter()
+            .map(|t| (t.doc.cluster.clone(), t.clone()))
+            .collect(),
+    })
+}
+
+async fn start(max_wait: Duration) -> Api {
+    let (tables, rx) = watch::channel(set(&[table("east", "")]));
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let ready = Arc::new(AtomicBool::new(false));
+    let metrics = Arc::new(Metrics::new());
+    let state = AppState {
+        tables: rx,
+        ready: ready.clone(),
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx,
+        max_wait,
+    };
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(serve(listener, router(state), std::future::pending()));
+    Api {
+        addr,
+        tables,
+        ready,
+        metrics,
+        client: HttpClient::fresh_connections(),
+        _shutdown: shutdown,
+    }
+}
+
+impl Api {
+    async fn get(&self, path: &str, etag: Option<&str>) -> (u16, Option<String>, Bytes) {
+        let uri = format!("http://{}{path}", self.addr);
+        let quoted = etag.map(|e| format!("\"{e}\""));
+        let headers: Vec<(&str, &str)> = quoted
+            .iter()
+            .map(|q| ("if-none-match", q.as_str()))
+            .collect();
+        let (resp, body) = self
+            .client
+            .get_body(&uri, &headers, Duration::from_secs(10), 1 << 20)
+            .await
+            .unwrap();
+        let etag = resp
+            .headers()
+            .get("etag")
+            .map(|v| v.to_str().unwrap().trim_matches('"').to_string());
+        (resp.status().as_u16(), etag, body)
+    }
+}
+
+#[tokio::test]
+async fn serves_tables_with_etags_and_304() {
+    let api = start(MAX_WAIT).await;
+    let (status, etag, body) = api.get("/v1/tables/east", None).await;
+    assert_eq!(status, 200);
+    let doc: TableDoc = serde_json::from_slice(&body).unwrap();
+    assert_eq!(doc.cluster, "east");
+    assert_eq!(etag.as_deref(), Some(doc.version.as_str()));
+
+    let (status, etag2, body) = api.get("/v1/tables/east", Some(&doc.version)).await;
+    assert_eq!(
+        (status, etag2.as_deref()),
+        (304, Some(doc.version.as_str()))
+    );
+    assert!(body.is_empty());
+    let (status, _, _) = api.get("/v1/tables/east", Some("stale")).await;
+    assert_eq!(status, 200);
+
+    let (status, _, body) = api.get("/v1/tables/nowhere", None).await;
+    assert_eq!(status, 404);
+    let err: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(err["error"], "no member cluster named \"nowhere\"");
+    let (status, _, _) = api.get("/v1/tables/east?wait=soon", None).await;
+    assert_eq!(status, 400);
+    let (status, _, _) = api.get("/nothing/here", None).await;
+    assert_eq!(status, 404);
+
+    let text = api.metrics.encode();
+    assert!(
+        text.contains("detour_table_requests_total{code=\"304\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("detour_table_requests_total{code=\"404\"} 1"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn a_long_poll_answers_when_the_version_changes() {
+    let api = Arc::new(start(MAX_WAIT).await);
+    let v1 = api
+        .tables
+        .borrow()
+        .get("east")
+        .unwrap()
+        .version()
+        .to_string();
+    let poll = {
+        let api = api.clone();
+        let v1 = v1.clone();
+        tokio::spawn(async move { api.get("/v1/tables/east?wait=30s", Some(&v1)).await })
+    };
+    crate::testing::eventually("the poll waits", Duration::from_secs(5), || {
+        api.metrics.long_polls_in_flight.get() == 1
+    })
+    .await;
+    // A change elsewhere does not end the wait...
+    api.tables
+        .send(set(&[table("east", ""), table("west", "")]))
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!poll.is_finished());
+    // ...a new version of this table does.
+    let next = table("east", "+1");
+    api.tables.send(set(std::slice::from_ref(&next))).unwrap();
+    let (status, etag, _) = poll.await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(etag.as_deref(), Some(next.version()));
+    assert_ne!(next.version(), v1);
+    assert_eq!(api.metrics.long_polls_in_flight.get(), 0);
+}
+
+#[tokio::test]
+async fn a_long_poll_ends_with_304_when_the_wait_ends_and_waits_are_capped() {
+    let api = start(Duration::from_millis(100)).await;
+    let v = api
+        .tables
+        .borrow()
+        .get("east")
+        .unwrap()
+        .version()
+        .to_string();
+    let started = tokio::time::Instant::now();
+    // Asks for 30s; the cap is 100ms here.
+    let (status, etag, _) = api.get("/v1/tables/east?wait=30s", Some(&v)).await;
+    assert_eq!((status, etag.as_deref()), (304, Some(v.as_str())));
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(100) && waited < Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // A cluster removed while a client waits is a 404.
+    api.tables.send(set(&[])).unwrap();
+    let (status, _, _) = api.get("/v1/tables/east?wait=1s", Some(&v)).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn readiness_and_metrics() {
+    let api = start(MAX_WAIT).await;
+    assert_eq!(api.get("/healthz", None).await.0, 200);
+    assert_eq!(api.get("/readyz", None).await.0, 503);
+    api.ready.store(true, Ordering::Release);
+    assert_eq!(api.get("/readyz", None).await.0, 200);
+    let (status, _, body) = api.get("/metrics", None).await;
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&body).contains("# TYPE detour_long_polls_in_flight gauge"));
+}

@@ -1,0 +1,140 @@
+//! The file source: every `*.yaml` / `*.yml` in a directory, re-read when it changes.
+//!
+//! Changes are found by polling the directory's contents (every 250ms by default) rather
+//! than with inotify: it works the same on every filesystem, through editors' rename-and-
+//! replace saves and Kubernetes' ConfigMap symlink swaps, and it costs little for a few
+//! small files. A change is applied once the contents have stayed the same for one more
+//! poll (so a half-written file is not read), and only if the whole new set is valid:
+//! otherwise the last good model keeps serving and the problems are logged and counted.
+
+use crate::docs::Problem;
+use crate::docs::load::{SourceFile, parse_files, read_dir};
+use crate::index::Index;
+use crate::metrics::{Metrics, ResultLabels};
+use crate::model::Model;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::MissedTickBehavior;
+use tracing::{error, info};
+
+/// Reads, parses and validates a directory once (`check`, `render`, `explain`, and the
+/// first load of `serve`). Problems come sorted by file and document.
+pub fn load_dir(dir: &Path) -> Result<Model, Vec<Problem>> {
+    let files = read_dir(dir)?;
+    let mut index = Index::new();
+    apply(&mut index, &files)
+}
+
+fn apply(index: &mut Index, files: &[SourceFile]) -> Result<Model, Vec<Problem>> {
+    let (docs, mut problems) = parse_files(files);
+    index.reset(docs);
+    // Validate what did parse too, so that one run reports everything.
+    match index.model() {
+        Ok(model) if problems.is_empty() => return Ok(model),
+        Ok(_) => {}
+        Err(more) => problems.extend(more),
+    }
+    problems.sort_by(|a, b| {
+        (&a.origin.source, a.origin.document).cmp(&(&b.origin.source, b.origin.document))
+    });
+    Err(problems)
+}
+
+/// The contents of the directory as last read (or why it could not be read).
+type Snapshot = Result<Vec<SourceFile>, Vec<Problem>>;
+
+pub struct FileSource {
+    dir: PathBuf,
+    index: Index,
+    metrics: Arc<Metrics>,
+    applied: Option<Snapshot>,
+}
+
+impl FileSource {
+    pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> FileSource {
+        FileSource {
+            dir,
+            index: Index::new(),
+            metrics,
+            applied: None,
+        }
+    }
+
+    /// Loads the directory now; the first load of `serve`.
+    pub fn load(&mut self) -> Result<Model, Vec<Problem>> {
+        let snapshot = read_dir(&self.dir);
+        let result = self.apply(&snapshot);
+        self.applied = Some(snapshot);
+        result
+    }
+
+    fn apply(&mut self, snapshot: &Snapshot) -> Result<Model, Vec<Problem>> {
+        let result = match snapshot {
+            Ok(files) => apply(&mut self.index, files),
+            Err(problems) => Err(problems.clone()),
+        };
+        let label = if result.is_ok() { "success" } else { "error" };
+        self.metrics
+            .config_reloads
+            .get_or_create(&ResultLabels { result: label })
+            .inc();
+        self.metrics
+            .config_last_reload_successful
+            .set(i64::from(result.is_ok()));
+        if let Ok(model) = &result {
+            self.metrics
+                .member_clusters
+                .set(i64::try_from(model.clusters.len()).unwrap_or(i64::MAX));
+            self.metrics
+                .schemes
+                .set(i64::try_from(model.schemes.len()).unwrap_or(i64::MAX));
+        }
+        result
+    }
+
+    /// Polls the directory every `interval` and publishes each new valid model.
+    pub async fn watch(mut self, models: watch::Sender<Arc<Model>>, interval: Duration) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut pending: Option<Snapshot> = None;
+        loop {
+            ticker.tick().await;
+            let snapshot = read_dir(&self.dir);
+            if self.applied.as_ref() == Some(&snapshot) {
+                pending = None;
+                continue;
+            }
+            if pending.as_ref() != Some(&snapshot) {
+                pending = Some(snapshot); // changed: wait one poll for it to settle
+                continue;
+            }
+            pending = None;
+            match self.apply(&snapshot) {
+                Ok(model) => {
+                    let changed = **models.borrow() != model;
+                    info!(
+                        clusters = model.clusters.len(),
+                        schemes = model.schemes.len(),
+                        changed,
+                        "configuration reloaded"
+                    );
+                    if changed {
+                        models.send_replace(Arc::new(model));
+                    }
+                }
+                Err(problems) => {
+                    for p in &problems {
+                        error!(problem = %p, "configuration refused");
+                    }
+                    error!(
+                        problems = problems.len(),
+                        "configuration refused; the last good configuration keeps serving"
+                    );
+                }
+            }
+            self.applied = Some(snapshot);
+        }
+    }
+}
