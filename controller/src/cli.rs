@@ -2,9 +2,12 @@
 
 use crate::docs::Problems;
 use crate::explain::{ExplainOptions, explain};
+use crate::kube::lease::Timing;
+use crate::kube::register::RegisterOptions;
+use crate::kube::run::KubeOptions;
 use crate::model::{Address, ServiceName};
 use crate::render::envoy::{DEFAULT_WASM, RenderOptions, render};
-use crate::serve::{ServeOptions, serve};
+use crate::serve::{ServeOptions, Source, serve};
 use crate::source::files::load_dir;
 use crate::telemetry::{self, LogFormat};
 use anyhow::{Context, anyhow};
@@ -46,7 +49,52 @@ pub enum Command {
     Render(RenderCommand),
     /// Tell where a request for a service would go now, and why.
     Explain(ExplainArgs),
+    /// Print the CustomResourceDefinitions of detour's documents (multi-document YAML).
+    Crds(CrdsArgs),
+    /// Member clusters (Kubernetes mode).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
 }
+
+#[derive(Args, Debug)]
+pub struct CrdsArgs {
+    /// Write one file per CRD into DIR instead (how manifests/crds/ is made).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ClusterCommand {
+    /// Print what registering a member cluster takes: in the member, a ServiceAccount
+    /// with least-privilege RBAC and its token; in the management cluster, the kubeconfig
+    /// Secret (a template) and the MemberCluster.
+    Register(RegisterArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct RegisterArgs {
+    /// The member cluster's name (the MemberCluster's).
+    #[arg(long, value_name = "NAME")]
+    pub name: String,
+    /// Its east-west gateway as the other clusters reach it (port 15443 when left out).
+    #[arg(long, value_name = "HOST[:PORT]")]
+    pub gateway: String,
+    /// Its API server's URL, for the kubeconfig.
+    #[arg(long, value_name = "URL")]
+    pub server: Option<String>,
+    /// Namespace of detour's mTLS Secret in the member cluster.
+    #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
+    pub namespace: String,
+    /// The controller's namespace in the management cluster (where kubeconfig Secrets go).
+    #[arg(long, value_name = "NS", default_value = DEFAULT_CONTROLLER_NAMESPACE)]
+    pub controller_namespace: String,
+    /// The cluster the controller itself runs in: only the MemberCluster is needed.
+    #[arg(long)]
+    pub local: bool,
+}
+
+/// Namespace of the controller unless told (the Helm chart's default).
+const DEFAULT_CONTROLLER_NAMESPACE: &str = "detour-system";
 
 #[derive(Args, Debug)]
 pub struct ConfigArg {
@@ -57,8 +105,31 @@ pub struct ConfigArg {
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
-    #[command(flatten)]
-    pub config: ConfigArg,
+    /// Directory of *.yaml / *.yml files (MemberCluster and FailoverScheme documents).
+    #[arg(
+        long,
+        value_name = "DIR",
+        required_unless_present = "kubernetes",
+        conflicts_with = "kubernetes"
+    )]
+    pub config: Option<PathBuf>,
+    /// Read the documents from the CRDs of the cluster detour runs in (in-cluster
+    /// config, or KUBECONFIG), discover member clusters' services, write status.
+    #[arg(long)]
+    pub kubernetes: bool,
+    /// Kubernetes: the controller's namespace (its Lease, the kubeconfig Secrets).
+    #[arg(long, value_name = "NS", env = "POD_NAMESPACE", default_value = DEFAULT_CONTROLLER_NAMESPACE)]
+    pub namespace: String,
+    /// Kubernetes: this replica's name in the Lease and in Events (default: the pod name
+    /// from POD_NAME, else the host name).
+    #[arg(long, value_name = "NAME", env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Kubernetes: the Lease electing the replica that writes.
+    #[arg(long, value_name = "NAME", default_value = "detour")]
+    pub lease_name: String,
+    /// Kubernetes: namespace of the mTLS Secret in every member cluster.
+    #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
+    pub member_namespace: String,
     /// Address of the table API, /healthz, /readyz and /metrics (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
@@ -150,12 +221,51 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => Ok(check(&args.config)),
         Command::Serve(args) => {
+            let source = match args.config {
+                Some(config) => Source::Files {
+                    config,
+                    reload_interval: args.reload_interval,
+                },
+                None => Source::Kubernetes(KubeOptions {
+                    namespace: args.namespace,
+                    identity: args.identity.unwrap_or_else(default_identity),
+                    lease_name: args.lease_name,
+                    member_namespace: args.member_namespace,
+                    timing: Timing::default(),
+                }),
+            };
             runtime()?.block_on(serve(ServeOptions {
-                config: args.config.config,
+                source,
                 listen: args.listen,
-                reload_interval: args.reload_interval,
                 max_wait: args.max_wait,
             }))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Crds(args) => {
+            match args.out {
+                Some(dir) => {
+                    for path in crate::kube::crds::write_dir(&dir)? {
+                        println!("{}", path.display());
+                    }
+                }
+                None => print!("{}", crate::kube::crds::render_all()?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cluster(ClusterCommand::Register(args)) => {
+            let (address, port) = gateway(&args.gateway)?;
+            print!(
+                "{}",
+                crate::kube::register::render(&RegisterOptions {
+                    name: args.name,
+                    gateway_address: address,
+                    gateway_port: port,
+                    server: args.server,
+                    member_namespace: args.namespace,
+                    controller_namespace: args.controller_namespace,
+                    local: args.local,
+                })?
+            );
             Ok(ExitCode::SUCCESS)
         }
         Command::Render(RenderCommand::Envoy(args)) => {
@@ -188,6 +298,28 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The pod name, else the host name, else a name from the process id: unique among
+/// replicas, which is what the Lease needs.
+fn default_identity() -> String {
+    std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| format!("detour-{}", std::process::id()))
+}
+
+/// `HOST[:PORT]` of a gateway (port 15443 by default).
+fn gateway(text: &str) -> anyhow::Result<(String, u16)> {
+    if crate::model::parse_host(text).is_ok() {
+        return Ok((text.to_string(), crate::docs::DEFAULT_GATEWAY_PORT));
+    }
+    let a = Address::parse(text).map_err(|e| anyhow!("--gateway: {e}"))?;
+    let host = match a.host {
+        crate::model::Host::Ip(ip) => ip.to_string(),
+        crate::model::Host::Name(n) => n,
+    };
+    Ok((host, a.port))
 }
 
 fn check(dir: &Path) -> ExitCode {

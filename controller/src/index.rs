@@ -1,15 +1,18 @@
-//! The in-memory index of documents, fed by a source (files now, Kubernetes watches
-//! later) through `reset` / `apply` / `delete`, and turned into a validated [`Model`].
+//! The in-memory index of documents, fed by a source through `reset` / `apply` /
+//! `delete`, and turned into a validated [`Model`].
 //!
-//! The file source resets the whole set on every change; a watch-based source applies and
-//! deletes one object at a time. Both end in the same [`Index::model`].
+//! The file source resets the whole set on every change. The Kubernetes source
+//! (`crate::kube::index`) turns its watches into the same documents — a MemberCluster
+//! with its discovered services listed, as a file would list them — and resets this
+//! index with them in a stable order. Both end in the same validation and the same model.
 
 use crate::docs::{Document, Kind, Problem};
 use crate::model::Model;
-use crate::validate;
+use crate::validate::{self, Mode};
 
 #[derive(Debug, Default, Clone)]
 pub struct Index {
+    mode: Mode,
     /// In source order, which decides which of two conflicting documents is reported.
     docs: Vec<Document>,
 }
@@ -17,6 +20,14 @@ pub struct Index {
 impl Index {
     pub fn new() -> Index {
         Index::default()
+    }
+
+    /// An index of documents of `mode` (see [`Mode`]).
+    pub fn with_mode(mode: Mode) -> Index {
+        Index {
+            mode,
+            docs: Vec::new(),
+        }
     }
 
     /// Replaces every document (a full listing: a re-read directory, a relist).
@@ -54,7 +65,12 @@ impl Index {
 
     /// The model of the current documents, or every problem with them.
     pub fn model(&self) -> Result<Model, Vec<Problem>> {
-        validate::build_model(&self.docs)
+        validate::build_model_in(&self.docs, self.mode)
+    }
+
+    /// The model of every valid document, and the problems of the others.
+    pub fn partial_model(&self) -> (Model, Vec<Problem>) {
+        validate::build_partial(&self.docs, self.mode)
     }
 }
 

@@ -159,7 +159,7 @@ pub fn istio_cluster(service: &ServiceName, port: u16) -> String {
     )
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Model {
     /// By name.
     pub clusters: BTreeMap<String, Cluster>,

@@ -1,9 +1,12 @@
-//! `detour serve`: wires the parts together in three tasks: the file source (which feeds
-//! the index and publishes each valid model), the tables task (which keeps the health
-//! checkers in line with the model and rebuilds the tables), and the HTTP server.
+//! `detour serve`: wires the parts together in three tasks: the source (files, or
+//! Kubernetes watches: either feeds the index and publishes each model), the tables task
+//! (which keeps the health checkers in line with the model and rebuilds the tables), and
+//! the HTTP server. In Kubernetes mode the leader also writes status, Events and Secrets
+//! ([`crate::kube::run`]).
 
 use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard, HealthMap};
+use crate::kube::run::{KubeOptions, Wiring};
 use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
 use crate::model::Model;
 use crate::server::{self, AppState};
@@ -20,47 +23,85 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span};
 
+/// Where the documents come from.
+pub enum Source {
+    /// A directory of YAML files, polled every `reload_interval`.
+    Files {
+        config: PathBuf,
+        reload_interval: Duration,
+    },
+    /// CRDs and member clusters' Services, watched.
+    Kubernetes(KubeOptions),
+}
+
 pub struct ServeOptions {
-    pub config: PathBuf,
+    pub source: Source,
     pub listen: SocketAddr,
-    pub reload_interval: Duration,
     pub max_wait: Duration,
 }
 
+/// How long shutdown waits for the Lease to be released.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
-    let mut source = FileSource::new(opts.config.clone(), metrics.clone());
-    let model = source.load().map_err(|problems| {
-        anyhow::anyhow!(
-            "{}\nthe configuration in {} is invalid ({} problem(s))",
-            crate::docs::Problems(problems.clone()),
-            opts.config.display(),
-            problems.len()
-        )
-    })?;
-    info!(
-        config = %opts.config.display(),
-        clusters = model.clusters.len(),
-        schemes = model.schemes.len(),
-        "configuration loaded"
-    );
-    let (models_tx, models) = watch::channel(Arc::new(model));
     let board = HealthBoard::new();
+    let (models_tx, models) = watch::channel(Arc::new(Model::default()));
+    let (source_ready_tx, source_ready) = watch::channel(false);
+    let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let mut election = None;
+    match opts.source {
+        Source::Files {
+            config,
+            reload_interval,
+        } => {
+            let mut source = FileSource::new(config.clone(), metrics.clone());
+            let model = source.load().map_err(|problems| {
+                anyhow::anyhow!(
+                    "{}\nthe configuration in {} is invalid ({} problem(s))",
+                    crate::docs::Problems(problems.clone()),
+                    config.display(),
+                    problems.len()
+                )
+            })?;
+            info!(
+                config = %config.display(),
+                clusters = model.clusters.len(),
+                schemes = model.schemes.len(),
+                "configuration loaded"
+            );
+            models_tx.send_replace(Arc::new(model));
+            source_ready_tx.send_replace(true);
+            tokio::spawn(
+                source
+                    .watch(models_tx, reload_interval)
+                    .instrument(info_span!("file_source", dir = %config.display())),
+            );
+        }
+        Source::Kubernetes(kube) => {
+            let wiring = Wiring {
+                models: models_tx,
+                source_ready: source_ready_tx,
+                health: board.subscribe(),
+                tables: tables_rx.clone(),
+                shutdown: shutdown_rx.clone(),
+            };
+            // The mTLS issuer (issue 4) plugs in here once it exists.
+            election = Some(
+                crate::kube::run::start(kube, wiring, None, metrics.clone())
+                    .await
+                    .context("starting the Kubernetes source")?,
+            );
+        }
+    }
 
     // The first tables exist before the listener does: every member cluster can be
     // answered from the first request on (all targets Unknown until checked).
     let first = tables::build(&models.borrow(), &HashMap::new(), Instant::now());
-    let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
     publish(&tables_tx, first.tables, &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-
-    tokio::spawn(
-        source
-            .watch(models_tx, opts.reload_interval)
-            .instrument(info_span!("file_source", dir = %opts.config.display())),
-    );
     let checker = Checker::new(board.clone(), Prober::new(), metrics.clone());
     tokio::spawn(
         run_tables(
@@ -68,7 +109,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             checker,
             board.subscribe(),
             tables_tx,
-            ready.clone(),
+            Readiness {
+                ready: ready.clone(),
+                source: source_ready,
+            },
             metrics.clone(),
         )
         .instrument(info_span!("tables")),
@@ -93,7 +137,17 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     })
     .await
     .context("serving HTTP")?;
+    // The election task releases the Lease on shutdown; give it a moment to.
+    if let Some(election) = election {
+        let _ = tokio::time::timeout(RELEASE_TIMEOUT, election).await;
+    }
     Ok(())
+}
+
+/// Ready once the source has listed everything and every target was checked once.
+struct Readiness {
+    ready: Arc<AtomicBool>,
+    source: watch::Receiver<bool>,
 }
 
 /// Keeps one checker per probe spec of the current model, and rebuilds the tables
@@ -105,9 +159,12 @@ async fn run_tables(
     mut checker: Checker,
     mut health: watch::Receiver<HealthMap>,
     tables: watch::Sender<Arc<TableSet>>,
-    ready: Arc<AtomicBool>,
+    mut readiness: Readiness,
     metrics: Arc<Metrics>,
 ) {
+    let ready = readiness.ready.clone();
+    // The file source sets its readiness once and goes; a closed channel is final.
+    let mut source_open = true;
     let mut reconciled: Option<Arc<Model>> = None;
     loop {
         let model = models.borrow_and_update().clone();
@@ -117,7 +174,7 @@ async fn run_tables(
         }
         let built = {
             let board = health.borrow_and_update();
-            if !ready.load(Ordering::Acquire) {
+            if !ready.load(Ordering::Acquire) && *readiness.source.borrow_and_update() {
                 let checked = model
                     .probe_specs()
                     .iter()
@@ -139,6 +196,9 @@ async fn run_tables(
         tokio::select! {
             r = models.changed() => if r.is_err() { return },
             r = health.changed() => if r.is_err() { return },
+            r = readiness.source.changed(), if source_open && !ready.load(Ordering::Acquire) => {
+                source_open = r.is_ok();
+            }
             () = damping_ends => {}
         }
     }

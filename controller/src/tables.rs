@@ -13,7 +13,7 @@ use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::{FailbackDoc, ReplayDoc, SchemeDoc, TableDoc, TargetDoc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 
 /// A table as served: the document and its JSON, serialised once per version.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,6 +58,72 @@ pub struct Built {
     pub next_change: Option<Instant>,
 }
 
+/// A target's health as a scheme's table gives it, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveHealth {
+    pub health: Health,
+    pub why: HealthBasis,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthBasis {
+    /// The service has no ready endpoint in its cluster (Kubernetes discovery).
+    NoReadyEndpoints,
+    /// Not checked yet.
+    Unchecked,
+    /// The checks' verdict, reached at `since`.
+    Checked { since: SystemTime },
+    /// Healthy again, but reported Unhealthy until the failback window ends at `until`.
+    Recovering { until: Instant },
+}
+
+/// The health `scheme`'s table gives `target` as of `now`: the active checks' verdict
+/// with failback damping, except that a service known to have no ready endpoint is
+/// Unhealthy at once, without waiting for probes to fail through its gateway. File mode
+/// never has such a service (validation requires endpoints), so the rule is harmless there.
+pub fn target_health(
+    model: &Model,
+    scheme: &Scheme,
+    target: &TargetRef,
+    board: &HealthMap,
+    now: Instant,
+) -> EffectiveHealth {
+    let service = model
+        .cluster(&target.cluster)
+        .and_then(|c| c.services.get(&target.service));
+    if service.is_some_and(|s| s.endpoints.is_empty()) {
+        return EffectiveHealth {
+            health: Health::Unhealthy,
+            why: HealthBasis::NoReadyEndpoints,
+        };
+    }
+    let state = model
+        .probe_spec(scheme, target)
+        .and_then(|spec| board.get(&spec));
+    let Some(state) = state else {
+        return EffectiveHealth {
+            health: Health::Unknown,
+            why: HealthBasis::Unchecked,
+        };
+    };
+    match state.effective(scheme.failback.stable_for, now) {
+        (health, Some(until)) => EffectiveHealth {
+            health,
+            why: HealthBasis::Recovering { until },
+        },
+        (health, None) if state.checks == 0 => EffectiveHealth {
+            health,
+            why: HealthBasis::Unchecked,
+        },
+        (health, None) => EffectiveHealth {
+            health,
+            why: HealthBasis::Checked {
+                since: state.since_wall,
+            },
+        },
+    }
+}
+
 /// Builds every member cluster's table from the health board as of `now`.
 pub fn build(model: &Model, board: &HealthMap, now: Instant) -> Built {
     let mut next_change: Option<Instant> = None;
@@ -67,17 +133,11 @@ pub fn build(model: &Model, board: &HealthMap, now: Instant) -> Built {
             .schemes_of(cluster)
             .map(|scheme| {
                 scheme_doc(model, scheme, |target| {
-                    let state = model
-                        .probe_spec(scheme, target)
-                        .and_then(|spec| board.get(&spec));
-                    let Some(state) = state else {
-                        return Health::Unknown;
-                    };
-                    let (health, until) = state.effective(scheme.failback.stable_for, now);
-                    if let Some(until) = until {
+                    let effective = target_health(model, scheme, target, board, now);
+                    if let HealthBasis::Recovering { until } = effective.why {
                         next_change = Some(next_change.map_or(until, |n| n.min(until)));
                     }
-                    health
+                    effective.health
                 })
             })
             .collect();

@@ -1,7 +1,9 @@
 //! Documents → [`Model`], refusing anything detour could not serve faithfully.
 //!
 //! Every check reports into one list, so `detour check` shows all problems at once, each
-//! with its document and field path. A model is built only when the list is empty.
+//! with its document and field path. In file mode a model is built only when the list is
+//! empty ([`build_model`]): one bad edit changes nothing. In Kubernetes every object has
+//! its own status, so [`build_partial`] serves every valid document and reports the rest.
 
 use crate::docs::{
     Document, FailoverSchemeSpec, MemberClusterSpec, Object, Origin, Problem, ServiceSpec,
@@ -17,9 +19,48 @@ use std::time::Duration;
 /// Shortest health-check interval accepted: below it checks would only burn CPU.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
+/// How a problem about a service its cluster does not have begins. In Kubernetes such a
+/// problem may only mean that the cluster's services are not listed yet.
+pub const UNKNOWN_SERVICE: &str = "unknown service";
+
+/// Where the documents come from, which changes what a MemberCluster's services mean.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// Files list each service with its endpoints; a service without any is a mistake.
+    #[default]
+    Files,
+    /// Services are discovered from the member cluster: one with no ready endpoint is
+    /// real (scaled to zero, all pods failing) and makes its targets Unhealthy.
+    Kubernetes,
+}
+
 /// Validates every document together and builds the model, or says everything wrong.
 pub fn build_model(docs: &[Document]) -> Result<Model, Vec<Problem>> {
-    let mut v = Validator::default();
+    build_model_in(docs, Mode::Files)
+}
+
+/// [`build_model`] for documents of `mode`.
+pub fn build_model_in(docs: &[Document], mode: Mode) -> Result<Model, Vec<Problem>> {
+    let (model, problems) = validate(docs, mode, false);
+    if problems.is_empty() {
+        Ok(model)
+    } else {
+        Err(problems)
+    }
+}
+
+/// The model of every valid document, and the problems of the others. A scheme naming a
+/// member cluster whose own document is invalid is left out too, with a problem saying
+/// so (in [`build_model`] the cluster's problem alone is enough).
+pub fn build_partial(docs: &[Document], mode: Mode) -> (Model, Vec<Problem>) {
+    validate(docs, mode, true)
+}
+
+fn validate(docs: &[Document], mode: Mode, partial: bool) -> (Model, Vec<Problem>) {
+    let mut v = Validator {
+        mode,
+        ..Validator::default()
+    };
     for doc in docs {
         if let Object::MemberCluster { name, spec } = &doc.object {
             v.member_cluster(doc, name, spec);
@@ -37,19 +78,26 @@ pub fn build_model(docs: &[Document]) -> Result<Model, Vec<Problem>> {
             schemes.push(s);
         }
     }
-    if !v.problems.is_empty() {
-        return Err(v.problems);
-    }
     schemes.sort_by(|a, b| (&a.namespace, &a.name).cmp(&(&b.namespace, &b.name)));
-    Ok(Model {
-        clusters: v.clusters,
-        schemes,
-    })
+    let mut problems = v.problems;
+    if partial {
+        problems.extend(v.blocked);
+    }
+    (
+        Model {
+            clusters: v.clusters,
+            schemes,
+        },
+        problems,
+    )
 }
 
 #[derive(Default)]
 struct Validator {
+    mode: Mode,
     problems: Vec<Problem>,
+    /// Schemes left out only because a member cluster they name is invalid.
+    blocked: Vec<Problem>,
     clusters: BTreeMap<String, Cluster>,
     /// Where each cluster, gateway, scheme and primary was first defined.
     cluster_docs: HashMap<String, Origin>,
@@ -159,7 +207,7 @@ impl Validator {
         if s.port == 0 {
             self.report(at, format!("{path}.port"), "must be from 1 to 65535");
         }
-        if s.endpoints.is_empty() {
+        if s.endpoints.is_empty() && self.mode == Mode::Files {
             self.report(
                 at,
                 format!("{path}.endpoints"),
@@ -196,6 +244,7 @@ impl Validator {
             subject: doc.subject(),
         };
         let before = self.problems.len();
+        let blocked_before = self.blocked.len();
         if let Err(e) = dns_name(namespace, 63, false) {
             self.report(&at, "metadata.namespace", e);
         }
@@ -230,7 +279,7 @@ impl Validator {
         let health_check = self.health_check(&at, spec);
         let failback = self.failback(&at, spec);
         let replay = self.replay(&at, spec);
-        if self.problems.len() != before {
+        if self.problems.len() != before || self.blocked.len() != blocked_before {
             return None;
         }
         Some(Scheme {
@@ -250,7 +299,10 @@ impl Validator {
             return true;
         }
         // A cluster whose own document is invalid is known, and already reported.
-        if !self.cluster_docs.contains_key(cluster) {
+        if self.cluster_docs.contains_key(cluster) {
+            let msg = format!("MemberCluster {cluster:?} is invalid (see its own problems)");
+            self.blocked.push(at.problem(cluster_path, msg));
+        } else {
             let mut known: Vec<&str> = self.cluster_docs.keys().map(String::as_str).collect();
             known.sort_unstable();
             let msg = format!(
@@ -270,13 +322,22 @@ impl Validator {
         if cluster.services.contains_key(&t.service) {
             return true;
         }
-        let declared: Vec<String> = cluster.services.keys().map(|s| s.to_string()).collect();
-        let msg = format!(
-            "unknown service {} in cluster {:?} (its MemberCluster declares: {})",
-            t.service,
-            t.cluster,
-            list(declared)
-        );
+        let msg = match self.mode {
+            Mode::Files => {
+                let declared: Vec<String> =
+                    cluster.services.keys().map(|s| s.to_string()).collect();
+                format!(
+                    "{UNKNOWN_SERVICE} {} in cluster {:?} (its MemberCluster declares: {})",
+                    t.service,
+                    t.cluster,
+                    list(declared)
+                )
+            }
+            Mode::Kubernetes => format!(
+                "{UNKNOWN_SERVICE} {} in cluster {:?}: that cluster has no such Service",
+                t.service, t.cluster
+            ),
+        };
         self.report(at, path, msg);
         false
     }
@@ -515,7 +576,7 @@ fn connectable(host: &Host) -> Result<(), String> {
 /// An RFC 1123 label (`dots = false`) or subdomain (`dots = true`), as Kubernetes names
 /// are: lower-case letters, digits and '-', starting and ending alphanumeric. detour
 /// builds Envoy cluster names (`detour|C|NS|NAME`) and host names from them.
-fn dns_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
+pub fn dns_name(name: &str, max: usize, dots: bool) -> Result<(), String> {
     let what = if dots { "DNS subdomain" } else { "DNS label" };
     let parts_ok = |part: &str| {
         !part.is_empty()

@@ -5,6 +5,12 @@
 //! (strictly, see [`load`]) and the Kubernetes source gets them as CRDs through the
 //! `CustomResource` derive. Durations stay strings here (`"500ms"`) so that the CRD schema
 //! shows what users write; [`crate::validate`] parses them with the filter's parser.
+//!
+//! The `schemars` attributes put into the CRD schema what the API server can check on
+//! its own (required fields, minimums, name and duration patterns, enums), so that
+//! `kubectl apply` refuses those mistakes before detour sees them. [`crate::validate`]
+//! still checks everything (files have no API server), and adds what a schema cannot say:
+//! references between documents, duplicates, a timeout longer than its interval.
 
 pub mod load;
 
@@ -20,30 +26,81 @@ pub const API_VERSION: &str = "detour.dev/v1alpha1";
 /// Port of an east-west gateway when the document does not say.
 pub const DEFAULT_GATEWAY_PORT: u16 = 15443;
 
+/// Key of the kubeconfig in a member cluster's Secret when the reference does not say.
+pub const DEFAULT_KUBECONFIG_KEY: &str = "kubeconfig";
+
+/// A Kubernetes name: an RFC 1123 label (namespaces, services).
+const DNS_LABEL: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$";
+/// A Kubernetes name: an RFC 1123 subdomain (member clusters).
+const DNS_SUBDOMAIN: &str = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$";
+/// What `detour_filter::duration::parse_duration` reads: `500ms`, `1.5s`, `1m30s`.
+pub const DURATION_PATTERN: &str = r"^(([0-9]+\.?[0-9]*|\.[0-9]+)(ms|s|m|h))+$";
+
 /// A member cluster: where its east-west gateway is and, in file mode, its services.
+///
+/// Cluster-scoped: a member cluster belongs to the whole federation, and schemes in every
+/// namespace name it (files refuse a namespace on it for the same reason).
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
     group = "detour.dev",
     version = "v1alpha1",
     kind = "MemberCluster",
     plural = "memberclusters",
-    shortname = "mc"
+    shortname = "mc",
+    category = "detour",
+    doc = "A member cluster of the federation: its east-west gateway and, in Kubernetes, how detour reaches its API.",
+    status = "MemberClusterStatus",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Gateway","type":"string","jsonPath":".spec.gateway.address"}"#,
+    printcolumn = r#"{"name":"Services","type":"integer","jsonPath":".status.services"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct MemberClusterSpec {
     /// The cluster's east-west gateway, as the other clusters reach it.
     pub gateway: GatewaySpec,
-    /// The cluster's services (file mode; in Kubernetes they are discovered).
+    /// The cluster's services (file mode only: in Kubernetes they are discovered from the
+    /// cluster's Services and EndpointSlices, and listing them is refused).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub services: Vec<ServiceSpec>,
+    /// Kubernetes mode: the Secret, in the controller's namespace, holding a kubeconfig
+    /// for this cluster (`detour cluster register` prints one). Absent: this cluster is
+    /// the one the controller runs in (in-cluster config). Ignored in file mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig_secret: Option<KubeconfigSecretRef>,
+}
+
+/// A Secret in the controller's own namespace. Only that namespace: a MemberCluster is
+/// cluster-scoped, and letting it name any namespace would let whoever may write one make
+/// detour read Secrets its author cannot.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KubeconfigSecretRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1, max = 253), regex(pattern = DNS_SUBDOMAIN))]
+    pub name: String,
+    /// Key of the kubeconfig in the Secret's data (default `kubeconfig`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub key: Option<String>,
+}
+
+impl KubeconfigSecretRef {
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(DEFAULT_KUBECONFIG_KEY)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GatewaySpec {
     /// IP address or DNS name.
+    #[schemars(length(min = 1, max = 253))]
     pub address: String,
+    /// Port of the gateway's mTLS listener (default 15443).
     #[serde(default = "default_gateway_port")]
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
 }
 
@@ -54,9 +111,12 @@ fn default_gateway_port() -> u16 {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceSpec {
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub namespace: String,
     /// The service's port (Istio names the primary's cluster after it).
+    #[schemars(range(min = 1, max = 65535))]
     pub port: u16,
     /// `HOST:PORT` of each instance (file mode).
     #[serde(default)]
@@ -72,13 +132,21 @@ pub struct ServiceSpec {
     kind = "FailoverScheme",
     plural = "failoverschemes",
     shortname = "fs",
+    category = "detour",
+    doc = "A primary service in one member cluster and, in priority order, the same service in other clusters to fail over to.",
     namespaced,
-    status = "FailoverSchemeStatus"
+    status = "FailoverSchemeStatus",
+    printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,
+    printcolumn = r#"{"name":"Active","type":"integer","jsonPath":".status.activeGroup","description":"0 = the primary, n = the nth failover group"}"#,
+    printcolumn = r#"{"name":"Primary","type":"string","jsonPath":".spec.primary.cluster"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","jsonPath":".status.message","priority":1}"#
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverSchemeSpec {
     pub primary: PrimarySpec,
     /// Order is priority: the first group with a Healthy target takes the traffic.
+    #[schemars(length(min = 1))]
     pub failover_groups: Vec<FailoverGroupSpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check: Option<HealthCheckSpec>,
@@ -91,8 +159,12 @@ pub struct FailoverSchemeSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrimarySpec {
+    /// The MemberCluster the primary runs in.
+    #[schemars(length(max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub cluster: String,
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub namespace: String,
 }
 
@@ -100,23 +172,29 @@ pub struct PrimarySpec {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct FailoverGroupSpec {
     /// Targets sharing one priority, by weight.
+    #[schemars(length(min = 1))]
     pub priority_group: Vec<GroupTargetSpec>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GroupTargetSpec {
+    #[schemars(length(max = 253), regex(pattern = DNS_SUBDOMAIN))]
     pub cluster: String,
+    #[schemars(length(min = 1))]
     pub services: Vec<ServiceRefSpec>,
     /// Share of the group's traffic (default 1).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub weight: Option<u32>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceRefSpec {
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub name: String,
+    #[schemars(length(max = 63), regex(pattern = DNS_LABEL))]
     pub namespace: String,
 }
 
@@ -126,18 +204,23 @@ pub struct ServiceRefSpec {
 pub struct HealthCheckSpec {
     /// HTTP path (default `/healthz`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^/[!-~]*$"))]
     pub path: Option<String>,
     /// Between checks (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub interval: Option<String>,
     /// Of one check (default `500ms`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub timeout: Option<String>,
     /// Consecutive failures that make a target Unhealthy (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub unhealthy_threshold: Option<u32>,
     /// Consecutive successes that make an Unhealthy target Healthy again (default 2).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub healthy_threshold: Option<u32>,
 }
 
@@ -146,6 +229,7 @@ pub struct HealthCheckSpec {
 pub struct FailbackSpec {
     /// How long a recovered target must stay Healthy before traffic returns (default `10s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
     pub stable_for: Option<String>,
 }
 
@@ -155,6 +239,7 @@ pub struct ReplaySpec {
     /// Methods replayed when a failed attempt may have reached the service
     /// (default GET, HEAD, OPTIONS, PUT, DELETE).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(inner(regex(pattern = r"^[A-Za-z-]+$")))]
     pub methods: Option<Vec<String>>,
     /// Largest request body kept for a replay (default 65536).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,10 +250,14 @@ pub struct ReplaySpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct FailoverSchemeStatus {
+    // The schema of the enum itself: an optional enum would list `null` among its
+    // values, which a structural schema does not need (an absent field is absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SchemeState")]
     pub state: Option<SchemeState>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// The `metadata.generation` this status is about.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// 0 = the primary, n = the nth failover group.
@@ -178,6 +267,29 @@ pub struct FailoverSchemeStatus {
     pub targets: Vec<TargetStatus>,
 }
 
+/// What the controller decided about a member cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MemberClusterStatus {
+    // The schema of the enum itself: an optional enum would list `null` among its
+    // values, which a structural schema does not need (an absent field is absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "SchemeState")]
+    pub state: Option<SchemeState>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The `metadata.generation` this status is about.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Services discovered in the cluster that some FailoverScheme names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub services: Option<u32>,
+}
+
+/// Accepted: served as written. Invalid: refused (the message says which field and
+/// why). Pending: waiting for something that normally comes (a member cluster's first
+/// listing). Failed: valid, but detour cannot act on it (a member cluster it cannot
+/// reach).
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum SchemeState {
     Accepted,
@@ -186,12 +298,25 @@ pub enum SchemeState {
     Pending,
 }
 
+impl SchemeState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchemeState::Accepted => "Accepted",
+            SchemeState::Invalid => "Invalid",
+            SchemeState::Failed => "Failed",
+            SchemeState::Pending => "Pending",
+        }
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct TargetStatus {
     pub cluster: String,
     pub name: String,
     pub namespace: String,
+    /// The health the tables use (probes, failback damping, and in Kubernetes a service
+    /// without ready endpoints).
     pub health: TargetHealth,
     /// RFC 3339 time of the last health transition.
     #[serde(default, skip_serializing_if = "Option::is_none")]

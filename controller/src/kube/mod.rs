@@ -1,0 +1,40 @@
+//! Kubernetes mode: a thin adapter between the API server and the rest of detour.
+//!
+//! * [`crds`] — the CRDs of the documents, printed from the Rust types.
+//! * [`index`] (pure) — watch events of FailoverSchemes, MemberClusters, kubeconfig
+//!   Secrets and each member cluster's Services and EndpointSlices ([`discovery`]) become
+//!   the same documents a file would hold, fed to the same [`crate::index::Index`].
+//! * [`source`] — the watches themselves (kube-runtime), one set per member cluster
+//!   through its kubeconfig Secret ([`client`]), pumping events into the index.
+//! * [`lease`] — leader election on a `coordination.k8s.io/v1` Lease: every replica
+//!   serves tables, only the leader writes.
+//! * [`status`] — the leader's status (server-side apply) and [`events`]: failovers,
+//!   failbacks, rejections.
+//! * [`secrets`] — the leader writes each member cluster's mTLS material as a Secret and
+//!   rotates it before it expires.
+//! * [`register`] — `detour cluster register`: what registering a member cluster takes.
+//! * [`run`] — `serve --kubernetes`: the wiring.
+
+pub mod client;
+pub mod crds;
+pub mod discovery;
+pub mod error;
+pub mod events;
+pub mod index;
+pub mod lease;
+pub mod register;
+pub mod run;
+pub mod secrets;
+pub mod source;
+pub mod status;
+
+#[cfg(test)]
+pub(crate) mod testing;
+
+pub use error::Error;
+
+/// `fieldManager` of every server-side apply detour makes.
+pub const FIELD_MANAGER: &str = "detour";
+/// Label a Secret in the controller's namespace needs for detour to read it as a member
+/// cluster's kubeconfig (detour watches only those, not every Secret of its namespace).
+pub const KUBECONFIG_LABEL: &str = "detour.dev/kubeconfig";
