@@ -273,8 +273,11 @@ mod tests {
         docs.iter().filter(|d| d["kind"] == kind).collect()
     }
 
-    /// (apiGroups, resources, resourceNames, verbs) of a role's rules.
-    fn rules(role: &Value) -> Vec<(Vec<String>, Vec<String>, Vec<String>, Vec<String>)> {
+    /// apiGroups, resources, resourceNames, verbs.
+    type Rule = (Vec<String>, Vec<String>, Vec<String>, Vec<String>);
+
+    /// The rules of a role.
+    fn rules(role: &Value) -> Vec<Rule> {
         let strings = |v: &Value| -> Vec<String> {
             v.as_array()
                 .map(|a| a.iter().map(|s| s.as_str().unwrap().to_string()).collect())
