@@ -13,8 +13,8 @@
 //! | `detour_table_requests_total` | counter | `code` |
 //! | `detour_long_polls_in_flight` | gauge | |
 //! | `detour_kube_watch_events_total` | counter | `resource`, `cluster` (member cluster; "" = management), `event` = apply \| delete \| init \| error |
-//! | `detour_kube_errors_total` | counter | `scope` = lease \| status \| events \| secrets \| discovery \| source, `error` |
-//! | `detour_kube_writes_total` | counter | `resource` = failoverschemes/status \| memberclusters/status \| events \| secrets \| leases |
+//! | `detour_kube_errors_total` | counter | `scope` = lease \| status \| secrets \| discovery, `error` |
+//! | `detour_kube_writes_total` | counter | `resource` = failoverschemes/status \| memberclusters/status \| events \| secrets |
 //! | `detour_kube_leader` | gauge | 1 while this replica holds the Lease |
 //! | `detour_kube_leader_transitions_total` | counter | |
 //! | `detour_kube_member_cluster_synced` | gauge | `cluster` (1 = listed and watched) |

@@ -418,3 +418,111 @@ async fn watch<K>(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The source's wiring: real kube-runtime watchers against a fake API server that
+    //! answers lists by path and holds watches open.
+    use super::*;
+    use crate::kube::testing::{example, mock_client};
+    use serde_json::{Value, json};
+    use std::time::Duration;
+
+    fn list(kind: &str, items: Vec<Value>) -> Value {
+        json!({"apiVersion": "v1", "kind": kind, "metadata": {"resourceVersion": "10"}, "items": items})
+    }
+
+    #[tokio::test]
+    async fn lists_become_the_model_and_member_clusters_connect() {
+        let ex = example();
+        let schemes: Vec<Value> = ex.schemes.iter().map(to_json).collect();
+        let clusters: Vec<Value> = ex.clusters.iter().map(to_json).collect();
+        // Every member cluster is "local" here, so all three list the same Services: east's.
+        let (services, slices) = ex.discovered["east"].clone();
+        let services: Vec<Value> = services.iter().map(to_json).collect();
+        let slices: Vec<Value> = slices.iter().map(to_json).collect();
+
+        let (client, mut api) = mock_client();
+        let queries = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+        let seen = queries.clone();
+        let server = tokio::spawn(async move {
+            let mut parked = Vec::new(); // watches: held open, never answered
+            loop {
+                let call = api.next_any().await;
+                let Some(call) = call else { return };
+                seen.lock().unwrap().push(call.uri.clone());
+                let (path, query) = call.uri.split_once('?').unwrap_or((&call.uri, ""));
+                if query.contains("watch=true") {
+                    parked.push(call);
+                    continue;
+                }
+                let body = match path {
+                    "/apis/detour.dev/v1alpha1/failoverschemes" => {
+                        list("FailoverSchemeList", schemes.clone())
+                    }
+                    "/apis/detour.dev/v1alpha1/memberclusters" => {
+                        list("MemberClusterList", clusters.clone())
+                    }
+                    "/api/v1/namespaces/detour-system/secrets" => list("SecretList", vec![]),
+                    "/api/v1/services" => list("ServiceList", services.clone()),
+                    "/apis/discovery.k8s.io/v1/endpointslices" => {
+                        list("EndpointSliceList", slices.clone())
+                    }
+                    other => panic!("unexpected call to {other}"),
+                };
+                call.reply(200, body);
+            }
+        });
+
+        let (models_tx, mut models) = watch::channel(Arc::new(Model::default()));
+        let (snapshots_tx, mut snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let (clients_tx, clients) = watch::channel(BTreeMap::new());
+        let source = tokio::spawn(run(
+            client,
+            "detour-system".into(),
+            Outputs {
+                models: models_tx,
+                snapshots: snapshots_tx,
+                clients: clients_tx,
+            },
+            Arc::new(Metrics::new()),
+        ));
+        tokio::time::timeout(Duration::from_secs(10), snapshots.wait_for(|s| s.ready))
+            .await
+            .expect("ready in time")
+            .unwrap();
+        let model = models.borrow_and_update().clone();
+        let text = crate::testing::EXAMPLE
+            .replace("127.0.2.10:8080", "127.0.1.10:8080")
+            .replace("127.0.3.10:8080", "127.0.1.10:8080");
+        let (docs, _) = crate::docs::load::parse_file("f.yaml", &text);
+        assert_eq!(*model, crate::validate::build_model(&docs).unwrap());
+        assert_eq!(
+            clients.borrow().len(),
+            3,
+            "each member cluster's client is published"
+        );
+
+        let queries = queries.lock().unwrap().clone();
+        assert!(
+            queries.iter().any(
+                |q| q.starts_with("/api/v1/namespaces/detour-system/secrets?")
+                    && q.contains("labelSelector=detour.dev%2Fkubeconfig%3Dtrue")
+            ),
+            "only labelled Secrets are watched: {queries:#?}"
+        );
+        assert!(
+            queries.iter().any(
+                |q| q.starts_with("/apis/discovery.k8s.io/v1/endpointslices?")
+                    && q.contains("labelSelector=kubernetes.io%2Fservice-name")
+            ),
+            "only Services' slices are watched: {queries:#?}"
+        );
+        source.abort();
+        server.abort();
+    }
+
+    fn to_json<T: serde::Serialize>(v: &T) -> Value {
+        serde_json::to_value(v).unwrap()
+    }
+}

@@ -282,6 +282,23 @@ impl ApiServer {
         exchange
     }
 
+    /// The next call, whatever it is; `None` when the client is gone.
+    pub async fn next_any(&mut self) -> Option<Exchange> {
+        let (request, send) = self.handle.next_request().await?;
+        let (parts, body) = request.into_parts();
+        let bytes = body.collect().await.ok()?.to_bytes();
+        Some(Exchange {
+            method: parts.method.to_string(),
+            uri: parts
+                .uri
+                .path_and_query()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            send,
+        })
+    }
+
     /// Asserts that no call comes (the code under test has returned, so a call would
     /// already be waiting).
     pub async fn no_more_calls(&mut self) {
