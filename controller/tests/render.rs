@@ -161,10 +161,10 @@ fn render_refuses_what_it_cannot_do() {
         args.extend_from_slice(extra);
         detour(&args)
     };
-    let out = with(&["--cluster", "east", "--certs", "/tmp/certs"]);
+    let out = with(&["--cluster", "east", "--certs", "/nonexistent/certs"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("--certs is not implemented yet"),
+        stderr(&out).contains("/nonexistent/certs/ca.crt: cannot read"),
         "{}",
         stderr(&out)
     );
