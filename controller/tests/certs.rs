@@ -1,7 +1,12 @@
 //! `detour certs init` as users run it: the layout, the key modes, what a second run
 //! keeps and what it renews, and that nothing secret is printed.
-// Test code: a failed unwrap is a failed test.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+// Test code: a failed unwrap is a failed test; `foo` is the example service's name.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::disallowed_names
+)]
 
 mod common;
 use common::tls::files_under;
@@ -42,7 +47,11 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
     let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
     let out = tempfile::tempdir().unwrap();
 
-    let first = init(config.path(), out.path(), &["--controller-san", "detour.example.com"]);
+    let first = init(
+        config.path(),
+        out.path(),
+        &["--controller-san", "detour.example.com"],
+    );
     assert!(first.status.success(), "{}", stderr(&first));
     let mut want: Vec<PathBuf> = vec!["ca.crt".into(), "ca.key".into()];
     for c in ["east", "south", "west"] {
@@ -67,11 +76,18 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
             .permissions()
             .mode()
             & 0o777;
-        let expected = if f.extension().unwrap() == "key" { 0o600 } else { 0o644 };
+        let expected = if f.extension().unwrap() == "key" {
+            0o600
+        } else {
+            0o644
+        };
         assert_eq!(mode, expected, "{}", f.display());
     }
     let text = stdout(&first);
-    assert!(text.contains("12 certificate(s) created or renewed, 0 kept"), "{text}");
+    assert!(
+        text.contains("12 certificate(s) created or renewed, 0 kept"),
+        "{text}"
+    );
     assert!(
         text.contains("controller/server.crt")
             && text.contains("DNS:detour.example.com, URI:spiffe://detour.dev/controller/server"),
@@ -88,7 +104,11 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
     );
 
     // Again: nothing to do.
-    let again = init(config.path(), out.path(), &["--controller-san", "detour.example.com"]);
+    let again = init(
+        config.path(),
+        out.path(),
+        &["--controller-san", "detour.example.com"],
+    );
     assert!(again.status.success(), "{}", stderr(&again));
     assert!(stdout(&again).contains("0 certificate(s) created or renewed, 12 kept"));
     assert_eq!(changed(&again), Vec::<String>::new());
@@ -96,7 +116,10 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
     // West's gateway moves, a key goes missing, the controller keeps its default names:
     // exactly those three are renewed, the CA stays.
     let ca = std::fs::read(out.path().join("ca.crt")).unwrap();
-    config.write("clusters.yaml", &clusters.replace("{address: 127.0.2.1,", "{address: 127.0.2.99,"));
+    config.write(
+        "clusters.yaml",
+        &clusters.replace("{address: 127.0.2.1,", "{address: 127.0.2.99,"),
+    );
     std::fs::remove_file(out.path().join("clusters/south/envoy.key")).unwrap();
     let third = init(config.path(), out.path(), &[]);
     assert!(third.status.success(), "{}", stderr(&third));
@@ -130,7 +153,10 @@ fn certs_init_refuses_an_invalid_config_and_a_broken_ca() {
     assert_eq!(o.status.code(), Some(1));
     let err = stderr(&o);
     assert!(
-        err.contains(&format!("{}: the CA private key cannot be used", out.path().join("ca.key").display())),
+        err.contains(&format!(
+            "{}: the CA private key cannot be used",
+            out.path().join("ca.key").display()
+        )),
         "{err}"
     );
 }

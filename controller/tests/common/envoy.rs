@@ -87,7 +87,6 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-
 /// `envoy --mode validate`: Ok, or Envoy's complaint.
 pub fn validate(envoy: &Path, config: &Path) -> Result<(), String> {
     let v = Command::new(envoy)
@@ -113,7 +112,14 @@ impl Envoy {
     pub async fn start(envoy: &Path, config: &Path, log: &Path, admin: u16) -> Envoy {
         let file = std::fs::File::create(log).unwrap();
         let child = Command::new(envoy)
-            .args(["--use-dynamic-base-id", "--concurrency", "2", "-l", "info", "-c"])
+            .args([
+                "--use-dynamic-base-id",
+                "--concurrency",
+                "2",
+                "-l",
+                "info",
+                "-c",
+            ])
             .arg(config)
             .stdout(Stdio::null())
             .stderr(file)
@@ -125,7 +131,9 @@ impl Envoy {
         let log = log.to_path_buf();
         let mut ready = false;
         for _ in 0..750 {
-            if let Ok((r, _)) = client.get_body(&url, &[], Duration::from_secs(1), 1024).await
+            if let Ok((r, _)) = client
+                .get_body(&url, &[], Duration::from_secs(1), 1024)
+                .await
                 && r.status() == 200
             {
                 ready = true;

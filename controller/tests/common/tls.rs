@@ -109,12 +109,7 @@ impl Certs {
         self.client_with(&leaf, dir, "expired")
     }
 
-    fn client_with(
-        &self,
-        leaf: &detour::tls::issue::Issued,
-        dir: &Path,
-        stem: &str,
-    ) -> HttpClient {
+    fn client_with(&self, leaf: &detour::tls::issue::Issued, dir: &Path, stem: &str) -> HttpClient {
         let cert = dir.join(format!("{stem}.crt"));
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &leaf.cert_pem).unwrap();
@@ -153,17 +148,21 @@ impl TlsGateway {
         let tls = TlsListener::new(listener, rx, metrics).unwrap();
         let status = Arc::new(std::sync::atomic::AtomicU16::new(200));
         let clients: Arc<Mutex<Vec<Option<Identity>>>> = Arc::default();
-        type S = (Arc<std::sync::atomic::AtomicU16>, Arc<Mutex<Vec<Option<Identity>>>>);
-        let app = axum::Router::new()
-            .fallback(
-                move |State((status, clients)): State<S>,
-                      ConnectInfo(peer): ConnectInfo<Peer>| async move {
-                    clients.lock().unwrap().push(peer.identity);
-                    let code = status.load(std::sync::atomic::Ordering::Relaxed);
-                    (StatusCode::from_u16(code).unwrap(), name)
-                },
-            )
-            .with_state((status.clone(), clients.clone()));
+        type S = (
+            Arc<std::sync::atomic::AtomicU16>,
+            Arc<Mutex<Vec<Option<Identity>>>>,
+        );
+        let app =
+            axum::Router::new()
+                .fallback(
+                    move |State((status, clients)): State<S>,
+                          ConnectInfo(peer): ConnectInfo<Peer>| async move {
+                        clients.lock().unwrap().push(peer.identity);
+                        let code = status.load(std::sync::atomic::Ordering::Relaxed);
+                        (StatusCode::from_u16(code).unwrap(), name)
+                    },
+                )
+                .with_state((status.clone(), clients.clone()));
         let task = tokio::spawn(async move {
             let _keep = _keep;
             let _ = axum::serve(tls, app.into_make_service_with_connect_info::<Peer>()).await;
