@@ -198,7 +198,43 @@ async fn the_gateway_admits_only_the_federations_envoys_and_probe() {
         2
     );
     assert_eq!(foo_west.header_values("x-detour-via"), ["west", "west"]);
-    // The gateway's certificate names it: a client verifying the address is satisfied.
+    let crossed = foo_west.hosts().len();
+    // `explain` probes through the gateway as the controller does: with the probe
+    // certificate it passes, without it the gateway refuses the connection.
+    let explain = |certs: Option<String>| {
+        let config = config.str().to_string();
+        tokio::task::spawn_blocking(move || {
+            let mut args = vec![
+                "explain".to_string(),
+                "--config".into(),
+                config,
+                "--cluster".into(),
+                "east".into(),
+                "--service".into(),
+                "apps/foo".into(),
+            ];
+            if let Some(dir) = certs {
+                args.extend(["--certs".to_string(), dir]);
+            }
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            stdout(&detour(&args))
+        })
+    };
+    let west_line = |text: &str| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with("west"))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let with = explain(Some(certs.str().to_string())).await.unwrap();
+    assert!(west_line(&with).contains("Healthy    HTTP 200"), "{with}");
+    let without = explain(None).await.unwrap();
+    assert!(west_line(&without).contains("Unhealthy"), "{without}");
+    assert_eq!(
+        foo_west.hosts().len(),
+        crossed + 1,
+        "only the probe with a certificate got through"
+    );
     // Plain HTTP gets nothing.
     let plain = HttpClient::fresh_connections();
     let plain_url = format!("http://127.0.0.1:{}/hello", west.gateway);
