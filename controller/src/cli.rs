@@ -102,7 +102,8 @@ pub struct ServeArgs {
     /// controller/server.{crt,key}, controller/probe.{crt,key} and ca.crt.
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
-    /// How often the config directory is checked for changes.
+    /// How often the config directory (and, with TLS, the certificate files) is checked
+    /// for changes.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = duration)]
     pub reload_interval: Duration,
     /// Longest long-poll (`?wait=`) the table API honours.
