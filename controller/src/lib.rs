@@ -20,6 +20,7 @@ pub mod server;
 pub mod source;
 pub mod tables;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 #[cfg(test)]

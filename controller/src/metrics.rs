@@ -12,6 +12,7 @@
 //! | `detour_health_transitions_total` | counter | `cluster`, `namespace`, `name`, `to` |
 //! | `detour_table_requests_total` | counter | `code` |
 //! | `detour_long_polls_in_flight` | gauge | |
+//! | `detour_tls_handshake_failures_total` | counter | |
 
 use crate::model::TargetRef;
 use detour_filter::health::Health;
@@ -86,6 +87,9 @@ pub struct Metrics {
     pub health_transitions: Family<TransitionLabels, Counter>,
     pub table_requests: Family<CodeLabels, Counter>,
     pub long_polls_in_flight: Gauge,
+    /// Connections to the mTLS table API whose handshake failed (no client
+    /// certificate, one from another CA, expired, ...) or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -112,6 +116,7 @@ impl Metrics {
             health_transitions: Family::default(),
             table_requests: Family::default(),
             long_polls_in_flight: Gauge::default(),
+            tls_handshake_failures: Counter::default(),
         };
         registry.register(
             "config_reloads",
@@ -167,6 +172,11 @@ impl Metrics {
             "long_polls_in_flight",
             "Table requests waiting for a new version",
             m.long_polls_in_flight.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Table API connections refused during the TLS handshake",
+            m.tls_handshake_failures.clone(),
         );
         Metrics { registry, ..m }
     }
