@@ -242,7 +242,10 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             // can strip it only after the route was matched with it, and then cannot
             // learn which cluster the route would take without it (`xds.cluster_name`
             // keeps the client's choice), so the request would lose its failover.
-            ("early_header_mutation_extensions", early_removal(&[DEFAULT_ROUTE_HEADER])),
+            (
+                "early_header_mutation_extensions",
+                early_removal(&[DEFAULT_ROUTE_HEADER]),
+            ),
         ),
     );
     let gateway = listener(
@@ -255,18 +258,21 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
             // flags; the service's answers never reach this mapper.
-            ("local_reply_config", map! {
-                "mappers" => vec![map! {
-                    "filter" => map! { "response_flag_filter" => Mapping::new() },
-                    "headers_to_add" => vec![map! {
-                        "header" => map! {
-                            "key" => GATEWAY_FLAGS_HEADER,
-                            "value" => "%RESPONSE_FLAGS%",
-                        },
-                        "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+            (
+                "local_reply_config",
+                map! {
+                    "mappers" => vec![map! {
+                        "filter" => map! { "response_flag_filter" => Mapping::new() },
+                        "headers_to_add" => vec![map! {
+                            "header" => map! {
+                                "key" => GATEWAY_FLAGS_HEADER,
+                                "value" => "%RESPONSE_FLAGS%",
+                            },
+                            "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }],
                     }],
-                }],
-            }),
+                },
+            ),
         ),
     );
 
@@ -584,8 +590,7 @@ mod tests {
     #[test]
     fn the_ingress_drops_a_client_route_header_before_routing() {
         let b = rendered("east");
-        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
-            ["typed_config"];
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
         let early = &hcm["early_header_mutation_extensions"][0];
         assert_eq!(
             early["name"].as_str(),
