@@ -73,9 +73,11 @@ else
 	$(CARGO) test -p detour-e2e -- --test-threads $(E2E_THREADS)
 endif
 
-## demo: three member clusters, live failover timeline
+## demo: three member clusters, live failover timeline (mTLS between clusters and to the
+## controller; `make demo DEMO_ARGS=--plain` for plaintext)
+DEMO_ARGS ?=
 demo: envoy wasm build
-	$(CARGO) run --quiet -p detour-e2e --bin demo
+	$(CARGO) run --quiet -p detour-e2e --bin demo -- $(DEMO_ARGS)
 
 ## lint: formatting and clippy, native and for the filter on wasm32
 lint:

@@ -8,10 +8,13 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request as HttpRequest};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use rustls::ClientConfig;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Header the upstream server names its cluster in.
@@ -101,33 +104,50 @@ impl Reply {
     }
 }
 
-/// A keep-alive HTTP/1.1 client for one address, sending a fixed `Host`.
+/// A keep-alive HTTP/1.1 client for one address, sending a fixed `Host`; plain, or
+/// over TLS with a client certificate ([`HttpClient::with_tls`]).
 #[derive(Clone)]
 pub struct HttpClient {
     addr: SocketAddr,
     authority: String,
     timeout: Duration,
-    inner: Client<HttpConnector, Full<Bytes>>,
+    tls: Option<Arc<ClientConfig>>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Plain(Client<HttpConnector, Full<Bytes>>),
+    Tls(Client<HttpsConnector<HttpConnector>, Full<Bytes>>),
 }
 
 impl HttpClient {
     /// `authority` is the `Host` sent (e.g. `foo.apps`); requests go to `addr`.
     pub fn new(addr: SocketAddr, authority: &str) -> HttpClient {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(2)));
-        let inner = Client::builder(TokioExecutor::new())
-            // Every failure must reach the test: no silent resend on a closed
-            // keep-alive connection.
-            .retry_canceled_requests(false)
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
         HttpClient {
             addr,
             authority: authority.to_string(),
             timeout: Duration::from_secs(10),
-            inner,
+            tls: None,
+            inner: Inner::new(None, true),
         }
+    }
+
+    /// The same client speaking HTTPS: `tls` says which servers to trust (the server
+    /// must name `addr`'s IP) and which certificate to present.
+    pub fn with_tls(mut self, tls: ClientConfig) -> HttpClient {
+        let tls = Arc::new(tls);
+        self.inner = Inner::new(Some(tls.clone()), true);
+        self.tls = Some(tls);
+        self
+    }
+
+    /// Opens a new connection for every request. Envoy gives each connection to one of
+    /// its workers, so requests on fresh connections reach all of them, not just the
+    /// worker that owns one kept-alive connection.
+    pub fn without_keep_alive(mut self) -> HttpClient {
+        self.inner = Inner::new(self.tls.clone(), false);
+        self
     }
 
     /// Give up on a request after this long (default 10 s).
@@ -156,7 +176,8 @@ impl HttpClient {
     /// The async form, for the load generator and other code on the harness runtime.
     /// An `Err` is a transport failure: refused, reset, or no answer within the timeout.
     pub async fn send_async(&self, request: Request) -> Result<Reply> {
-        let uri = format!("http://{}{}", self.addr, request.path);
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let uri = format!("{scheme}://{}{}", self.addr, request.path);
         let mut http = HttpRequest::builder()
             .method(request.method.clone())
             .uri(&uri)
@@ -175,7 +196,10 @@ impl HttpClient {
         }
         let started = Instant::now();
         let exchange = async {
-            let response = self.inner.request(http).await?;
+            let response = match &self.inner {
+                Inner::Plain(client) => client.request(http).await?,
+                Inner::Tls(client) => client.request(http).await?,
+            };
             let (parts, body) = response.into_parts();
             let body = body.collect().await?.to_bytes();
             Ok::<_, anyhow::Error>((parts, body))
@@ -192,5 +216,35 @@ impl HttpClient {
             body,
             latency: started.elapsed(),
         })
+    }
+}
+
+impl Inner {
+    fn new(tls: Option<Arc<ClientConfig>>, keep_alive: bool) -> Inner {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(2)));
+        let mut builder = Client::builder(TokioExecutor::new());
+        // Every failure must reach the test: no silent resend on a closed keep-alive
+        // connection.
+        builder
+            .retry_canceled_requests(false)
+            .pool_idle_timeout(Duration::from_secs(30));
+        if !keep_alive {
+            builder.pool_max_idle_per_host(0);
+        }
+        match tls {
+            None => Inner::Plain(builder.build(connector)),
+            Some(tls) => {
+                // The TLS layer takes https URLs; the TCP connector must let them through.
+                connector.enforce_http(false);
+                let connector = hyper_rustls::HttpsConnectorBuilder::new()
+                    .with_tls_config((*tls).clone())
+                    .https_only()
+                    .enable_http1()
+                    .wrap_connector(connector);
+                Inner::Tls(builder.build(connector))
+            }
+        }
     }
 }

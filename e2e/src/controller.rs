@@ -1,17 +1,20 @@
 //! The `detour` binary: its one-shot commands (`check`, `render envoy`, `explain`,
 //! `certs init`) and the `serve` process the Envoys fetch their tables from.
 
-use crate::client::HttpClient;
+use crate::certs::{Certs, ClusterRole};
+use crate::client::{HttpClient, Reply, Request};
 use crate::out::OutDir;
 use crate::paths::detour_bin;
 use crate::process::{Process, ProcessSpec};
 use crate::ready::wait_answering;
 use anyhow::{Context, Result, bail};
 use detour_filter::table::wire::TableDoc;
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// How long `serve` may take to answer `/readyz`.
@@ -151,26 +154,28 @@ impl Detour {
     }
 }
 
-/// `serve --tls-cert --tls-key --client-ca`: the table API over mTLS (issue 4).
-#[derive(Debug, Clone)]
-pub struct ServeTls {
-    pub cert: PathBuf,
-    pub key: PathBuf,
-    pub client_ca: PathBuf,
-}
-
 /// How to run `detour serve`.
 #[derive(Debug, Clone)]
 pub struct ControllerSpec {
     pub config: PathBuf,
+    /// The table API (`--listen`).
     pub listen: SocketAddr,
-    pub tls: Option<ServeTls>,
+    /// `/healthz`, `/readyz` and `/metrics` (`--ops-listen`), always plain HTTP.
+    pub ops_listen: SocketAddr,
+    /// `--certs DIR`: the table API over mTLS, and health probes through the gateways
+    /// presenting the controller's probe certificate.
+    pub certs: Option<Certs>,
 }
 
 /// A running `detour serve --config DIR`.
 pub struct Controller {
     process: Process,
-    api: HttpClient,
+    listen: SocketAddr,
+    ops: HttpClient,
+    certs: Option<Certs>,
+    /// One table client per member cluster: over mTLS, only cluster C's table
+    /// certificate may read C's table.
+    tables: Mutex<BTreeMap<String, HttpClient>>,
 }
 
 impl Controller {
@@ -183,26 +188,26 @@ impl Controller {
             .arg("--config")
             .arg(&spec.config)
             .arg("--listen")
-            .arg(spec.listen.to_string());
-        if let Some(tls) = &spec.tls {
-            process = process
-                .arg("--tls-cert")
-                .arg(&tls.cert)
-                .arg("--tls-key")
-                .arg(&tls.key)
-                .arg("--client-ca")
-                .arg(&tls.client_ca);
+            .arg(spec.listen.to_string())
+            .arg("--ops-listen")
+            .arg(spec.ops_listen.to_string());
+        if let Some(certs) = &spec.certs {
+            process = process.arg("--certs").arg(certs.root());
         }
         let mut controller = Controller {
             process: process.spawn()?,
-            api: HttpClient::new(spec.listen, AUTHORITY).with_timeout(Duration::from_secs(5)),
+            listen: spec.listen,
+            ops: HttpClient::new(spec.ops_listen, AUTHORITY).with_timeout(Duration::from_secs(5)),
+            certs: spec.certs.clone(),
+            tables: Mutex::new(BTreeMap::new()),
         };
         controller.wait_ready()?;
         Ok(controller)
     }
 
+    /// The table API's address.
     pub fn addr(&self) -> SocketAddr {
-        self.api.addr()
+        self.listen
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -221,29 +226,68 @@ impl Controller {
     }
 
     fn wait_ready(&mut self) -> Result<()> {
-        wait_answering(&mut self.process, &self.api, "/readyz", START_TIMEOUT)
+        wait_answering(&mut self.process, &self.ops, "/readyz", START_TIMEOUT)
     }
 
-    /// A plain GET to the controller (plain HTTP only; mTLS tests need their own client).
+    /// A GET to the plain operations listener (`/healthz`, `/readyz`, `/metrics`).
     pub fn get(&self, path: &str) -> Result<crate::client::Reply> {
-        self.api.get(path)
+        self.ops.get(path)
+    }
+
+    /// A client of the table API as `cluster`'s Envoy is one: over mTLS it presents
+    /// `cluster`'s table certificate.
+    pub fn table_client(&self, cluster: &str) -> Result<HttpClient> {
+        let mut tables = self.tables.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(client) = tables.get(cluster) {
+            return Ok(client.clone());
+        }
+        let mut client =
+            HttpClient::new(self.listen, AUTHORITY).with_timeout(Duration::from_secs(5));
+        if let Some(certs) = &self.certs {
+            let pair = certs.cluster(cluster, ClusterRole::Table);
+            client = client.with_tls(certs.client_config(&pair)?);
+        }
+        tables.insert(cluster.to_string(), client.clone());
+        Ok(client)
     }
 
     /// The current table for `cluster`, as the filter would fetch it.
     pub fn table(&self, cluster: &str) -> Result<TableDoc> {
-        let reply = self.get(&format!("/v1/tables/{cluster}"))?;
-        if reply.status != 200 {
-            bail!(
-                "GET /v1/tables/{cluster}: {} {}",
-                reply.status,
-                reply.body_text()
-            );
-        }
-        serde_json::from_slice(&reply.body).with_context(|| {
-            format!(
-                "table of {cluster} is not a detour table: {}",
-                reply.body_text()
-            )
-        })
+        let reply = self
+            .table_client(cluster)?
+            .get(&format!("/v1/tables/{cluster}"))?;
+        parse_table(cluster, &reply)
     }
+
+    /// Long-polls `cluster`'s table as the filter does: returns the first table whose
+    /// version is not `version` (at once if the current one differs), or an error if
+    /// none comes within `wait`.
+    pub fn next_table(&self, cluster: &str, version: &str, wait: Duration) -> Result<TableDoc> {
+        let client = self
+            .table_client(cluster)?
+            .with_timeout(wait + Duration::from_secs(5));
+        let request = Request::get(&format!("/v1/tables/{cluster}?wait={}ms", wait.as_millis()))
+            .header("if-none-match", &format!("\"{version}\""));
+        let reply = client.send(request)?;
+        if reply.status == 304 {
+            bail!("{cluster}'s table stayed at version {version} for {wait:?}");
+        }
+        parse_table(cluster, &reply)
+    }
+}
+
+fn parse_table(cluster: &str, reply: &Reply) -> Result<TableDoc> {
+    if reply.status != 200 {
+        bail!(
+            "GET /v1/tables/{cluster}: {} {}",
+            reply.status,
+            reply.body_text()
+        );
+    }
+    serde_json::from_slice(&reply.body).with_context(|| {
+        format!(
+            "table of {cluster} is not a detour table: {}",
+            reply.body_text()
+        )
+    })
 }

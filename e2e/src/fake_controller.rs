@@ -3,8 +3,11 @@
 //! filter keeps its last good table (fail static). Runs inside the test process.
 //!
 //! It honours the protocol the filter speaks: `ETag`, `If-None-Match` → 304, and
-//! `?wait=` long-polls until the served answer changes.
+//! `?wait=` long-polls until the served answer changes; over mTLS it presents the
+//! controller's certificate and requires a client certificate from the federation CA,
+//! so an mTLS Envoy fetches from it as from the real one.
 
+use crate::certs::Certs;
 use crate::runtime::runtime;
 use anyhow::{Context, Result};
 use bytes::Bytes;
@@ -21,9 +24,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 
 /// Longest a long-poll is held, whatever `?wait=` asks.
 const MAX_WAIT: Duration = Duration::from_secs(30);
@@ -49,8 +54,14 @@ pub struct FakeController {
 
 impl FakeController {
     /// Listens on `addr` (a topology's `layout().controller` with
-    /// `ControllerKind::External`). Until told otherwise it answers 503.
-    pub fn start(addr: SocketAddr) -> Result<FakeController> {
+    /// `ControllerKind::External`; see `Topology::start_fake_controller`), over mTLS
+    /// with the controller's certificate when `certs` is given. Until told otherwise it
+    /// answers 503.
+    pub fn start(addr: SocketAddr, certs: Option<&Certs>) -> Result<FakeController> {
+        let tls = certs
+            .map(|c| c.server_config(&c.controller_server()))
+            .transpose()?
+            .map(|config| TlsAcceptor::from(Arc::new(config)));
         let rt = runtime()?;
         let listener = rt
             .block_on(TcpListener::bind(addr))
@@ -68,11 +79,17 @@ impl FakeController {
         let accept = rt.spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let state = accepting.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| answer(state.clone(), request));
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
+                    match tls {
+                        None => serve_connection(stream, state).await,
+                        // A refused handshake ends this connection only.
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, state).await
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -113,6 +130,16 @@ impl Drop for FakeController {
     fn drop(&mut self) {
         self.accept.abort();
     }
+}
+
+async fn serve_connection(
+    stream: impl AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    state: Arc<State>,
+) {
+    let service = service_fn(move |request| answer(state.clone(), request));
+    let _ = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await;
 }
 
 async fn answer(

@@ -24,8 +24,10 @@ pub struct MemberAddrs {
 
 #[derive(Debug, Clone)]
 pub struct Layout {
-    /// The controller's table API.
+    /// The controller's table API (mTLS when the setup says so).
     pub controller: SocketAddr,
+    /// The controller's plain `/healthz`, `/readyz` and `/metrics` (`--ops-listen`).
+    pub controller_ops: SocketAddr,
     pub members: Vec<MemberAddrs>,
 }
 
@@ -56,6 +58,7 @@ impl Layout {
             .collect::<Result<_>>()?;
         Ok(Layout {
             controller: free_addr(CONTROLLER_IP)?,
+            controller_ops: free_addr(CONTROLLER_IP)?,
             members,
         })
     }

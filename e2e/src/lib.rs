@@ -10,6 +10,7 @@
 //! - [`client`], [`load`]: requests as users send them, one at a time or as steady load;
 //! - [`paths`], [`ports`], [`out`], [`wait`]: where things are, and waiting without sleeps.
 
+pub mod certs;
 pub mod client;
 pub mod controller;
 pub mod documents;

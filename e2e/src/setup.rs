@@ -79,7 +79,9 @@ pub struct Setup {
     /// `failback.stableFor`.
     pub stable_for: Duration,
     pub replay: Replay,
-    /// Issue certificates with `detour certs init` and run every hop over mTLS.
+    /// Issue certificates with `detour certs init` and run every hop between clusters,
+    /// and every table fetch, over mTLS (the default, as in production); `false` runs
+    /// them in plaintext.
     pub mtls: bool,
     pub controller: ControllerKind,
 }
@@ -114,7 +116,7 @@ impl Setup {
                     .to_vec(),
                 max_body_bytes: 65536,
             },
-            mtls: false,
+            mtls: true,
             controller: ControllerKind::Detour,
         }
     }

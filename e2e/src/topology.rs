@@ -14,10 +14,12 @@
 //! ```
 //! Dropping the topology kills every process; logs stay in `e2e/out/<name>/`.
 
+use crate::certs::Certs;
 use crate::client::{HttpClient, Reply};
-use crate::controller::{Controller, ControllerSpec, Detour, RenderEnvoy, ServeTls};
+use crate::controller::{Controller, ControllerSpec, Detour, RenderEnvoy};
 use crate::documents::write_config;
 use crate::envoy::{Envoy, EnvoySpec};
+use crate::fake_controller::FakeController;
 use crate::layout::Layout;
 use crate::out::OutDir;
 use crate::paths::filter_wasm;
@@ -25,7 +27,7 @@ use crate::setup::{ControllerKind, Setup};
 use crate::table::target_health;
 use crate::upstream::{Upstream, UpstreamSpec};
 use crate::wait::{Probe, wait_until};
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use detour_filter::health::Health;
 use detour_filter::metrics::version_gauge;
 use std::path::{Path, PathBuf};
@@ -44,7 +46,7 @@ pub struct Topology {
     layout: Layout,
     out: OutDir,
     config_dir: PathBuf,
-    certs_dir: Option<PathBuf>,
+    certs: Option<Certs>,
     wasm: PathBuf,
     detour: Detour,
 }
@@ -77,10 +79,8 @@ impl Topology {
         let config_dir = out.subdir("config")?;
         write_config(&config_dir, &setup, &layout)?;
 
-        let certs_dir = if setup.mtls {
-            let dir = out.file("certs");
-            detour.certs_init(&config_dir, &dir)?;
-            Some(dir)
+        let certs = if setup.mtls {
+            Some(Certs::init(&detour, &config_dir, &out.file("certs"))?)
         } else {
             None
         };
@@ -91,7 +91,8 @@ impl Topology {
                 &ControllerSpec {
                     config: config_dir.clone(),
                     listen: layout.controller,
-                    tls: certs_dir.as_deref().map(controller_tls).transpose()?,
+                    ops_listen: layout.controller_ops,
+                    certs: certs.clone(),
                 },
                 &out,
             )?),
@@ -102,7 +103,7 @@ impl Topology {
             &layout,
             &config_dir,
             &wasm,
-            certs_dir.as_deref(),
+            certs.as_ref().map(Certs::root),
             &out,
         )?;
 
@@ -114,7 +115,7 @@ impl Topology {
             layout,
             out,
             config_dir,
-            certs_dir,
+            certs,
             wasm,
             detour,
         })
@@ -138,8 +139,15 @@ impl Topology {
     }
 
     /// Certificates from `detour certs init` when [`Setup::mtls`] is on.
-    pub fn certs_dir(&self) -> Option<&Path> {
-        self.certs_dir.as_deref()
+    pub fn certs(&self) -> Option<&Certs> {
+        self.certs.as_ref()
+    }
+
+    /// A table server in place of the controller (with [`ControllerKind::External`]),
+    /// on the controller's address; over mTLS with the controller's certificate when
+    /// the topology runs mTLS, as the Envoys expect.
+    pub fn start_fake_controller(&self) -> Result<FakeController> {
+        FakeController::start(self.layout.controller, self.certs.as_ref())
     }
 
     /// The `.wasm` every Envoy of this topology was configured with.
@@ -383,16 +391,4 @@ pub fn watch_until_served_by(
         })
     })?;
     Ok(seen)
-}
-
-/// The controller's mTLS material inside the `certs init` output.
-///
-/// Not wired yet: the file layout of `detour certs init` is decided with issue 4; align
-/// these names with it then (this is the only place that knows them).
-fn controller_tls(certs: &Path) -> Result<ServeTls> {
-    bail!(
-        "mTLS topologies need the file layout of `detour certs init` (issue 4); \
-         certificates were written to {}",
-        certs.display()
-    )
 }

@@ -140,7 +140,7 @@ fn the_fake_controller_speaks_the_table_protocol() {
     use detour_e2e::fake_controller::{FakeController, Served};
     use detour_filter::table::wire::TableDoc;
 
-    let fake = FakeController::start(free_addr(Ipv4Addr::LOCALHOST).unwrap()).unwrap();
+    let fake = FakeController::start(free_addr(Ipv4Addr::LOCALHOST).unwrap(), None).unwrap();
     let client = HttpClient::new(fake.addr(), "detour-controller");
     assert_eq!(client.get("/v1/tables/east").unwrap().status, 503);
 
