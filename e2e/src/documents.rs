@@ -58,6 +58,13 @@ spec:
 
 /// The one `FailoverScheme`: the primary, its failover groups in order, and timings.
 pub fn failover_scheme(setup: &Setup) -> String {
+    failover_scheme_named(setup, &setup.service.name)
+}
+
+/// `setup`'s scheme under another name (`metadata.name`): one more scheme for the same
+/// service, e.g. with another primary (a cluster may be the primary of one scheme per
+/// service).
+pub fn failover_scheme_named(setup: &Setup, scheme: &str) -> String {
     let service = &setup.service;
     let svc = format!(
         "{{name: {}, namespace: {}}}",
@@ -78,7 +85,7 @@ pub fn failover_scheme(setup: &Setup) -> String {
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: FailoverScheme
-metadata: {{name: {name}, namespace: {ns}}}
+metadata: {{name: {scheme}, namespace: {ns}}}
 spec:
   primary: {{cluster: {primary}, name: {name}, namespace: {ns}}}
   failoverGroups:

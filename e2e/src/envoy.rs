@@ -2,11 +2,13 @@
 //! except for logging to a file, with two workers so cross-worker behaviour is exercised.
 
 use crate::client::HttpClient;
+use crate::envoy_log;
 use crate::out::OutDir;
 use crate::paths::envoy_bin;
 use crate::process::{Process, ProcessSpec};
 use crate::ready::wait_answering;
 use anyhow::{Context, Result, bail};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -31,6 +33,10 @@ pub struct EnvoySpec {
     /// Worker threads; DESIGN.md requires at least 2 in tests.
     pub concurrency: u32,
     pub log_level: String,
+    /// `--component-log-level`: by default the filter's own debug lines (`wasm:debug`),
+    /// one per worker VM and table version, and one per replay, so a log shows which
+    /// worker did what when.
+    pub component_log_level: String,
 }
 
 impl EnvoySpec {
@@ -41,6 +47,7 @@ impl EnvoySpec {
             admin,
             concurrency: 2,
             log_level: "info".to_string(),
+            component_log_level: "wasm:debug".to_string(),
         }
     }
 }
@@ -65,6 +72,9 @@ impl Envoy {
     pub fn spawn(spec: &EnvoySpec, out: &OutDir) -> Result<Envoy> {
         let stem = format!("envoy-{}", spec.name);
         let process = ProcessSpec::new(&stem, envoy_bin()?, out.file(&format!("{stem}.log")))
+            // Log times in UTC, so that tests can compare them with the clock
+            // ([`crate::envoy_log`]).
+            .env("TZ", "UTC")
             .arg("--config-path")
             .arg(&spec.config)
             .arg("--concurrency")
@@ -73,6 +83,8 @@ impl Envoy {
             .arg("--use-dynamic-base-id")
             .arg("--log-level")
             .arg(&spec.log_level)
+            .arg("--component-log-level")
+            .arg(&spec.component_log_level)
             .spawn()?;
         Ok(Envoy {
             name: spec.name.clone(),
@@ -136,19 +148,66 @@ impl Envoy {
             .collect())
     }
 
+    /// Every sample of the admin `/stats/prometheus`, the endpoint users scrape:
+    /// `(name, labels, value)`, e.g. `("detour_replay_ok", "", 3.0)`.
+    pub fn prometheus(&self) -> Result<Vec<(String, String, f64)>> {
+        Ok(parse_prometheus(&self.admin_get("/stats/prometheus")?))
+    }
+
+    /// The value of one metric of `/stats/prometheus`, summed over its label sets;
+    /// `None` if Envoy exports no such metric.
+    pub fn prometheus_value(&self, name: &str) -> Result<Option<f64>> {
+        let samples: Vec<f64> = self
+            .prometheus()?
+            .into_iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, _, v)| v)
+            .collect();
+        Ok((!samples.is_empty()).then(|| samples.iter().sum()))
+    }
+
+    /// One metric of `/stats/prometheus` (summed over its label sets), as a user's
+    /// Prometheus scrapes it, e.g. `detour_replay_ok`; an error when there is no such
+    /// metric, so a misspelt name cannot pass for a zero.
+    pub fn metric(&self, name: &str) -> Result<f64> {
+        self.prometheus_value(name)?
+            .with_context(|| format!("{}'s /stats/prometheus has no {name}", self.name))
+    }
+
     /// One counter or gauge, `None` if Envoy has no such stat.
     pub fn stat(&self, name: &str) -> Result<Option<u64>> {
-        Ok(self
-            .stats()?
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v))
+        // Filtered by Envoy: tests poll stats every few milliseconds, and the whole
+        // list is long.
+        let text = self.admin_get(&format!(
+            "/stats?filter={}",
+            percent_encode(&format!("^{}$", regex_escape(name)))
+        ))?;
+        Ok(text.lines().find_map(|line| {
+            let (n, value) = line.split_once(": ")?;
+            (n == name).then(|| value.trim().parse().ok()).flatten()
+        }))
     }
 
     /// The table version detour's filter in this Envoy holds, as its gauge shows it;
     /// `None` before the filter has defined its stats.
     pub fn filter_table_version(&self) -> Result<Option<u64>> {
         self.stat(FILTER_TABLE_VERSION_STAT)
+    }
+
+    /// Which table version each of the filter's VMs (the main thread's and one per
+    /// worker, by thread id) routes by, from their log lines; `None` for a VM that has
+    /// no table yet. The gauge shows one VM's table; the others adopt it on their next
+    /// tick, and a test that acts before then meets a worker still on the old table.
+    pub fn tables_by_vm(&self) -> Result<BTreeMap<u64, Option<String>>> {
+        let mut vms = BTreeMap::new();
+        for line in envoy_log::read(self.process.log_path())? {
+            if line.text.contains(envoy_log::CONFIGURED) {
+                vms.entry(line.thread).or_insert(None);
+            } else if let Some(version) = envoy_log::adopted_version(&line.text) {
+                vms.insert(line.thread, Some(version.to_string()));
+            }
+        }
+        Ok(vms)
     }
 
     /// Every local `.wasm` file any Wasm VM of this Envoy was configured with, as the
@@ -160,6 +219,47 @@ impl Envoy {
         files.dedup();
         Ok(files)
     }
+}
+
+/// `text` as a regular expression matching exactly it.
+fn regex_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if "\\.+*?()|[]{}^$".contains(c) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// `text` for a query string: everything but unreserved characters percent-encoded.
+fn percent_encode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+/// Parses Prometheus' text format: `name{labels} value` lines; comments and lines that
+/// do not parse are skipped.
+pub fn parse_prometheus(text: &str) -> Vec<(String, String, f64)> {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let value = value.parse().ok()?;
+            let (name, labels) = match series.split_once('{') {
+                Some((name, labels)) => (name, labels.trim_end_matches('}')),
+                None => (series, ""),
+            };
+            Some((name.to_string(), labels.to_string(), value))
+        })
+        .collect()
 }
 
 /// Finds `vm_config.code.local.filename` wherever it appears (HTTP filters, bootstrap
@@ -229,4 +329,39 @@ static_resources:
         up_ip = upstream.ip(),
         up_port = upstream.port(),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_names_become_exact_filters() {
+        assert_eq!(
+            regex_escape("cluster.detour|west|apps|foo.ssl.handshake"),
+            r"cluster\.detour\|west\|apps\|foo\.ssl\.handshake"
+        );
+        assert_eq!(percent_encode(r"^a\.b|c$"), "%5Ea%5C.b%7Cc%24");
+    }
+
+    #[test]
+    fn prometheus_samples_are_read_with_and_without_labels() {
+        let text = "# TYPE detour_replay_ok counter\n\
+                    detour_replay_ok{} 3\n\
+                    detour_table_version 42\n\
+                    envoy_cluster_upstream_rq{envoy_response_code=\"200\",envoy_cluster_name=\"x\"} 7\n\
+                    garbage\n";
+        assert_eq!(
+            parse_prometheus(text),
+            [
+                ("detour_replay_ok".to_string(), String::new(), 3.0),
+                ("detour_table_version".to_string(), String::new(), 42.0),
+                (
+                    "envoy_cluster_upstream_rq".to_string(),
+                    "envoy_response_code=\"200\",envoy_cluster_name=\"x\"".to_string(),
+                    7.0
+                ),
+            ]
+        );
+    }
 }

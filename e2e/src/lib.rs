@@ -15,6 +15,7 @@ pub mod client;
 pub mod controller;
 pub mod documents;
 pub mod envoy;
+pub mod envoy_log;
 pub mod fake_controller;
 pub mod layout;
 pub mod load;

@@ -7,6 +7,7 @@
 
 use crate::client::{HttpClient, Request, TEST_ID};
 use crate::runtime::{block_on, runtime};
+use crate::wait::{Probe, wait_until};
 use anyhow::{Result, ensure};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -78,6 +79,14 @@ impl Sample {
     pub fn status(&self) -> Option<u16> {
         match self.outcome {
             Outcome::Answered { status, .. } => Some(status),
+            Outcome::Transport(_) => None,
+        }
+    }
+
+    /// `x-detour-reason`: why detour's filter answered this request itself.
+    pub fn reason(&self) -> Option<&str> {
+        match &self.outcome {
+            Outcome::Answered { reason, .. } => reason.as_deref(),
             Outcome::Transport(_) => None,
         }
     }
@@ -186,6 +195,20 @@ impl Load {
             .get(from..)
             .map(<[Sample]>::to_vec)
             .unwrap_or_default()
+    }
+
+    /// Waits until `n` requests sent at or after `after` have completed (a number of
+    /// requests rather than a time, so a slow machine still sees enough of them).
+    pub fn wait_completed_after(&self, after: Instant, n: usize, within: Duration) -> Result<()> {
+        let what = format!("{n} requests sent after the mark have completed");
+        wait_until(&what, within, || {
+            let done = self.lock().iter().filter(|s| s.sent >= after).count();
+            Ok(if done >= n {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("{done} so far"))
+            })
+        })
     }
 
     /// Stops sending, waits for requests in flight, and returns every request.

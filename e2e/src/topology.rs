@@ -225,8 +225,8 @@ impl Topology {
     }
 
     /// Waits until the filter in `cluster`'s Envoy holds the table the controller serves
-    /// for `cluster` now. The controller's word alone is not enough: the filter may
-    /// still route by an older table.
+    /// for `cluster` now, in every VM (worker). The controller's word alone is not
+    /// enough: the filter may still route by an older table.
     pub fn wait_filter_current(&self, cluster: &str) -> Result<()> {
         let controller = self
             .controller
@@ -236,12 +236,13 @@ impl Topology {
     }
 
     /// Waits until the filter in `cluster`'s Envoy holds the table of this `version`
-    /// (e.g. one a [`crate::fake_controller::FakeController`] serves).
+    /// in every VM (e.g. one a [`crate::fake_controller::FakeController`] serves).
     pub fn wait_filter_holds(&self, cluster: &str, version: &str) -> Result<()> {
         self.wait_filter_holds_by(cluster, || Ok(version.to_string()))
     }
 
-    /// Compares the filter's table-version gauge with `version()` until they agree.
+    /// Compares the filter's table-version gauge, then every VM's table (by its log),
+    /// with `version()` until they agree.
     fn wait_filter_holds_by(
         &self,
         cluster: &str,
@@ -252,16 +253,25 @@ impl Topology {
             .iter()
             .find(|e| e.name() == cluster)
             .with_context(|| format!("no Envoy for cluster {cluster:?}"))?;
-        let what = format!("the filter in {cluster}'s Envoy holds the expected table");
+        let what = format!("every VM of the filter in {cluster}'s Envoy holds the expected table");
         wait_until(&what, CONVERGE_SLACK, || {
             let wanted = version()?;
-            Ok(match envoy.filter_table_version()? {
-                Some(held) if held == version_gauge(&wanted) => Probe::Ready(()),
-                held => Probe::NotYet(format!(
+            let held = envoy.filter_table_version()?;
+            if held != Some(version_gauge(&wanted)) {
+                return Ok(Probe::NotYet(format!(
                     "filter's gauge {held:?}, wanted version {wanted} ({})",
                     version_gauge(&wanted)
-                )),
-            })
+                )));
+            }
+            // The gauge is one VM's word; every worker must route by the table too.
+            let vms = envoy.tables_by_vm()?;
+            Ok(
+                if !vms.is_empty() && vms.values().all(|v| v.as_deref() == Some(&wanted)) {
+                    Probe::Ready(())
+                } else {
+                    Probe::NotYet(format!("tables by VM thread: {vms:?}, wanted {wanted}"))
+                },
+            )
         })
     }
 

@@ -64,6 +64,8 @@ pub struct Upstream {
     spec: UpstreamSpec,
     process: Process,
     records: PathBuf,
+    /// While this file exists, `/healthz` answers 503.
+    fail_health: PathBuf,
     health: HttpClient,
 }
 
@@ -73,6 +75,7 @@ impl Upstream {
     pub fn start(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
         let stem = format!("upstream-{}", spec.cluster);
         let records = out.file(&format!("{stem}.records.jsonl"));
+        let fail_health = out.file(&format!("{stem}.fail-health"));
         let process = ProcessSpec::new(&stem, upstream_bin()?, out.file(&format!("{stem}.log")))
             .arg("--cluster")
             .arg(&spec.cluster)
@@ -82,12 +85,15 @@ impl Upstream {
             .arg(spec.listen.to_string())
             .arg("--record")
             .arg(&records)
+            .arg("--fail-health-if")
+            .arg(&fail_health)
             .spawn()?;
         let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
         let mut upstream = Upstream {
             spec,
             process,
             records,
+            fail_health,
             health,
         };
         upstream.wait_serving()?;
@@ -123,6 +129,22 @@ impl Upstream {
 
     fn wait_serving(&mut self) -> Result<()> {
         wait_answering(&mut self.process, &self.health, HEALTH_PATH, START_TIMEOUT)
+    }
+
+    /// Makes its health checks fail (503) or pass again, while every other request is
+    /// still served: the controller's view changes, the traffic path does not.
+    pub fn fail_health_checks(&self, fail: bool) -> Result<()> {
+        let path = &self.fail_health;
+        if fail {
+            std::fs::write(path, b"").with_context(|| format!("creating {}", path.display()))
+        } else {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => Ok(()),
+            }
+        }
     }
 
     pub fn records_path(&self) -> &Path {

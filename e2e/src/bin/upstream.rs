@@ -1,9 +1,12 @@
 //! A member cluster's simulated service for detour's e2e tests and demo.
 //!
-//! `upstream --cluster east --service apps/foo --listen 127.0.1.10:8080 --record FILE`
+//! `upstream --cluster east --service apps/foo --listen 127.0.1.10:8080 --record FILE
+//!  [--fail-health-if FILE]`
 //!
 //! Every request gets 200 with a JSON body naming the cluster and service and the header
-//! `x-served-by: <cluster>`; `/healthz` answers 200 and is not recorded. Every other
+//! `x-served-by: <cluster>`; `/healthz` answers 200 and is not recorded — or 503 while
+//! the `--fail-health-if` file exists, so a test can make health checks fail while
+//! traffic is still served (a table change that passive detection cannot cause). Every other
 //! request is appended to FILE (one JSON line, written before the answer) so a test can
 //! count deliveries even after this process is SIGKILLed.
 //!
@@ -24,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -34,10 +37,12 @@ struct Args {
     service: String,
     listen: SocketAddr,
     record: PathBuf,
+    fail_health_if: Option<PathBuf>,
 }
 
 fn parse_args() -> Result<Args> {
     let (mut cluster, mut service, mut listen, mut record) = (None, None, None, None);
+    let mut fail_health_if = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let value = args
@@ -50,6 +55,7 @@ fn parse_args() -> Result<Args> {
                 listen = Some(value.parse().with_context(|| format!("--listen {value}"))?)
             }
             "--record" => record = Some(PathBuf::from(value)),
+            "--fail-health-if" => fail_health_if = Some(PathBuf::from(value)),
             _ => bail!("unknown flag {flag}"),
         }
     }
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Args> {
         service: service.context("--service is required")?,
         listen: listen.context("--listen is required")?,
         record: record.context("--record is required")?,
+        fail_health_if,
     })
 }
 
@@ -66,6 +73,7 @@ struct Server {
     service: String,
     /// Appends go straight to the file (no buffer), one `write` per line.
     record: Mutex<File>,
+    fail_health_if: Option<PathBuf>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -80,6 +88,7 @@ async fn main() -> Result<()> {
         cluster: args.cluster,
         service: args.service,
         record: Mutex::new(record),
+        fail_health_if: args.fail_health_if,
     });
     let listener = TcpListener::bind(args.listen)
         .await
@@ -117,6 +126,11 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Respo
     };
     let builder = Response::builder().header(SERVED_BY, &server.cluster);
     if parts.uri.path() == HEALTH_PATH {
+        if server.fail_health_if.as_deref().is_some_and(Path::exists) {
+            return Ok(builder
+                .status(503)
+                .body(Full::new(Bytes::from_static(b"failing on purpose\n")))?);
+        }
         return Ok(builder.body(Full::new(Bytes::from_static(b"ok\n")))?);
     }
 
