@@ -5,11 +5,15 @@ use crate::explain::{ExplainOptions, explain};
 use crate::kube::lease::Timing;
 use crate::kube::register::RegisterOptions;
 use crate::kube::run::KubeOptions;
-use crate::model::{Address, ServiceName};
-use crate::render::envoy::{DEFAULT_WASM, RenderOptions, render};
+use crate::model::{Address, Host, ServiceName, parse_host};
+use crate::render::envoy::{DEFAULT_WASM, RenderOptions, check_certs, render};
 use crate::serve::{ServeOptions, Source, serve};
 use crate::source::files::load_dir;
 use crate::telemetry::{self, LogFormat};
+use crate::tls::config::TlsFiles;
+use crate::tls::identity::ControllerRole;
+use crate::tls::init::{InitOptions, default_controller_hosts, init};
+use crate::tls::layout::Layout;
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
 use detour_filter::duration::parse_duration;
@@ -54,6 +58,9 @@ pub enum Command {
     /// Member clusters (Kubernetes mode).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Certificates for mTLS between clusters and to the controller.
+    #[command(subcommand)]
+    Certs(CertsCommand),
 }
 
 #[derive(Args, Debug)]
@@ -130,10 +137,44 @@ pub struct ServeArgs {
     /// Kubernetes: namespace of the mTLS Secret in every member cluster.
     #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
     pub member_namespace: String,
-    /// Address of the table API, /healthz, /readyz and /metrics (port 0: any free port).
+    /// Address of the table API, and of /healthz, /readyz and /metrics unless
+    /// --ops-listen is given (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
-    /// How often the config directory is checked for changes.
+    /// Plain-HTTP address of /healthz, /readyz and /metrics (required with mTLS: probes
+    /// and Prometheus have no client certificate).
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub ops_listen: Option<SocketAddr>,
+    /// Serve the table API over mTLS with this certificate (PEM chain).
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "client_ca"], conflicts_with = "certs")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// The CA that table API clients' certificates must come from; a client may read
+    /// only the table its certificate names (spiffe://detour.dev/cluster/C/table).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub client_ca: Option<PathBuf>,
+    /// Health-check the gateways over mTLS, presenting this client certificate.
+    #[arg(
+        long,
+        value_name = "FILE",
+        requires = "probe_key",
+        conflicts_with = "certs"
+    )]
+    pub probe_cert: Option<PathBuf>,
+    /// The private key of --probe-cert.
+    #[arg(long, value_name = "FILE", requires = "probe_cert")]
+    pub probe_key: Option<PathBuf>,
+    /// The CA the gateways' certificates must come from (default: --client-ca).
+    #[arg(long, value_name = "FILE", requires = "probe_cert")]
+    pub probe_ca: Option<PathBuf>,
+    /// Shorthand for all of the TLS flags from a `detour certs init` directory:
+    /// controller/server.{crt,key}, controller/probe.{crt,key} and ca.crt.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+    /// How often the config directory (and, with TLS, the certificate files) is checked
+    /// for changes.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = duration)]
     pub reload_interval: Duration,
     /// Longest long-poll (`?wait=`) the table API honours.
@@ -166,7 +207,9 @@ pub struct RenderEnvoyArgs {
     /// The filter's .wasm file (made absolute in the output).
     #[arg(long, value_name = "PATH", default_value = DEFAULT_WASM)]
     pub wasm: PathBuf,
-    /// Certificates from `detour certs init` for mTLS (not implemented yet).
+    /// Certificates from `detour certs init`: the gateway then requires a client
+    /// certificate from the federation CA, and the clusters of remote gateways and of
+    /// the controller use mTLS (paths made absolute in the output).
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
 }
@@ -185,6 +228,37 @@ pub struct ExplainArgs {
     /// probing every target once now.
     #[arg(long, value_name = "URL")]
     pub controller: Option<String>,
+    /// A `detour certs init` directory: probes present controller/probe.crt, and the
+    /// controller (https:// unless the URL says otherwise) is asked with the table
+    /// certificate of --cluster.
+    #[arg(long, value_name = "DIR")]
+    pub certs: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum CertsCommand {
+    /// Create the federation CA and every certificate, or renew those that are missing,
+    /// near expiry (less than a third of their lifetime left) or whose names changed.
+    Init(CertsInitArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct CertsInitArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// Output directory (created; an existing CA in it is kept).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// A DNS name or IP address the controller is reached at (repeat for several;
+    /// default: localhost, 127.0.0.1 and ::1).
+    #[arg(long = "controller-san", value_name = "HOST", value_parser = host)]
+    pub controller_sans: Vec<Host>,
+    /// Lifetime of a new CA, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 3650, value_parser = clap::value_parser!(u32).range(1..))]
+    pub ca_days: u32,
+    /// Lifetime of new leaf certificates, in days.
+    #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
+    pub leaf_days: u32,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -193,6 +267,10 @@ fn duration(text: &str) -> Result<Duration, String> {
 
 fn address(text: &str) -> Result<Address, String> {
     Address::parse(text)
+}
+
+fn host(text: &str) -> Result<Host, String> {
+    parse_host(text)
 }
 
 fn service(text: &str) -> Result<ServiceName, String> {
@@ -221,22 +299,25 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => Ok(check(&args.config)),
         Command::Serve(args) => {
+            let (tls, probe_tls) = serve_tls(&args)?;
             let source = match args.config {
-                Some(config) => Source::Files {
-                    config,
-                    reload_interval: args.reload_interval,
-                },
+                Some(config) => Source::Files { config },
                 None => Source::Kubernetes(KubeOptions {
                     namespace: args.namespace,
                     identity: args.identity.unwrap_or_else(default_identity),
                     lease_name: args.lease_name,
                     member_namespace: args.member_namespace,
                     timing: Timing::default(),
+                    issuer: args.certs.clone(),
                 }),
             };
             runtime()?.block_on(serve(ServeOptions {
                 source,
                 listen: args.listen,
+                ops_listen: args.ops_listen,
+                tls,
+                probe_tls,
+                reload_interval: args.reload_interval,
                 max_wait: args.max_wait,
             }))?;
             Ok(ExitCode::SUCCESS)
@@ -268,8 +349,34 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(ExitCode::SUCCESS)
         }
+        Command::Certs(CertsCommand::Init(args)) => {
+            let model = load(&args.config.config)?;
+            let day = Duration::from_secs(86_400);
+            let opts = InitOptions {
+                out: args.out.clone(),
+                controller_hosts: if args.controller_sans.is_empty() {
+                    default_controller_hosts()
+                } else {
+                    args.controller_sans
+                },
+                ca_lifetime: day * args.ca_days,
+                leaf_lifetime: day * args.leaf_days,
+            };
+            let report = init(&model, &opts, std::time::SystemTime::now())?;
+            print!("{report}");
+            println!(
+                "{}: {} certificate(s) created or renewed, {} kept",
+                args.out.display(),
+                report.changed(),
+                report.entries.len() - report.changed()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Render(RenderCommand::Envoy(args)) => {
             let model = load(&args.config.config)?;
+            if let Some(dir) = &args.certs {
+                check_certs(&Layout::new(dir), &args.cluster)?;
+            }
             let yaml = render(
                 &model,
                 &RenderOptions {
@@ -292,6 +399,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     cluster: args.cluster,
                     service: args.service,
                     controller: args.controller,
+                    certs: args.certs,
                 },
             ))?;
             print!("{text}");
@@ -320,6 +428,44 @@ fn gateway(text: &str) -> anyhow::Result<(String, u16)> {
         crate::model::Host::Name(n) => n,
     };
     Ok((host, a.port))
+}
+
+/// The server and probe TLS files of `serve`, from explicit flags or `--certs`.
+fn serve_tls(args: &ServeArgs) -> anyhow::Result<(Option<TlsFiles>, Option<TlsFiles>)> {
+    if let Some(dir) = &args.certs {
+        let layout = Layout::new(dir);
+        let server = layout.controller(ControllerRole::Server);
+        let tls = TlsFiles {
+            cert: server.cert,
+            key: server.key,
+            ca: layout.ca().cert,
+        };
+        return Ok((Some(tls), Some(crate::tls::client::probe_files(&layout))));
+    }
+    let tls = match (&args.tls_cert, &args.tls_key, &args.client_ca) {
+        (Some(cert), Some(key), Some(ca)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        }),
+        _ => None,
+    };
+    let probe = match (&args.probe_cert, &args.probe_key) {
+        (Some(cert), Some(key)) => {
+            let Some(ca) = args.probe_ca.as_ref().or(args.client_ca.as_ref()) else {
+                anyhow::bail!(
+                    "--probe-cert needs the CA of the gateways' certificates: add --probe-ca FILE (or --client-ca FILE)"
+                );
+            };
+            Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                ca: ca.clone(),
+            })
+        }
+        _ => None,
+    };
+    Ok((tls, probe))
 }
 
 fn check(dir: &Path) -> ExitCode {

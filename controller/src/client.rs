@@ -1,9 +1,10 @@
-//! The controller's HTTP client (health probes, `explain --controller`). Plain HTTP/1.1
-//! over hyper; mTLS to gateways and to the controller plugs in as another connector.
+//! The controller's HTTP client (health probes, `explain --controller`): HTTP/1.1 over
+//! hyper, plain or over rustls with a client certificate (see [`crate::tls::client`]).
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::{Request, Response, Uri};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -21,7 +22,14 @@ pub enum ClientError {
 
 #[derive(Clone, Debug)]
 pub struct HttpClient {
-    client: Client<HttpConnector, Empty<Bytes>>,
+    inner: Inner,
+}
+
+#[derive(Clone, Debug)]
+enum Inner {
+    Plain(Client<HttpConnector, Empty<Bytes>>),
+    /// `https://` URLs over rustls; `http://` ones stay plain.
+    Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
 }
 
 impl HttpClient {
@@ -33,7 +41,29 @@ impl HttpClient {
         let client = Client::builder(TokioExecutor::new())
             .pool_max_idle_per_host(0)
             .build(connector);
-        HttpClient { client }
+        HttpClient {
+            inner: Inner::Plain(client),
+        }
+    }
+
+    /// Like [`HttpClient::fresh_connections`], and `https://` URLs use `tls` (which
+    /// says which servers to trust and which certificate to present).
+    pub fn fresh_connections_tls(tls: rustls::ClientConfig) -> HttpClient {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        // The TLS layer decides per scheme; the TCP connector must accept https URLs.
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(connector);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .build(connector);
+        HttpClient {
+            inner: Inner::Tls(client),
+        }
     }
 
     /// Sends `GET uri` with extra headers; waits at most `timeout` for the response head.
@@ -51,7 +81,11 @@ impl HttpClient {
         let req = req
             .body(Empty::new())
             .map_err(|e| ClientError::Http(e.to_string()))?;
-        match tokio::time::timeout(timeout, self.client.request(req)).await {
+        let sent = match &self.inner {
+            Inner::Plain(c) => c.request(req),
+            Inner::Tls(c) => c.request(req),
+        };
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(ClientError::Timeout(timeout)),
             Ok(Err(e)) if e.is_connect() => Err(ClientError::Http(format!(
                 "cannot connect: {}",

@@ -3,17 +3,25 @@
 //!
 //! Health comes from a running controller's table (`--controller`), or else from probing
 //! every target of the scheme once, now, exactly as the checker does.
+//!
+//! With `certs` (a `detour certs init` directory) both speak mTLS: probes present the
+//! controller's probe certificate, and the controller is asked with the table
+//! certificate of the cluster being explained (the only one it lets read that table).
 
 use crate::client::HttpClient;
 use crate::health::probe::{ProbeResult, Prober};
 use crate::model::{Model, ServiceName, TargetRef};
 use crate::tables::scheme_doc;
+use crate::tls::client::{mtls_client, probe_files, table_files};
+use crate::tls::config::TlsConfigError;
+use crate::tls::layout::Layout;
 use detour_filter::health::Health;
 use detour_filter::select::{Explanation, select};
 use detour_filter::table::wire::TableDoc;
 use detour_filter::table::{DEFAULT_MAX_TABLE_BYTES, TABLE_API_VERSION, Table, TableError};
 use std::collections::BTreeMap;
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 /// How long `explain` waits for the controller.
@@ -25,6 +33,8 @@ pub struct ExplainOptions {
     pub service: ServiceName,
     /// Base URL of a running controller (`http://127.0.0.1:8080`, or `HOST:PORT`).
     pub controller: Option<String>,
+    /// A `detour certs init` directory: use mTLS for probes and the controller.
+    pub certs: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +51,8 @@ pub enum ExplainError {
     },
     #[error("cannot fetch the table from the controller at {url}: {why}")]
     Controller { url: String, why: String },
+    #[error(transparent)]
+    Tls(#[from] TlsConfigError),
     #[error("the controller's table: {0}")]
     Table(#[from] TableError),
     #[error(
@@ -92,7 +104,7 @@ pub async fn explain(model: &Model, opts: &ExplainOptions) -> Result<String, Exp
     );
     let table = match &opts.controller {
         Some(base) => {
-            let table = fetch(base, &opts.cluster).await?;
+            let table = fetch(base, &opts.cluster, opts.certs.as_deref()).await?;
             let _ = writeln!(
                 out,
                 "health: from the controller at {base} (table version {})",
@@ -101,7 +113,11 @@ pub async fn explain(model: &Model, opts: &ExplainOptions) -> Result<String, Exp
             table
         }
         None => {
-            let probed = probe_all(model, scheme).await;
+            let prober = match &opts.certs {
+                Some(dir) => Prober::tls(mtls_client(&probe_files(&Layout::new(dir)))?),
+                None => Prober::new(),
+            };
+            let probed = probe_all(&prober, model, scheme).await;
             let _ = writeln!(
                 out,
                 "health: each target probed once just now through its cluster's east-west gateway"
@@ -171,10 +187,10 @@ pub async fn explain(model: &Model, opts: &ExplainOptions) -> Result<String, Exp
 
 /// Probes every target of the scheme concurrently.
 async fn probe_all(
+    prober: &Prober,
     model: &Model,
     scheme: &crate::model::Scheme,
 ) -> BTreeMap<TargetRef, (String, ProbeResult)> {
-    let prober = Prober::new();
     let mut tasks = Vec::new();
     for target in scheme.targets() {
         let Some(spec) = model.probe_spec(scheme, target) else {
@@ -195,19 +211,22 @@ async fn probe_all(
     out
 }
 
-async fn fetch(base: &str, cluster: &str) -> Result<Table, ExplainError> {
+async fn fetch(base: &str, cluster: &str, certs: Option<&Path>) -> Result<Table, ExplainError> {
     let base = base.trim_end_matches('/');
-    let base = if base.contains("://") {
-        base.to_string()
-    } else {
-        format!("http://{base}")
+    let base = match (base.contains("://"), certs) {
+        (true, _) => base.to_string(),
+        (false, None) => format!("http://{base}"),
+        (false, Some(_)) => format!("https://{base}"),
     };
     let url = format!("{base}/v1/tables/{cluster}");
     let failed = |why: String| ExplainError::Controller {
         url: url.clone(),
         why,
     };
-    let client = HttpClient::fresh_connections();
+    let client = match certs {
+        Some(dir) => mtls_client(&table_files(&Layout::new(dir), cluster))?,
+        None => HttpClient::fresh_connections(),
+    };
     let (resp, body) = client
         .get_body(&url, &[], CONTROLLER_TIMEOUT, DEFAULT_MAX_TABLE_BYTES)
         .await

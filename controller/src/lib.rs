@@ -23,6 +23,7 @@ pub mod source;
 pub mod status;
 pub mod tables;
 pub mod telemetry;
+pub mod tls;
 pub mod validate;
 
 #[cfg(test)]

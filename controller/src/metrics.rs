@@ -18,6 +18,7 @@
 //! | `detour_kube_leader` | gauge | 1 while this replica holds the Lease |
 //! | `detour_kube_leader_transitions_total` | counter | |
 //! | `detour_kube_member_cluster_synced` | gauge | `cluster` (1 = listed and watched) |
+//! | `detour_tls_handshake_failures_total` | counter | |
 
 use crate::model::TargetRef;
 use detour_filter::health::Health;
@@ -116,6 +117,9 @@ pub struct Metrics {
     pub kube_leader: Gauge,
     pub kube_leader_transitions: Counter,
     pub kube_member_synced: Family<ClusterLabels, Gauge>,
+    /// Connections to the mTLS table API whose handshake failed (no client
+    /// certificate, one from another CA, expired, ...) or timed out.
+    pub tls_handshake_failures: Counter,
 }
 
 impl Default for Metrics {
@@ -148,6 +152,7 @@ impl Metrics {
             kube_leader: Gauge::default(),
             kube_leader_transitions: Counter::default(),
             kube_member_synced: Family::default(),
+            tls_handshake_failures: Counter::default(),
         };
         registry.register(
             "config_reloads",
@@ -233,6 +238,11 @@ impl Metrics {
             "kube_member_cluster_synced",
             "1 when a member cluster's Services and EndpointSlices are listed and watched",
             m.kube_member_synced.clone(),
+        );
+        registry.register(
+            "tls_handshake_failures",
+            "Table API connections refused during the TLS handshake",
+            m.tls_handshake_failures.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -1,17 +1,27 @@
 //! `detour serve`: wires the parts together in three tasks: the source (files, or
 //! Kubernetes watches: either feeds the index and publishes each model), the tables task
 //! (which keeps the health checkers in line with the model and rebuilds the tables), and
-//! the HTTP server. In Kubernetes mode the leader also writes status, Events and Secrets
-//! ([`crate::kube::run`]).
+//! the HTTP server(s). In Kubernetes mode the leader also writes status, Events and
+//! Secrets ([`crate::kube::run`]).
+//!
+//! Listeners: without TLS, `--listen` serves the table API and the operational
+//! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
+//! serves only the table API, over mTLS, and `--ops-listen` (then required) serves
+//! `/healthz`, `/readyz` and `/metrics` in plain HTTP. Certificates (server and probe)
+//! are read at start (an unusable file stops the start, naming it) and reloaded when
+//! they change on disk.
 
 use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard, HealthMap};
 use crate::kube::run::{KubeOptions, Wiring};
 use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
 use crate::model::Model;
-use crate::server::{self, AppState};
+use crate::server::{self, Access, AppState};
 use crate::source::files::FileSource;
 use crate::tables::{self, PublishedTable, TableSet};
+use crate::tls::config::{TlsFiles, server_config};
+use crate::tls::reload::load_and_watch;
+use crate::tls::server::TlsListener;
 use anyhow::Context;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -26,10 +36,7 @@ use tracing::{Instrument, info, info_span};
 /// Where the documents come from.
 pub enum Source {
     /// A directory of YAML files, polled every `reload_interval`.
-    Files {
-        config: PathBuf,
-        reload_interval: Duration,
-    },
+    Files { config: PathBuf },
     /// CRDs and member clusters' Services, watched.
     Kubernetes(KubeOptions),
 }
@@ -37,6 +44,14 @@ pub enum Source {
 pub struct ServeOptions {
     pub source: Source,
     pub listen: SocketAddr,
+    /// `/healthz`, `/readyz` and `/metrics` on their own plain listener.
+    pub ops_listen: Option<SocketAddr>,
+    /// Serve the table API over mTLS: the server certificate, and the CA of clients.
+    pub tls: Option<TlsFiles>,
+    /// Probe the gateways over mTLS: the probe's client certificate, and the CA of the
+    /// gateways.
+    pub probe_tls: Option<TlsFiles>,
+    pub reload_interval: Duration,
     pub max_wait: Duration,
 }
 
@@ -44,6 +59,36 @@ pub struct ServeOptions {
 const RELEASE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
+    if opts.tls.is_some() && opts.ops_listen.is_none() {
+        anyhow::bail!(
+            "with TLS, /healthz, /readyz and /metrics need a plain listener of their own: add --ops-listen ADDR:PORT"
+        );
+    }
+    // Certificates first: a bad file stops the start before anything listens.
+    let server_tls = match &opts.tls {
+        Some(files) => {
+            let files = files.clone();
+            Some(load_and_watch(
+                "table API server certificate",
+                files.all(),
+                opts.reload_interval,
+                move || server_config(&files),
+            )?)
+        }
+        None => None,
+    };
+    let prober = match &opts.probe_tls {
+        Some(files) => {
+            let files = files.clone();
+            Prober::tls_watched(load_and_watch(
+                "health probe client certificate",
+                files.all(),
+                opts.reload_interval,
+                move || crate::tls::client::mtls_client(&files),
+            )?)
+        }
+        None => Prober::new(),
+    };
     let metrics = Arc::new(Metrics::new());
     let board = HealthBoard::new();
     let (models_tx, models) = watch::channel(Arc::new(Model::default()));
@@ -52,10 +97,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let mut election = None;
     match opts.source {
-        Source::Files {
-            config,
-            reload_interval,
-        } => {
+        Source::Files { config } => {
             let mut source = FileSource::new(config.clone(), metrics.clone());
             let model = source.load().map_err(|problems| {
                 anyhow::anyhow!(
@@ -75,7 +117,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             source_ready_tx.send_replace(true);
             tokio::spawn(
                 source
-                    .watch(models_tx, reload_interval)
+                    .watch(models_tx, opts.reload_interval)
                     .instrument(info_span!("file_source", dir = %config.display())),
             );
         }
@@ -87,9 +129,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 tables: tables_rx.clone(),
                 shutdown: shutdown_rx.clone(),
             };
-            // The mTLS issuer (issue 4) plugs in here once it exists.
             election = Some(
-                crate::kube::run::start(kube, wiring, None, metrics.clone())
+                crate::kube::run::start(kube, wiring, metrics.clone())
                     .await
                     .context("starting the Kubernetes source")?,
             );
@@ -102,7 +143,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     publish(&tables_tx, first.tables, &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
-    let checker = Checker::new(board.clone(), Prober::new(), metrics.clone());
+    let checker = Checker::new(board.clone(), prober, metrics.clone());
     tokio::spawn(
         run_tables(
             models,
@@ -118,28 +159,93 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .instrument(info_span!("tables")),
     );
 
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", opts.listen))?;
-    let address = listener.local_addr()?;
-    info!(%address, "serving the table API, /healthz, /readyz and /metrics");
     let state = AppState {
         tables: tables_rx,
         ready,
-        metrics,
-        shutdown: shutdown_rx,
+        metrics: metrics.clone(),
+        shutdown: shutdown_rx.clone(),
         max_wait: opts.max_wait,
+        access: if server_tls.is_some() {
+            Access::ByCertificate
+        } else {
+            Access::Open
+        },
     };
-    server::serve(listener, server::router(state), async move {
-        shutdown_signal().await;
-        info!("shutting down");
-        let _ = shutdown_tx.send(true);
-    })
-    .await
-    .context("serving HTTP")?;
+    let listener = bind(opts.listen).await?;
+    let address = listener.local_addr()?;
+    let ops = match opts.ops_listen {
+        Some(addr) => Some(bind(addr).await?),
+        None => None,
+    };
+    let stopped = {
+        let rx = shutdown_rx;
+        move || {
+            let mut rx = rx.clone();
+            async move {
+                let _ = rx.wait_for(|stop| *stop).await;
+            }
+        }
+    };
+    let mut api = match (server_tls, &ops) {
+        (Some(config), _) => {
+            info!(%address, "serving the table API over mTLS");
+            let listener = TlsListener::new(listener, config, metrics)?;
+            tokio::spawn(server::serve_tls(
+                listener,
+                server::table_router(state.clone()),
+                stopped(),
+            ))
+        }
+        (None, Some(_)) => {
+            info!(%address, "serving the table API");
+            tokio::spawn(server::serve(
+                listener,
+                server::table_router(state.clone()),
+                stopped(),
+            ))
+        }
+        (None, None) => {
+            info!(%address, "serving the table API, /healthz, /readyz and /metrics");
+            tokio::spawn(server::serve(
+                listener,
+                server::router(state.clone()),
+                stopped(),
+            ))
+        }
+    };
+    let ops = match ops {
+        Some(listener) => {
+            let address = listener.local_addr()?;
+            info!(%address, "serving /healthz, /readyz and /metrics");
+            Some(tokio::spawn(server::serve(
+                listener,
+                server::ops_router(state),
+                stopped(),
+            )))
+        }
+        None => None,
+    };
+    let served = tokio::select! {
+        () = shutdown_signal() => {
+            info!("shutting down");
+            let _ = shutdown_tx.send(true);
+            wait_for(&mut api).await
+        }
+        // A server that stops by itself has failed: stop the other one too.
+        done = wait_for(&mut api) => {
+            let _ = shutdown_tx.send(true);
+            done
+        }
+    };
     // The election task releases the Lease on shutdown; give it a moment to.
     if let Some(election) = election {
         let _ = tokio::time::timeout(RELEASE_TIMEOUT, election).await;
+    }
+    served.context("serving the table API")?;
+    if let Some(mut ops) = ops {
+        wait_for(&mut ops)
+            .await
+            .context("serving /healthz, /readyz and /metrics")?;
     }
     Ok(())
 }
@@ -148,6 +254,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 struct Readiness {
     ready: Arc<AtomicBool>,
     source: watch::Receiver<bool>,
+}
+
+async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))
+}
+
+async fn wait_for(task: &mut tokio::task::JoinHandle<std::io::Result<()>>) -> std::io::Result<()> {
+    match task.await {
+        Ok(result) => result,
+        Err(e) => Err(std::io::Error::other(e.to_string())),
+    }
 }
 
 /// Keeps one checker per probe spec of the current model, and rebuilds the tables

@@ -200,7 +200,7 @@ pub fn scheme_doc(
 /// FNV-1a, 64 bits: stable across builds and platforms (unlike std's hasher), which is
 /// what an ETag shared by replicas needs; collisions only matter between two versions of
 /// one cluster's table.
-fn fnv1a(bytes: &[u8]) -> u64 {
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     for &b in bytes {
         hash ^= u64::from(b);

@@ -10,53 +10,11 @@
 )]
 
 mod common;
+use common::envoy::*;
 use common::*;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::Duration;
-
-/// A proxy-wasm module that does nothing (every callback continues): Envoy loads it as
-/// the detour filter, so these tests check the rendered Envoy config, not the filter.
-const STUB_FILTER: &str = r#"
-(module
-  (memory (export "memory") 2)
-  (global $next (mut i32) (i32.const 1024))
-  (func (export "proxy_abi_version_0_2_1"))
-  (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
-    (local $at i32)
-    (local.set $at (global.get $next))
-    (global.set $next (i32.add (global.get $next) (local.get $size)))
-    (local.get $at))
-  (func (export "proxy_on_context_create") (param i32 i32))
-  (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
-  (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
-  (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_log") (param i32))
-  (func (export "proxy_on_delete") (param i32)))
-"#;
-
-fn envoy() -> Option<PathBuf> {
-    let path = std::env::var_os("ENVOY")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/envoy"));
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "\n!!!!!!!! SKIPPED: no Envoy at {} (run `make envoy`, or set ENVOY) !!!!!!!!\n",
-            path.display()
-        );
-        None
-    }
-}
-
-fn stub_filter(dir: &Path) -> PathBuf {
-    let path = dir.join("stub_filter.wasm");
-    std::fs::write(&path, wat::parse_str(STUB_FILTER).unwrap()).unwrap();
-    path
-}
 
 fn render(
     config: &str,
@@ -81,27 +39,6 @@ fn render(
         "--wasm",
         wasm.to_str().unwrap(),
     ])
-}
-
-/// The real filter, when it has been built (`DETOUR_WASM`, or where `cargo build
-/// --release --target wasm32-wasip1` puts it): then Envoy also runs the filter's
-/// `on_configure` on the rendered filter configuration.
-fn real_filter() -> Option<PathBuf> {
-    let path = std::env::var_os("DETOUR_WASM")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(env!("CARGO_MANIFEST_DIR"))
-                .join("../target/wasm32-wasip1/release/detour_filter.wasm")
-        });
-    if path.exists() {
-        Some(path)
-    } else {
-        eprintln!(
-            "note: no built filter at {}; validated with the stub filter only",
-            path.display()
-        );
-        None
-    }
 }
 
 #[test]
@@ -161,10 +98,10 @@ fn render_refuses_what_it_cannot_do() {
         args.extend_from_slice(extra);
         detour(&args)
     };
-    let out = with(&["--cluster", "east", "--certs", "/tmp/certs"]);
+    let out = with(&["--cluster", "east", "--certs", "/nonexistent/certs"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("--certs is not implemented yet"),
+        stderr(&out).contains("/nonexistent/certs/ca.crt: cannot read"),
         "{}",
         stderr(&out)
     );
@@ -177,23 +114,6 @@ fn render_refuses_what_it_cannot_do() {
     );
     let out = with(&["--cluster", "east", "--ingress", "nowhere"]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-}
-
-struct Envoy(Child);
-
-impl Drop for Envoy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -287,13 +207,36 @@ async fn a_rendered_envoy_routes_as_internals_says() {
         "{}",
         envoy_log()
     );
-    // Ingress, route header naming a target: that cluster (here west's gateway), and the
-    // header does not travel further. Port in the authority still matches.
+    // Ingress, a client sending the route header itself: Envoy removes it before
+    // choosing the route (the filter alone may choose), so the local service answers
+    // and never sees it.
+    let west_seen = west.hosts().len();
+    let (r, body) = get(
+        ingress,
+        vec![
+            foo_host(),
+            ("x-detour-route", "detour|west|apps|foo".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status().as_u16(), &body[..]), (200, &b"east"[..]));
+    assert_eq!(
+        foo_east
+            .header_values("x-detour-route")
+            .last()
+            .map(String::as_str),
+        Some("")
+    );
+    assert_eq!(west.hosts().len(), west_seen);
+    // Ingress, the filter setting the route header to a target (the stub does on
+    // `x-stub-route`): that cluster (here west's gateway), and the header does not
+    // travel further. Port in the authority still matches.
     let (r, body) = get(
         ingress,
         vec![
             ("host", "foo.apps:8080".into()),
-            ("x-detour-route", "detour|west|apps|foo".into()),
+            ("x-stub-route", "detour|west|apps|foo".into()),
         ],
     )
     .await

@@ -1,11 +1,17 @@
 //! One health check: `GET <path>` with `Host: NAME.NS` sent to the target cluster's
 //! east-west gateway, so a check passes only when the gateway and the service both work
 //! (the path failover traffic takes). Used by the checker and by `detour explain`.
+//!
+//! With mTLS the probe speaks HTTPS to the gateway, presents the controller's probe
+//! certificate and verifies the gateway's certificate against the federation CA and the
+//! gateway's address (its certificate names it).
 
 use crate::client::{ClientError, HttpClient};
 use crate::model::ProbeSpec;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
@@ -54,7 +60,14 @@ impl fmt::Display for ProbeResult {
 
 #[derive(Clone, Debug)]
 pub struct Prober {
-    client: HttpClient,
+    client: ProbeClient,
+}
+
+#[derive(Clone, Debug)]
+enum ProbeClient {
+    Plain(HttpClient),
+    /// The newest mTLS client: rebuilt when the probe certificate is renewed.
+    Tls(watch::Receiver<Arc<HttpClient>>),
 }
 
 impl Default for Prober {
@@ -66,19 +79,35 @@ impl Default for Prober {
 impl Prober {
     pub fn new() -> Prober {
         Prober {
-            client: HttpClient::fresh_connections(),
+            client: ProbeClient::Plain(HttpClient::fresh_connections()),
+        }
+    }
+
+    /// Probes over mTLS with `client` (see [`crate::tls::client::mtls_client`]).
+    pub fn tls(client: HttpClient) -> Prober {
+        Prober::tls_watched(watch::channel(Arc::new(client)).1)
+    }
+
+    /// Probes over mTLS, each with the newest client of `clients`.
+    pub fn tls_watched(clients: watch::Receiver<Arc<HttpClient>>) -> Prober {
+        Prober {
+            client: ProbeClient::Tls(clients),
         }
     }
 
     pub async fn probe(&self, spec: &ProbeSpec) -> ProbeResult {
-        let uri = format!("http://{}{}", spec.gateway, spec.check.path);
+        let (client, scheme) = match &self.client {
+            ProbeClient::Plain(c) => (c.clone(), "http"),
+            ProbeClient::Tls(rx) => ((**rx.borrow()).clone(), "https"),
+        };
+        let uri = format!("{scheme}://{}{}", spec.gateway, spec.check.path);
         let host = spec.target.service.authority();
         let started = Instant::now();
         let headers = [
             ("host", host.as_str()),
             ("user-agent", "detour-health-check"),
         ];
-        match self.client.get(&uri, &headers, spec.check.timeout).await {
+        match client.get(&uri, &headers, spec.check.timeout).await {
             Ok(resp) if resp.status().is_success() => ProbeResult::Passed {
                 status: resp.status().as_u16(),
                 elapsed: started.elapsed(),

@@ -11,7 +11,7 @@
 //! * [`status`] — the leader's status (server-side apply) and [`events`]: failovers,
 //!   failbacks, rejections.
 //! * [`secrets`] — the leader writes each member cluster's mTLS material as a Secret and
-//!   rotates it before it expires.
+//!   rotates it before it expires; [`issuer`] issues it with `detour certs init`'s CA.
 //! * [`register`] — `detour cluster register`: what registering a member cluster takes.
 //! * [`run`] — `serve --kubernetes`: the wiring.
 
@@ -21,6 +21,7 @@ pub mod discovery;
 pub mod error;
 pub mod events;
 pub mod index;
+pub mod issuer;
 pub mod lease;
 pub mod register;
 pub mod run;

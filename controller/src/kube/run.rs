@@ -2,18 +2,21 @@
 //! source does); the elector decides who writes; the status writer and, given an
 //! issuer, the Secret writer write while this replica leads.
 
+use super::client;
 use super::events::EventSink;
 use super::index::Snapshot;
+use super::issuer::{CaIssuer, LEAF_LIFETIME};
 use super::lease::{self, Elector, Leadership, LeaseApi, SystemClock, Timing};
-use super::secrets::{self, Issuer, SecretWriter};
+use super::secrets::{self, SecretWriter};
 use super::source::{self, Outputs};
 use super::status::{self, StatusWriter};
-use super::{Error, client};
 use crate::health::HealthMap;
 use crate::metrics::Metrics;
 use crate::model::Model;
 use crate::tables::TableSet;
+use anyhow::Context;
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -29,6 +32,9 @@ pub struct KubeOptions {
     /// Namespace of the mTLS Secret in every member cluster.
     pub member_namespace: String,
     pub timing: Timing,
+    /// A `detour certs init` directory: with the CA's key in it, the leader issues each
+    /// member cluster's mTLS Secret.
+    pub issuer: Option<PathBuf>,
 }
 
 /// What `serve` hands over and gets back.
@@ -46,10 +52,15 @@ pub struct Wiring {
 pub async fn start(
     opts: KubeOptions,
     wiring: Wiring,
-    issuer: Option<Arc<dyn Issuer>>,
     metrics: Arc<Metrics>,
-) -> Result<JoinHandle<()>, Error> {
-    let client = client::local().await?;
+) -> anyhow::Result<JoinHandle<()>> {
+    let issuer = match &opts.issuer {
+        Some(dir) => CaIssuer::from_dir(dir, LEAF_LIFETIME)?,
+        None => None,
+    };
+    let client = client::local()
+        .await
+        .context("connecting to the cluster detour runs in")?;
     info!(
         namespace = %opts.namespace,
         identity = %opts.identity,
@@ -57,7 +68,7 @@ pub async fn start(
         "Kubernetes mode"
     );
     let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
-    let (clients_tx, clients) = watch::channel(BTreeMap::new());
+    let (members_tx, members) = watch::channel(BTreeMap::new());
     tokio::spawn(
         source::run(
             client.clone(),
@@ -65,7 +76,7 @@ pub async fn start(
             Outputs {
                 models: wiring.models,
                 snapshots: snapshots_tx,
-                clients: clients_tx,
+                members: members_tx,
             },
             metrics.clone(),
         )
@@ -102,13 +113,20 @@ pub async fn start(
     );
     match issuer {
         Some(issuer) => {
-            let writer =
-                SecretWriter::new(issuer, &opts.member_namespace, leadership, metrics.clone());
+            info!(namespace = %opts.member_namespace, "issuing member clusters' mTLS Secrets");
+            let writer = SecretWriter::new(
+                Arc::new(issuer),
+                &opts.member_namespace,
+                leadership,
+                metrics.clone(),
+            );
             tokio::spawn(
-                secrets::run(writer, clients, wiring.shutdown).instrument(info_span!("secrets")),
+                secrets::run(writer, members, wiring.shutdown).instrument(info_span!("secrets")),
             );
         }
-        None => info!("no mTLS issuer configured: member clusters' mTLS Secrets are not written"),
+        None => info!(
+            "no CA key (--certs DIR with ca.key): member clusters' mTLS Secrets are not written"
+        ),
     }
     Ok(election)
 }

@@ -2,15 +2,19 @@
 //! cluster's gateway and client certificates) as one Secret in that cluster, where its
 //! Envoys mount it, and writes it again before its certificates expire.
 //!
-//! The certificates come from an [`Issuer`]: "material for cluster X, valid from A to B".
-//! The Secret carries those two times as annotations, so any leader — a new one after a
-//! take-over too — knows when it is due without parsing certificates. It is renewed two
-//! thirds into its validity (as cert-manager does by default), which leaves a third of
-//! the lifetime to retry if a cluster is unreachable when it falls due.
+//! The certificates come from an [`Issuer`]: "material for cluster X, valid from A to B"
+//! ([`super::issuer`] is the real one, from `detour certs init`'s CA). The Secret carries
+//! those two times as annotations, and what the material was issued for (the gateway's
+//! name, the CA), so any leader — a new one after a take-over too — knows when it is due
+//! without parsing certificates. It is renewed two thirds into its validity (as
+//! `detour certs init` and cert-manager do), which leaves a third of the lifetime to
+//! retry if a cluster is unreachable when it falls due; and at once when what it would be
+//! issued for changed.
 
 use super::lease::Leadership;
 use super::{Error, FIELD_MANAGER};
 use crate::metrics::Metrics;
+use crate::model::Host;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -30,6 +34,7 @@ pub const SECRET_NAME: &str = "detour-mtls";
 pub const DEFAULT_NAMESPACE: &str = "detour-system";
 pub const NOT_BEFORE: &str = "detour.dev/not-before";
 pub const NOT_AFTER: &str = "detour.dev/not-after";
+pub const ISSUED_FOR: &str = "detour.dev/issued-for";
 pub const CLUSTER_LABEL: &str = "detour.dev/member-cluster";
 /// After a failed write, try again this much later.
 const RETRY: Duration = Duration::from_secs(30);
@@ -46,7 +51,17 @@ pub struct Material {
 
 /// Where material comes from: issue 4's certificate issuer, a fake in tests.
 pub trait Issuer: Send + Sync {
-    fn issue(&self, cluster: &str) -> Result<Material, String>;
+    /// What material issued now for `cluster`, whose gateway is `gateway`, would be for
+    /// (names, CA): a Secret issued for anything else is issued again.
+    fn subject(&self, cluster: &str, gateway: &Host) -> String;
+    fn issue(&self, cluster: &str, gateway: &Host, now: SystemTime) -> Result<Material, String>;
+}
+
+/// A member cluster as the Secret writer needs it.
+#[derive(Clone)]
+pub struct Member {
+    pub gateway: Host,
+    pub client: Client,
 }
 
 /// What to do about one cluster's Secret.
@@ -54,7 +69,7 @@ pub trait Issuer: Send + Sync {
 pub enum Plan {
     /// Fresh: look again at `until`.
     Keep { until: SystemTime },
-    /// Missing, unreadable, for another cluster, or due: issue and write.
+    /// Missing, unreadable, issued for something else, or due: issue and write.
     Write,
 }
 
@@ -64,8 +79,9 @@ pub fn renew_at(not_before: SystemTime, not_after: SystemTime) -> SystemTime {
     not_before + lifetime.mul_f64(2.0 / 3.0)
 }
 
-/// Decides from the Secret as it is now in the member cluster.
-pub fn plan(existing: Option<&Secret>, cluster: &str, now: SystemTime) -> Plan {
+/// Decides from the Secret as it is now in the member cluster, and what material for
+/// `cluster` would be issued for now (`subject`).
+pub fn plan(existing: Option<&Secret>, cluster: &str, subject: &str, now: SystemTime) -> Plan {
     let Some(secret) = existing else {
         return Plan::Write;
     };
@@ -74,7 +90,12 @@ pub fn plan(existing: Option<&Secret>, cluster: &str, now: SystemTime) -> Plan {
         .labels
         .as_ref()
         .and_then(|l| l.get(CLUSTER_LABEL))
-        .is_some_and(|c| c == cluster);
+        .is_some_and(|c| c == cluster)
+        && meta
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ISSUED_FOR))
+            .is_some_and(|s| s == subject);
     let time = |key: &str| {
         meta.annotations
             .as_ref()
@@ -90,8 +111,8 @@ pub fn plan(existing: Option<&Secret>, cluster: &str, now: SystemTime) -> Plan {
     }
 }
 
-/// The Secret holding `material` for `cluster`.
-pub fn secret(namespace: &str, cluster: &str, material: &Material) -> Secret {
+/// The Secret holding `material` for `cluster`, issued for `subject`.
+pub fn secret(namespace: &str, cluster: &str, subject: &str, material: &Material) -> Secret {
     let stamp = |t: SystemTime| {
         Timestamp::try_from(t)
             .map(|t| t.to_string())
@@ -111,6 +132,7 @@ pub fn secret(namespace: &str, cluster: &str, material: &Material) -> Secret {
             annotations: Some(BTreeMap::from([
                 (NOT_BEFORE.to_string(), stamp(material.not_before)),
                 (NOT_AFTER.to_string(), stamp(material.not_after)),
+                (ISSUED_FOR.to_string(), subject.to_string()),
             ])),
             ..ObjectMeta::default()
         },
@@ -154,20 +176,24 @@ impl SecretWriter {
     pub async fn sync(
         &self,
         cluster: &str,
-        client: Client,
+        member: &Member,
         now: SystemTime,
     ) -> Result<SystemTime, Error> {
         self.leadership.check()?;
-        let api: Api<Secret> = Api::namespaced(client, &self.namespace);
+        let api: Api<Secret> = Api::namespaced(member.client.clone(), &self.namespace);
         let existing = api.get_opt(SECRET_NAME).await?;
-        if let Plan::Keep { until } = plan(existing.as_ref(), cluster, now) {
+        let subject = self.issuer.subject(cluster, &member.gateway);
+        if let Plan::Keep { until } = plan(existing.as_ref(), cluster, &subject, now) {
             return Ok(until);
         }
-        let material = self.issuer.issue(cluster).map_err(|why| Error::Material {
-            cluster: cluster.to_string(),
-            why,
-        })?;
-        let secret = secret(&self.namespace, cluster, &material);
+        let material = self
+            .issuer
+            .issue(cluster, &member.gateway, now)
+            .map_err(|why| Error::Material {
+                cluster: cluster.to_string(),
+                why,
+            })?;
+        let secret = secret(&self.namespace, cluster, &subject, &material);
         // Checked again right before the write: the lease may have gone meanwhile.
         self.leadership.check()?;
         api.patch(
@@ -185,18 +211,18 @@ impl SecretWriter {
 /// Keeps every connected member cluster's Secret current while this replica leads.
 pub async fn run(
     writer: SecretWriter,
-    mut clients: watch::Receiver<BTreeMap<String, Client>>,
+    mut members: watch::Receiver<BTreeMap<String, Member>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut leading = writer.leadership.subscribe();
     loop {
         let mut next: Option<SystemTime> = None;
         if writer.leadership.is_leader() {
-            let current = clients.borrow_and_update().clone();
-            for (cluster, client) in current {
+            let current = members.borrow_and_update().clone();
+            for (cluster, member) in current {
                 let span = info_span!("mtls_secret", %cluster);
                 let at = match writer
-                    .sync(&cluster, client, SystemTime::now())
+                    .sync(&cluster, &member, SystemTime::now())
                     .instrument(span)
                     .await
                 {
@@ -216,7 +242,7 @@ pub async fn run(
             .unwrap_or(Duration::MAX);
         tokio::select! {
             () = sleep(wait) => {}
-            r = clients.changed() => if r.is_err() { return },
+            r = members.changed() => if r.is_err() { return },
             r = leading.changed() => if r.is_err() { return },
             _ = shutdown.changed() => return,
         }

@@ -3,15 +3,17 @@
 //! in every member cluster, pumped into one [`KubeIndex`] by one task.
 //!
 //! After each batch of events it publishes the model (for the tables, exactly as the file
-//! source does), the [`Snapshot`] (for status), and the member clusters' clients (for the
-//! mTLS Secrets). A member cluster's watches restart when its connection changes (its
+//! source does), the [`Snapshot`] (for status), and the member clusters' clients with
+//! their gateways (for the mTLS Secrets). A member cluster's watches restart when its connection changes (its
 //! kubeconfig Secret was edited), and stop when its MemberCluster goes.
 
 use super::client;
 use super::discovery::SERVICE_NAME_LABEL;
 use super::index::{Change, Connection, KubeIndex, Relist, Snapshot, Sync};
+use super::secrets::Member;
 use crate::docs::{FailoverScheme, MemberCluster};
 use crate::metrics::{ClusterLabels, Metrics};
+use crate::model::Host;
 use crate::model::Model;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -58,7 +60,8 @@ pub enum Input {
 pub struct Outputs {
     pub models: watch::Sender<Arc<Model>>,
     pub snapshots: watch::Sender<Arc<Snapshot>>,
-    pub clients: watch::Sender<BTreeMap<String, Client>>,
+    /// Connected member clusters whose MemberCluster is valid.
+    pub members: watch::Sender<BTreeMap<String, Member>>,
 }
 
 /// A member cluster's running watches.
@@ -127,6 +130,7 @@ pub async fn run(client: Client, namespace: String, outputs: Outputs, metrics: A
         metrics,
         reported: BTreeSet::new(),
     };
+    let mut published: BTreeMap<String, Host> = BTreeMap::new();
     while let Some(input) = rx.recv().await {
         source.apply(input);
         // Take whatever else is queued: one validation per batch, not per event.
@@ -148,8 +152,28 @@ pub async fn run(client: Client, namespace: String, outputs: Outputs, metrics: A
             }
             changed
         });
-        if std::mem::take(&mut source.clients_changed) {
-            outputs.clients.send_replace(source.clients.clone());
+        // Published when a client or a gateway changed.
+        let gateways: BTreeMap<String, Host> = source
+            .clients
+            .keys()
+            .filter_map(|c| Some((c.clone(), snapshot.model.cluster(c)?.gateway.host.clone())))
+            .collect();
+        if std::mem::take(&mut source.clients_changed) || gateways != published {
+            let members = gateways
+                .iter()
+                .filter_map(|(c, gateway)| {
+                    let client = source.clients.get(c)?.clone();
+                    Some((
+                        c.clone(),
+                        Member {
+                            gateway: gateway.clone(),
+                            client,
+                        },
+                    ))
+                })
+                .collect();
+            outputs.members.send_replace(members);
+            published = gateways;
         }
         outputs.snapshots.send_replace(Arc::new(snapshot));
     }
@@ -476,14 +500,14 @@ mod tests {
 
         let (models_tx, mut models) = watch::channel(Arc::new(Model::default()));
         let (snapshots_tx, mut snapshots) = watch::channel(Arc::new(Snapshot::default()));
-        let (clients_tx, clients) = watch::channel(BTreeMap::new());
+        let (members_tx, members) = watch::channel(BTreeMap::new());
         let source = tokio::spawn(run(
             client,
             "detour-system".into(),
             Outputs {
                 models: models_tx,
                 snapshots: snapshots_tx,
-                clients: clients_tx,
+                members: members_tx,
             },
             Arc::new(Metrics::new()),
         ));
@@ -498,7 +522,7 @@ mod tests {
         let (docs, _) = crate::docs::load::parse_file("f.yaml", &text);
         assert_eq!(*model, crate::validate::build_model(&docs).unwrap());
         assert_eq!(
-            clients.borrow().len(),
+            members.borrow().len(),
             3,
             "each member cluster's client is published"
         );

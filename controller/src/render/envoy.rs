@@ -12,8 +12,25 @@
 //!   `x-detour-gateway-flags: %RESPONSE_FLAGS%` on the way out;
 //! * clusters `detour|C|NS|NAME` for local services (their endpoints) and for the remote
 //!   targets of this cluster's schemes (the remote gateway), and `detour_controller`.
+//!
+//! With `certs` (a `detour certs init` directory, see [`crate::tls::layout`]):
+//!
+//! * the gateway listener requires a client certificate from the federation CA naming a
+//!   cluster's Envoy (`spiffe://detour.dev/cluster/*/envoy`) or the controller's probe
+//!   (`spiffe://detour.dev/controller/probe`); it presents `clusters/C/gateway.crt`;
+//! * each remote gateway cluster presents `clusters/C/envoy.crt` and accepts only a
+//!   certificate from the CA naming that gateway (`.../cluster/REMOTE/gateway`), sending
+//!   the gateway's host as SNI when it is a DNS name (SNI cannot carry an IP address);
+//! * `detour_controller` presents `clusters/C/table.crt` and accepts only the
+//!   controller's server certificate (`spiffe://detour.dev/controller/server`).
+//!
+//! Checking identities by URI SAN rather than by address keeps one gateway from
+//! impersonating another even when they share a load balancer's address.
 
-use crate::model::{Address, CONTROLLER_CLUSTER, Model, ServiceName, TargetRef};
+use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, TargetRef};
+use crate::tls::files::{FileError, read_pair, read_roots};
+use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
+use crate::tls::layout::Layout;
 use detour_filter::config::{DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, VIA_HEADER};
 use serde_norway::{Mapping, Value};
 use std::collections::BTreeSet;
@@ -43,10 +60,6 @@ pub struct RenderOptions {
 pub enum RenderError {
     #[error("unknown cluster {name:?} (MemberClusters: {known})")]
     UnknownCluster { name: String, known: String },
-    #[error(
-        "--certs is not implemented yet (mTLS between clusters and to the controller comes with issue 4)"
-    )]
-    CertsNotImplemented,
     #[error("{a} and {b} are both {addr}; each listener needs its own address")]
     AddressClash {
         a: &'static str,
@@ -66,11 +79,24 @@ macro_rules! map {
     }};
 }
 
+/// Checks that the files a config rendered with `--certs` for `cluster` names are there
+/// and usable (PEM, each key matching its certificate), so that a bad file is reported
+/// now, by name, rather than by Envoy at start.
+pub fn check_certs(layout: &Layout, cluster: &str) -> Result<(), FileError> {
+    read_roots(&layout.ca().cert)?;
+    for role in ClusterRole::ALL {
+        let pair = layout.cluster(cluster, role);
+        read_pair(&pair.cert, &pair.key)?;
+    }
+    Ok(())
+}
+
 /// The Envoy bootstrap for `opts.cluster`, as YAML.
 pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError> {
-    if opts.certs.is_some() {
-        return Err(RenderError::CertsNotImplemented);
-    }
+    let tls = opts.certs.as_ref().map(|dir| Tls {
+        layout: Layout::new(std::path::absolute(dir).unwrap_or_else(|_| dir.clone())),
+        cluster: opts.cluster.clone(),
+    });
     let Some(cluster) = model.cluster(&opts.cluster) else {
         return Err(RenderError::UnknownCluster {
             name: opts.cluster.clone(),
@@ -185,6 +211,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
     let ingress = listener(
         "detour_ingress",
         &opts.ingress,
+        None,
         hcm(
             "detour_ingress",
             ingress_hosts,
@@ -211,37 +238,48 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                 },
                 router(),
             ],
-            None,
+            // The route header must be gone before Envoy picks the route: the filter
+            // can strip it only after the route was matched with it, and then cannot
+            // learn which cluster the route would take without it (`xds.cluster_name`
+            // keeps the client's choice), so the request would lose its failover.
+            (
+                "early_header_mutation_extensions",
+                early_removal(&[DEFAULT_ROUTE_HEADER]),
+            ),
         ),
     );
     let gateway = listener(
         "detour_gateway",
         &cluster.gateway,
+        tls.as_ref().map(Tls::gateway_listener),
         hcm(
             "detour_gateway",
             gateway_hosts,
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
             // flags; the service's answers never reach this mapper.
-            Some(map! {
-                "mappers" => vec![map! {
-                    "filter" => map! { "response_flag_filter" => Mapping::new() },
-                    "headers_to_add" => vec![map! {
-                        "header" => map! {
-                            "key" => GATEWAY_FLAGS_HEADER,
-                            "value" => "%RESPONSE_FLAGS%",
-                        },
-                        "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+            (
+                "local_reply_config",
+                map! {
+                    "mappers" => vec![map! {
+                        "filter" => map! { "response_flag_filter" => Mapping::new() },
+                        "headers_to_add" => vec![map! {
+                            "header" => map! {
+                                "key" => GATEWAY_FLAGS_HEADER,
+                                "value" => "%RESPONSE_FLAGS%",
+                            },
+                            "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+                        }],
                     }],
-                }],
-            }),
+                },
+            ),
         ),
     );
 
     let mut clusters: Vec<Value> = cluster
         .services
         .values()
-        .map(|s| envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints))
+        .map(|s| envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None))
         .collect();
     let remote: BTreeSet<&TargetRef> = model
         .schemes_of(&cluster.name)
@@ -253,12 +291,26 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             clusters.push(envoy_cluster(
                 &t.envoy_cluster(),
                 std::slice::from_ref(&there.gateway),
+                tls.as_ref().map(|tls| {
+                    tls.upstream(
+                        ClusterRole::Envoy,
+                        &Identity::cluster(&t.cluster, ClusterRole::Gateway),
+                        &there.gateway.host,
+                    )
+                }),
             ));
         }
     }
     clusters.push(envoy_cluster(
         CONTROLLER_CLUSTER,
         std::slice::from_ref(&opts.controller),
+        tls.as_ref().map(|tls| {
+            tls.upstream(
+                ClusterRole::Table,
+                &Identity::Controller(ControllerRole::Server),
+                &opts.controller.host,
+            )
+        }),
     ));
 
     let bootstrap = map! {
@@ -270,9 +322,17 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         },
     };
     let yaml = serde_norway::to_string(&bootstrap)?;
+    let security = match &tls {
+        Some(tls) => format!(
+            "mTLS with certificates from {}",
+            tls.layout.root().display()
+        ),
+        None => "plaintext (no --certs)".to_string(),
+    };
     Ok(format!(
         "# Envoy bootstrap for detour member cluster {:?}, rendered by `detour render envoy`.\n\
-         # Listeners: ingress {} (detour filter), gateway {}, admin {}; controller {}.\n{yaml}",
+         # Listeners: ingress {} (detour filter), gateway {}, admin {}; controller {}.\n\
+         # Between clusters and to the controller: {security}.\n{yaml}",
         cluster.name, opts.ingress, cluster.gateway, opts.admin, opts.controller
     ))
 }
@@ -288,19 +348,108 @@ fn socket_address(a: &Address) -> Value {
     }
 }
 
-fn listener(name: &str, address: &Address, hcm: Value) -> Value {
+fn listener(name: &str, address: &Address, transport_socket: Option<Value>, hcm: Value) -> Value {
+    let mut chain = map! { "filters" => vec![hcm] };
+    if let (Some(socket), Value::Mapping(m)) = (transport_socket, &mut chain) {
+        m.insert(Value::from("transport_socket"), socket);
+    }
     map! {
         "name" => name,
         "address" => socket_address(address),
-        "filter_chains" => vec![map! { "filters" => vec![hcm] }],
+        "filter_chains" => vec![chain],
     }
 }
 
+/// The certificates of one member cluster's Envoy.
+struct Tls {
+    layout: Layout,
+    cluster: String,
+}
+
+impl Tls {
+    fn path(p: &std::path::Path) -> Value {
+        map! { "filename" => p.display().to_string() }
+    }
+
+    /// `common_tls_context` presenting this cluster's `role` certificate and accepting
+    /// peers from the federation CA whose URI SAN matches one of `peers`.
+    fn context(&self, role: ClusterRole, peers: Vec<Value>) -> Value {
+        let pair = self.layout.cluster(&self.cluster, role);
+        map! {
+            "tls_certificates" => vec![map! {
+                "certificate_chain" => Tls::path(&pair.cert),
+                "private_key" => Tls::path(&pair.key),
+            }],
+            "validation_context" => map! {
+                "trusted_ca" => Tls::path(&self.layout.ca().cert),
+                "match_typed_subject_alt_names" => peers,
+            },
+        }
+    }
+
+    fn uri_san(matcher: Value) -> Value {
+        map! { "san_type" => "URI", "matcher" => matcher }
+    }
+
+    /// The gateway listener: requires a client certificate of a cluster's Envoy or of
+    /// the controller's probe.
+    fn gateway_listener(&self) -> Value {
+        let envoys = format!(
+            "^spiffe://{}/cluster/[^/]+/{}$",
+            TRUST_DOMAIN.replace('.', "\\."),
+            ClusterRole::Envoy.as_str()
+        );
+        let peers = vec![
+            Tls::uri_san(map! { "safe_regex" => map! { "regex" => envoys } }),
+            Tls::uri_san(map! { "exact" => Identity::Controller(ControllerRole::Probe).uri() }),
+        ];
+        map! {
+            "name" => "envoy.transport_sockets.tls",
+            "typed_config" => map! {
+                "@type" => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+                "require_client_certificate" => true,
+                "common_tls_context" => self.context(ClusterRole::Gateway, peers),
+            },
+        }
+    }
+
+    /// An upstream cluster presenting this cluster's `role` certificate to a server that
+    /// must prove to be `server`.
+    fn upstream(&self, role: ClusterRole, server: &Identity, host: &Host) -> Value {
+        let peers = vec![Tls::uri_san(map! { "exact" => server.uri() })];
+        let mut config = map! {
+            "@type" => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "common_tls_context" => self.context(role, peers),
+        };
+        if let (Host::Name(name), Value::Mapping(m)) = (host, &mut config) {
+            m.insert(Value::from("sni"), Value::from(name.clone()));
+        }
+        map! {
+            "name" => "envoy.transport_sockets.tls",
+            "typed_config" => config,
+        }
+    }
+}
+
+/// `early_header_mutation_extensions` removing `headers` from every request before
+/// route selection and before any filter runs.
+fn early_removal(headers: &[&str]) -> Value {
+    let mutations: Vec<Value> = headers.iter().map(|h| map! { "remove" => *h }).collect();
+    Value::Sequence(vec![map! {
+        "name" => "envoy.http.early_header_mutation.header_mutation",
+        "typed_config" => map! {
+            "@type" => "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations" => mutations,
+        },
+    }])
+}
+
+/// An HTTP connection manager with one more field of its own (`extra`: name, value).
 fn hcm(
     name: &str,
     virtual_hosts: Vec<Value>,
     http_filters: Vec<Value>,
-    local_reply: Option<Value>,
+    extra: (&str, Value),
 ) -> Value {
     let mut config = map! {
         "@type" => "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -309,8 +458,8 @@ fn hcm(
         "route_config" => map! { "name" => name, "virtual_hosts" => virtual_hosts },
         "http_filters" => http_filters,
     };
-    if let (Some(reply), Value::Mapping(m)) = (local_reply, &mut config) {
-        m.insert(Value::from("local_reply_config"), reply);
+    if let Value::Mapping(m) = &mut config {
+        m.insert(Value::from(extra.0), extra.1);
     }
     map! {
         "name" => "envoy.filters.network.http_connection_manager",
@@ -328,7 +477,7 @@ fn router() -> Value {
 }
 
 /// A cluster of fixed endpoints: STATIC when they are all IP addresses, else STRICT_DNS.
-fn envoy_cluster(name: &str, endpoints: &[Address]) -> Value {
+fn envoy_cluster(name: &str, endpoints: &[Address], transport_socket: Option<Value>) -> Value {
     let kind = if endpoints.iter().all(Address::is_ip) {
         "STATIC"
     } else {
@@ -338,7 +487,7 @@ fn envoy_cluster(name: &str, endpoints: &[Address]) -> Value {
         .iter()
         .map(|e| map! { "endpoint" => map! { "address" => socket_address(e) } })
         .collect();
-    map! {
+    let mut cluster = map! {
         "name" => name,
         "type" => kind,
         "connect_timeout" => CONNECT_TIMEOUT,
@@ -346,7 +495,11 @@ fn envoy_cluster(name: &str, endpoints: &[Address]) -> Value {
             "cluster_name" => name,
             "endpoints" => vec![map! { "lb_endpoints" => lb_endpoints }],
         },
+    };
+    if let (Some(socket), Value::Mapping(m)) = (transport_socket, &mut cluster) {
+        m.insert(Value::from("transport_socket"), socket);
     }
+    cluster
 }
 
 #[cfg(test)]
@@ -435,6 +588,21 @@ mod tests {
     }
 
     #[test]
+    fn the_ingress_drops_a_client_route_header_before_routing() {
+        let b = rendered("east");
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let early = &hcm["early_header_mutation_extensions"][0];
+        assert_eq!(
+            early["name"].as_str(),
+            Some("envoy.http.early_header_mutation.header_mutation")
+        );
+        assert_eq!(
+            early["typed_config"]["mutations"][0]["remove"].as_str(),
+            Some("x-detour-route")
+        );
+    }
+
+    #[test]
     fn the_gateway_marks_crossings_and_reports_its_own_failures() {
         let b = rendered("west");
         let gw = &b["static_resources"]["listeners"][1];
@@ -460,20 +628,91 @@ mod tests {
     }
 
     #[test]
+    fn with_certs_every_hop_between_clusters_is_mtls() {
+        let mut o = opts("east");
+        o.certs = Some("/certs".into());
+        let b: Value = serde_norway::from_str(&render(&example(), &o).unwrap()).unwrap();
+        let listeners = &b["static_resources"]["listeners"];
+        // The ingress stays plain: clients inside the cluster reach it as before.
+        assert!(
+            listeners[0]["filter_chains"][0]
+                .get("transport_socket")
+                .is_none()
+        );
+        let gw = &listeners[1]["filter_chains"][0]["transport_socket"]["typed_config"];
+        assert_eq!(gw["require_client_certificate"].as_bool(), Some(true));
+        let ctx = &gw["common_tls_context"];
+        assert_eq!(
+            ctx["tls_certificates"][0]["private_key"]["filename"].as_str(),
+            Some("/certs/clusters/east/gateway.key")
+        );
+        assert_eq!(
+            ctx["validation_context"]["trusted_ca"]["filename"].as_str(),
+            Some("/certs/ca.crt")
+        );
+        let sans = &ctx["validation_context"]["match_typed_subject_alt_names"];
+        assert_eq!(
+            sans[0]["matcher"]["safe_regex"]["regex"].as_str(),
+            Some("^spiffe://detour\\.dev/cluster/[^/]+/envoy$")
+        );
+        assert_eq!(
+            sans[1]["matcher"]["exact"].as_str(),
+            Some("spiffe://detour.dev/controller/probe")
+        );
+
+        let clusters = &b["static_resources"]["clusters"];
+        // Local services: plain, as they are inside the cluster.
+        assert!(clusters[0].get("transport_socket").is_none());
+        let west = &clusters[2]["transport_socket"]["typed_config"];
+        assert_eq!(
+            west["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
+                .as_str(),
+            Some("/certs/clusters/east/envoy.crt")
+        );
+        assert_eq!(
+            west["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]
+                ["matcher"]["exact"]
+                .as_str(),
+            Some("spiffe://detour.dev/cluster/west/gateway")
+        );
+        // An IP address is no SNI.
+        assert!(west.get("sni").is_none());
+        let controller = &clusters[3]["transport_socket"]["typed_config"]["common_tls_context"];
+        assert_eq!(
+            controller["tls_certificates"][0]["certificate_chain"]["filename"].as_str(),
+            Some("/certs/clusters/east/table.crt")
+        );
+        assert_eq!(
+            controller["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]
+                ["exact"]
+                .as_str(),
+            Some("spiffe://detour.dev/controller/server")
+        );
+
+        // A gateway known by name gets it as SNI.
+        let named = build_model(
+            &parse_file(
+                "t.yaml",
+                &EXAMPLE.replace("127.0.2.1", "west-gw.example.com"),
+            )
+            .0,
+        )
+        .unwrap();
+        let b: Value = serde_norway::from_str(&render(&named, &o).unwrap()).unwrap();
+        assert_eq!(
+            b["static_resources"]["clusters"][2]["transport_socket"]["typed_config"]["sni"]
+                .as_str(),
+            Some("west-gw.example.com")
+        );
+    }
+
+    #[test]
     fn refuses_what_it_cannot_render() {
         let model = example();
         let err = render(&model, &opts("north")).unwrap_err().to_string();
         assert_eq!(
             err,
             "unknown cluster \"north\" (MemberClusters: east, south, west)"
-        );
-        let mut o = opts("east");
-        o.certs = Some("/tmp/certs".into());
-        assert!(
-            render(&model, &o)
-                .unwrap_err()
-                .to_string()
-                .contains("not implemented yet")
         );
         let mut o = opts("east");
         o.ingress = Address::parse("127.0.1.1:15443").unwrap();

@@ -1,16 +1,19 @@
 //! The controller's HTTP surface: the table API (`/v1/tables/{cluster}`) and the
 //! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
 //!
-//! [`router`] is transport-agnostic: [`serve`] runs it on a plain TCP listener today; the
-//! mTLS listener (issue 4) serves the same router behind rustls and adds the client's
-//! identity as a request extension for the table handler to check, and a status API can
-//! be merged in as more routes.
+//! Without TLS, [`router`] (both) is served on one plain listener by [`serve`]. With
+//! mTLS, [`table_router`] is served by [`serve_tls`] behind rustls, which hands each
+//! connection's [`Peer`] (the identity of its client certificate) to the table handler:
+//! a cluster may read only its own table ([`Access::ByCertificate`]). The operational
+//! endpoints ([`ops_router`]) then stay on a plain listener of their own, where probes
+//! and Prometheus can reach them without a certificate.
 
 mod ops;
 mod tables;
 
 use crate::metrics::Metrics;
 use crate::tables::TableSet;
+use crate::tls::server::{Peer, TlsListener};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -34,16 +37,53 @@ pub struct AppState {
     /// Becomes true when the server stops: waiting long-polls answer at once.
     pub shutdown: watch::Receiver<bool>,
     pub max_wait: Duration,
+    pub access: Access,
 }
 
+/// Who may read which table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Anyone may read any table (plain HTTP: there is no identity to check).
+    Open,
+    /// Only the client whose certificate names cluster C as its table identity
+    /// (`spiffe://detour.dev/cluster/C/table`) may read C's table.
+    ByCertificate,
+}
+
+/// The table API and the operational endpoints, for one plain listener.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/v1/tables/{cluster}", get(tables::get_table))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
+    routes(Router::new(), true, true)
         .fallback(not_found)
         .with_state(state)
+}
+
+/// The table API alone.
+pub fn table_router(state: AppState) -> Router {
+    routes(Router::new(), true, false)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// `/healthz`, `/readyz` and `/metrics` alone.
+pub fn ops_router(state: AppState) -> Router {
+    routes(Router::new(), false, true)
+        .fallback(not_found)
+        .with_state(state)
+}
+
+fn routes(r: Router<AppState>, tables: bool, ops: bool) -> Router<AppState> {
+    let r = if tables {
+        r.route("/v1/tables/{cluster}", get(tables::get_table))
+    } else {
+        r
+    };
+    if ops {
+        r.route("/healthz", get(ops::healthz))
+            .route("/readyz", get(ops::readyz))
+            .route("/metrics", get(ops::metrics))
+    } else {
+        r
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` completes.
@@ -55,6 +95,21 @@ pub async fn serve(
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// Serves `router` over mTLS on `listener` until `shutdown` completes; handlers see
+/// each connection's [`Peer`] as `ConnectInfo`.
+pub async fn serve_tls(
+    listener: TlsListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<Peer>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// A JSON error body: `{"error": "..."}`.
@@ -71,7 +126,8 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 async fn not_found() -> Response {
     json_error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see /v1/tables/{cluster}, /healthz, /readyz, /metrics)",
+        "no such endpoint (see /v1/tables/{cluster}, /healthz, /readyz, /metrics; with mTLS \
+         the last three are on the plain --ops-listen listener)",
     )
 }
 

@@ -1,10 +1,18 @@
 //! `GET /v1/tables/{cluster}`: the cluster's table as JSON with `ETag: "<version>"`.
 //! `If-None-Match` naming the current version → 304; with `?wait=30s` as well, the
 //! answer is held until the version changes (200) or the wait ends (304).
+//!
+//! Over mTLS ([`Access::ByCertificate`]) the client's certificate must name the cluster
+//! asked for, as `spiffe://detour.dev/cluster/C/table`; any other client gets 403,
+//! whether or not the cluster exists (a 404 would tell it which clusters do).
 
-use super::{AppState, json_error};
+use super::{Access, AppState, json_error};
 use crate::metrics::{CodeLabels, InFlight};
 use crate::tables::PublishedTable;
+use crate::tls::identity::{ClusterRole, Identity};
+use crate::tls::server::Peer;
+use axum::Extension;
+use axum::extract::ConnectInfo;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -12,6 +20,7 @@ use detour_filter::duration::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::time::Instant;
+use tracing::warn;
 
 #[derive(Deserialize)]
 pub(super) struct TableQuery {
@@ -22,9 +31,22 @@ pub(super) async fn get_table(
     State(app): State<AppState>,
     Path(cluster): Path<String>,
     Query(query): Query<TableQuery>,
+    peer: Option<Extension<ConnectInfo<Peer>>>,
     headers: HeaderMap,
 ) -> Response {
-    let response = answer(&app, &cluster, query, &headers).await;
+    let peer = peer.map(|Extension(ConnectInfo(p))| p);
+    let response = match authorize(app.access, peer.as_ref(), &cluster) {
+        Ok(()) => answer(&app, &cluster, query, &headers).await,
+        Err(why) => {
+            warn!(
+                peer = peer.as_ref().map(|p| p.addr.to_string()),
+                %cluster,
+                reason = %why,
+                "table request refused"
+            );
+            json_error(StatusCode::FORBIDDEN, &why)
+        }
+    };
     app.metrics
         .table_requests
         .get_or_create(&CodeLabels {
@@ -69,6 +91,23 @@ async fn answer(app: &AppState, cluster: &str, query: TableQuery, headers: &Head
             _ = tokio::time::sleep_until(deadline) => return not_modified(&table),
             _ = shutdown.changed() => return not_modified(&table),
         }
+    }
+}
+
+/// Whether `peer` may read `cluster`'s table; if not, why (the 403 body says it).
+fn authorize(access: Access, peer: Option<&Peer>, cluster: &str) -> Result<(), String> {
+    if access == Access::Open {
+        return Ok(());
+    }
+    let allowed = Identity::cluster(cluster, ClusterRole::Table);
+    match peer.and_then(|p| p.identity.as_ref()) {
+        Some(id) if *id == allowed => Ok(()),
+        Some(id) => Err(format!(
+            "the client certificate is {id}; only {allowed} may read the table of cluster {cluster:?}"
+        )),
+        None => Err(format!(
+            "the client certificate names no detour identity; only {allowed} may read the table of cluster {cluster:?}"
+        )),
     }
 }
 
@@ -171,6 +210,33 @@ mod unit {
         let p = parse(&["\"a\", W/\"b\"", "c"]);
         assert!(p.matches("a") && p.matches("b") && p.matches("c"));
         assert!(!p.matches("d"));
+    }
+
+    #[test]
+    fn only_a_clusters_table_identity_reads_its_table() {
+        let peer = |id: Option<Identity>| Peer {
+            addr: "127.0.0.1:1".parse().unwrap(),
+            identity: id,
+        };
+        let west = peer(Some(Identity::cluster("west", ClusterRole::Table)));
+        assert_eq!(
+            authorize(Access::ByCertificate, Some(&west), "west"),
+            Ok(())
+        );
+        assert_eq!(
+            authorize(Access::ByCertificate, Some(&west), "east"),
+            Err(
+                "the client certificate is spiffe://detour.dev/cluster/west/table; only \
+                 spiffe://detour.dev/cluster/east/table may read the table of cluster \"east\""
+                    .into()
+            )
+        );
+        // West's Envoy may call gateways, not read tables.
+        let envoy = peer(Some(Identity::cluster("west", ClusterRole::Envoy)));
+        assert!(authorize(Access::ByCertificate, Some(&envoy), "west").is_err());
+        assert!(authorize(Access::ByCertificate, Some(&peer(None)), "west").is_err());
+        assert!(authorize(Access::ByCertificate, None, "west").is_err());
+        assert_eq!(authorize(Access::Open, None, "west"), Ok(()));
     }
 
     #[test]

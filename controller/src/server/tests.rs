@@ -50,6 +50,7 @@ async fn start(max_wait: Duration) -> Api {
         metrics: metrics.clone(),
         shutdown: shutdown_rx,
         max_wait,
+        access: Access::Open,
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

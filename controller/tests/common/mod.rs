@@ -5,6 +5,9 @@
 #[path = "../../src/testing.rs"]
 pub mod testing;
 
+pub mod envoy;
+pub mod tls;
+
 use detour::client::HttpClient;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -108,7 +111,10 @@ pub fn topology(gateways: [SocketAddr; 3], interval_ms: u64, stable_for: &str) -
 /// A running `detour serve`, killed on drop. Logs are JSON, collected line by line.
 pub struct Controller {
     child: Child,
+    /// The table API.
     pub addr: SocketAddr,
+    /// `/healthz`, `/readyz`, `/metrics` (the same as `addr` without `--ops-listen`).
+    pub ops: SocketAddr,
     logs: Arc<Mutex<Vec<Value>>>,
     client: HttpClient,
 }
@@ -135,9 +141,24 @@ impl Controller {
 
     /// Starts it, or returns its stderr if it exits first.
     pub async fn try_start(config: &Path) -> Result<Controller, String> {
+        Controller::try_start_with(config, &[]).await
+    }
+
+    /// Starts it with extra arguments (e.g. `--certs DIR --ops-listen 127.0.0.1:0`).
+    pub async fn start_with(config: &Path, args: &[&str]) -> Controller {
+        Controller::try_start_with(config, args)
+            .await
+            .unwrap_or_else(|logs| panic!("the controller did not start:\n{logs}"))
+    }
+
+    /// Starts it with extra arguments, or returns its stderr if it exits first.
+    pub async fn try_start_with(config: &Path, args: &[&str]) -> Result<Controller, String> {
+        let separate_ops = args.contains(&"--ops-listen");
         let mut child = Command::new(BIN)
             .args(["--log-format", "json", "serve", "--listen", "127.0.0.1:0"])
-            .args(["--reload-interval", "25ms", "--config"])
+            .args(["--reload-interval", "25ms"])
+            .args(args)
+            .arg("--config")
             .arg(config)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -161,16 +182,29 @@ impl Controller {
             });
         }
         let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let listening = logs.lock().unwrap().iter().find_map(|l| {
-                (l["message"].as_str()?.starts_with("serving"))
-                    .then(|| l["address"].as_str()?.parse().ok())
+        let address_of = |logs: &[Value], prefix: &str| {
+            logs.iter().find_map(|l| {
+                (l["message"].as_str()?.starts_with(prefix))
+                    .then(|| l["address"].as_str()?.parse::<SocketAddr>().ok())
                     .flatten()
-            });
-            if let Some(addr) = listening {
+            })
+        };
+        loop {
+            let (api, ops) = {
+                let logs = logs.lock().unwrap();
+                let api = address_of(&logs, "serving the table API");
+                let ops = if separate_ops {
+                    address_of(&logs, "serving /healthz")
+                } else {
+                    api
+                };
+                (api, ops)
+            };
+            if let (Some(addr), Some(ops)) = (api, ops) {
                 return Ok(Controller {
                     child,
                     addr,
+                    ops,
                     logs,
                     client: HttpClient::fresh_connections(),
                 });
@@ -227,7 +261,22 @@ impl Controller {
     }
 
     pub async fn metrics(&self) -> String {
-        self.get("/metrics", None).await.body
+        let url = format!("http://{}/metrics", self.ops);
+        let (_, body) = self
+            .client
+            .get_body(&url, &[], Duration::from_secs(10), 1 << 22)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    /// Every line the controller logged so far, as written.
+    pub fn raw_logs(&self) -> String {
+        self.logs()
+            .iter()
+            .map(|l| l.to_string())
+            .collect::<Vec<_>>()
+            .join("\n")
     }
 
     /// The health of each target of east's scheme, in group order.

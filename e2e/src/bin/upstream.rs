@@ -1,0 +1,190 @@
+//! A member cluster's simulated service for detour's e2e tests and demo.
+//!
+//! `upstream --cluster east --service apps/foo --listen 127.0.1.10:8080 --record FILE
+//!  [--fail-health-if FILE]`
+//!
+//! Every request gets 200 with a JSON body naming the cluster and service and the header
+//! `x-served-by: <cluster>`; `/healthz` answers 200 and is not recorded — or 503 while
+//! the `--fail-health-if` file exists, so a test can make health checks fail while
+//! traffic is still served (a table change that passive detection cannot cause). Every other
+//! request is appended to FILE (one JSON line, written before the answer) so a test can
+//! count deliveries even after this process is SIGKILLed.
+//!
+//! Query parameters: `delay_ms=N` holds the answer N ms (a request in flight when the
+//! process is killed), `size=N` pads the answer to at least N bytes, `echo` answers
+//! with the request body instead of JSON.
+
+use anyhow::{Context, Result, bail};
+use bytes::Bytes;
+use detour_e2e::client::{SERVED_BY, TEST_ID};
+use detour_e2e::upstream::{Answer, HEALTH_PATH, Record};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+struct Args {
+    cluster: String,
+    service: String,
+    listen: SocketAddr,
+    record: PathBuf,
+    fail_health_if: Option<PathBuf>,
+}
+
+fn parse_args() -> Result<Args> {
+    let (mut cluster, mut service, mut listen, mut record) = (None, None, None, None);
+    let mut fail_health_if = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--cluster" => cluster = Some(value),
+            "--service" => service = Some(value),
+            "--listen" => {
+                listen = Some(value.parse().with_context(|| format!("--listen {value}"))?)
+            }
+            "--record" => record = Some(PathBuf::from(value)),
+            "--fail-health-if" => fail_health_if = Some(PathBuf::from(value)),
+            _ => bail!("unknown flag {flag}"),
+        }
+    }
+    Ok(Args {
+        cluster: cluster.context("--cluster is required")?,
+        service: service.context("--service is required")?,
+        listen: listen.context("--listen is required")?,
+        record: record.context("--record is required")?,
+        fail_health_if,
+    })
+}
+
+struct Server {
+    cluster: String,
+    service: String,
+    /// Appends go straight to the file (no buffer), one `write` per line.
+    record: Mutex<File>,
+    fail_health_if: Option<PathBuf>,
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> Result<()> {
+    let args = parse_args()?;
+    let record = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&args.record)
+        .with_context(|| format!("opening {}", args.record.display()))?;
+    let server = Arc::new(Server {
+        cluster: args.cluster,
+        service: args.service,
+        record: Mutex::new(record),
+        fail_health_if: args.fail_health_if,
+    });
+    let listener = TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    eprintln!(
+        "upstream {} of {} listening on {}",
+        server.service, server.cluster, args.listen
+    );
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let server = server.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |request| handle(server.clone(), request));
+            // A client hanging up mid-request is not this server's failure.
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>> {
+    let (parts, body) = request.into_parts();
+    let body = body.collect().await?.to_bytes();
+    let path = parts.uri.path_and_query().map_or_else(
+        || parts.uri.path().to_string(),
+        |pq| pq.as_str().to_string(),
+    );
+    let header = |name: &str| {
+        parts
+            .headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let builder = Response::builder().header(SERVED_BY, &server.cluster);
+    if parts.uri.path() == HEALTH_PATH {
+        if server.fail_health_if.as_deref().is_some_and(Path::exists) {
+            return Ok(builder
+                .status(503)
+                .body(Full::new(Bytes::from_static(b"failing on purpose\n")))?);
+        }
+        return Ok(builder.body(Full::new(Bytes::from_static(b"ok\n")))?);
+    }
+
+    let record = Record {
+        method: parts.method.to_string(),
+        path: path.clone(),
+        test_id: header(TEST_ID),
+        via: header("x-detour-via"),
+        body_bytes: body.len() as u64,
+    };
+    server.append(&record)?;
+
+    let query = parts.uri.query().unwrap_or("");
+    if let Some(ms) = query_value(query, "delay_ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    if query_value(query, "echo").is_some() {
+        return Ok(builder.body(Full::new(body))?);
+    }
+    let answer = Answer {
+        cluster: server.cluster.clone(),
+        service: server.service.clone(),
+        method: record.method,
+        path,
+        test_id: record.test_id,
+        body_bytes: record.body_bytes,
+    };
+    let mut json = serde_json::to_vec(&answer)?;
+    if let Some(size) = query_value(query, "size").and_then(|v| v.parse::<usize>().ok()) {
+        json.resize(json.len().max(size), b' ');
+    }
+    json.push(b'\n');
+    Ok(builder
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(json)))?)
+}
+
+impl Server {
+    fn append(&self, record: &Record) -> Result<()> {
+        let mut line = serde_json::to_vec(record)?;
+        line.push(b'\n');
+        let mut file = self
+            .record
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        file.write_all(&line)
+            .context("appending to the record file")
+    }
+}
+
+/// The value of `key` in a query string (`""` for a bare `key`).
+fn query_value<'q>(query: &'q str, key: &str) -> Option<&'q str> {
+    query.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == key).then_some(v)
+    })
+}

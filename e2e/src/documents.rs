@@ -1,0 +1,173 @@
+//! The config directory `detour serve --config DIR` reads: one `MemberCluster` per
+//! member and the `FailoverScheme`, in the exact shape of DESIGN.md, one document per
+//! file so a test can edit one of them (hot reload) without touching the others.
+
+use crate::layout::{Layout, MemberAddrs};
+use crate::setup::Setup;
+use anyhow::{Context, Result};
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Writes every document into `dir` (created if missing); returns the files written.
+pub fn write_config(dir: &Path, setup: &Setup, layout: &Layout) -> Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut documents: Vec<(String, String)> = layout
+        .members
+        .iter()
+        .map(|m| (format!("member-{}.yaml", m.name), member_cluster(setup, m)))
+        .collect();
+    documents.push((
+        format!(
+            "scheme-{}-{}.yaml",
+            setup.service.namespace, setup.service.name
+        ),
+        failover_scheme(setup),
+    ));
+    documents
+        .into_iter()
+        .map(|(file, text)| {
+            let path = dir.join(file);
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+            Ok(path)
+        })
+        .collect()
+}
+
+/// The `MemberCluster` of one member: its gateway and its one service's endpoint.
+pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
+    let service = &setup.service;
+    format!(
+        "apiVersion: detour.dev/v1alpha1
+kind: MemberCluster
+metadata: {{name: {name}}}
+spec:
+  gateway: {{address: {gw_ip}, port: {gw_port}}}
+  services:
+  - {{name: {svc}, namespace: {ns}, port: {port}, endpoints: [\"{endpoint}\"]}}
+",
+        name = member.name,
+        gw_ip = member.gateway.ip(),
+        gw_port = member.gateway.port(),
+        svc = service.name,
+        ns = service.namespace,
+        port = member.service.port(),
+        endpoint = member.service,
+    )
+}
+
+/// The one `FailoverScheme`: the primary, its failover groups in order, and timings.
+pub fn failover_scheme(setup: &Setup) -> String {
+    failover_scheme_named(setup, &setup.service.name)
+}
+
+/// `setup`'s scheme under another name (`metadata.name`): one more scheme for the same
+/// service, e.g. with another primary (a cluster may be the primary of one scheme per
+/// service).
+pub fn failover_scheme_named(setup: &Setup, scheme: &str) -> String {
+    let service = &setup.service;
+    let svc = format!(
+        "{{name: {}, namespace: {}}}",
+        service.name, service.namespace
+    );
+    let mut groups = String::new();
+    for group in &setup.failover_groups {
+        groups.push_str("  - priorityGroup:\n");
+        for cluster in group {
+            // `write!` to a String cannot fail.
+            let _ = writeln!(
+                groups,
+                "    - {{cluster: {cluster}, services: [{svc}], weight: 1}}"
+            );
+        }
+    }
+    let health = &setup.health;
+    format!(
+        "apiVersion: detour.dev/v1alpha1
+kind: FailoverScheme
+metadata: {{name: {scheme}, namespace: {ns}}}
+spec:
+  primary: {{cluster: {primary}, name: {name}, namespace: {ns}}}
+  failoverGroups:
+{groups}  healthCheck: {{path: {path}, interval: {interval}, timeout: {timeout},
+                unhealthyThreshold: {unhealthy}, healthyThreshold: {healthy}}}
+  failback: {{stableFor: {stable_for}}}
+  replay: {{methods: [{methods}], maxBodyBytes: {max_body}}}
+",
+        name = service.name,
+        ns = service.namespace,
+        primary = setup.primary,
+        path = health.path,
+        interval = duration(health.interval),
+        timeout = duration(health.timeout),
+        unhealthy = health.unhealthy_threshold,
+        healthy = health.healthy_threshold,
+        stable_for = duration(setup.stable_for),
+        methods = setup.replay.methods.join(", "),
+        max_body = setup.replay.max_body_bytes,
+    )
+}
+
+/// A duration as operators write it: `1s`, `1500ms`.
+pub fn duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::MemberAddrs;
+
+    #[test]
+    fn documents_have_the_shape_of_the_design() {
+        let setup = Setup::for_tests();
+        let west = MemberAddrs {
+            name: "west".into(),
+            ingress: "127.0.2.1:20001".parse().unwrap(),
+            gateway: "127.0.2.1:15443".parse().unwrap(),
+            admin: "127.0.2.1:20002".parse().unwrap(),
+            service: "127.0.2.10:8080".parse().unwrap(),
+        };
+        assert_eq!(
+            member_cluster(&setup, &west),
+            r#"apiVersion: detour.dev/v1alpha1
+kind: MemberCluster
+metadata: {name: west}
+spec:
+  gateway: {address: 127.0.2.1, port: 15443}
+  services:
+  - {name: foo, namespace: apps, port: 8080, endpoints: ["127.0.2.10:8080"]}
+"#
+        );
+        assert_eq!(
+            failover_scheme(&setup),
+            r#"apiVersion: detour.dev/v1alpha1
+kind: FailoverScheme
+metadata: {name: foo, namespace: apps}
+spec:
+  primary: {cluster: east, name: foo, namespace: apps}
+  failoverGroups:
+  - priorityGroup:
+    - {cluster: west, services: [{name: foo, namespace: apps}], weight: 1}
+  - priorityGroup:
+    - {cluster: south, services: [{name: foo, namespace: apps}], weight: 1}
+  healthCheck: {path: /healthz, interval: 200ms, timeout: 200ms,
+                unhealthyThreshold: 2, healthyThreshold: 2}
+  failback: {stableFor: 2s}
+  replay: {methods: [GET, HEAD, OPTIONS, PUT, DELETE], maxBodyBytes: 65536}
+"#
+        );
+    }
+
+    #[test]
+    fn durations_are_written_as_operators_write_them() {
+        assert_eq!(duration(Duration::from_secs(3)), "3s");
+        assert_eq!(duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(duration(Duration::from_millis(200)), "200ms");
+    }
+}

@@ -1,0 +1,174 @@
+//! The simulated service `foo` of one member cluster: a real process (`upstream` bin)
+//! that tests kill with SIGKILL and start again on the same address.
+//!
+//! It answers every request with 200 and names its cluster (`x-served-by`), and appends
+//! one [`Record`] per request (health checks excepted) to a file, written before the
+//! answer and unbuffered, so the record survives the process being killed. Tests compare
+//! records with what clients saw ("no POST delivered twice").
+
+use crate::client::HttpClient;
+use crate::out::OutDir;
+use crate::paths::upstream_bin;
+use crate::process::{Process, ProcessSpec};
+use crate::ready::wait_answering;
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The path health checks use; not recorded.
+pub const HEALTH_PATH: &str = "/healthz";
+
+/// How long a (re)started upstream may take to answer its health check.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One request as the upstream received it (one JSON line of the record file).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Record {
+    pub method: String,
+    /// Path and query, as received.
+    pub path: String,
+    /// The `x-test-id` header, if the client sent one.
+    pub test_id: Option<String>,
+    /// The `x-detour-via` header: the request crossed an east-west gateway from there.
+    pub via: Option<String>,
+    pub body_bytes: u64,
+}
+
+/// The JSON body of every answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Answer {
+    pub cluster: String,
+    /// `namespace/name`.
+    pub service: String,
+    pub method: String,
+    pub path: String,
+    pub test_id: Option<String>,
+    pub body_bytes: u64,
+}
+
+/// What one upstream process serves, and where.
+#[derive(Debug, Clone)]
+pub struct UpstreamSpec {
+    pub cluster: String,
+    /// `namespace/name`, e.g. `apps/foo`.
+    pub service: String,
+    pub listen: SocketAddr,
+}
+
+/// A running upstream server process.
+pub struct Upstream {
+    spec: UpstreamSpec,
+    process: Process,
+    records: PathBuf,
+    /// While this file exists, `/healthz` answers 503.
+    fail_health: PathBuf,
+    health: HttpClient,
+}
+
+impl Upstream {
+    /// Starts `upstream` and waits until it answers its health check. Its log is
+    /// `upstream-<cluster>.log`, its records `upstream-<cluster>.records.jsonl`.
+    pub fn start(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
+        let stem = format!("upstream-{}", spec.cluster);
+        let records = out.file(&format!("{stem}.records.jsonl"));
+        let fail_health = out.file(&format!("{stem}.fail-health"));
+        let process = ProcessSpec::new(&stem, upstream_bin()?, out.file(&format!("{stem}.log")))
+            .arg("--cluster")
+            .arg(&spec.cluster)
+            .arg("--service")
+            .arg(&spec.service)
+            .arg("--listen")
+            .arg(spec.listen.to_string())
+            .arg("--record")
+            .arg(&records)
+            .arg("--fail-health-if")
+            .arg(&fail_health)
+            .spawn()?;
+        let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
+        let mut upstream = Upstream {
+            spec,
+            process,
+            records,
+            fail_health,
+            health,
+        };
+        upstream.wait_serving()?;
+        Ok(upstream)
+    }
+
+    pub fn cluster(&self) -> &str {
+        &self.spec.cluster
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.spec.listen
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.process.pid()
+    }
+
+    pub fn process(&mut self) -> &mut Process {
+        &mut self.process
+    }
+
+    /// SIGKILL: the service dies the way a crashed pod does.
+    pub fn kill(&mut self) -> Result<()> {
+        self.process.kill()
+    }
+
+    /// Starts it again on the same address and waits until it serves.
+    pub fn restart(&mut self) -> Result<()> {
+        self.process.restart()?;
+        self.wait_serving()
+    }
+
+    fn wait_serving(&mut self) -> Result<()> {
+        wait_answering(&mut self.process, &self.health, HEALTH_PATH, START_TIMEOUT)
+    }
+
+    /// Makes its health checks fail (503) or pass again, while every other request is
+    /// still served: the controller's view changes, the traffic path does not.
+    pub fn fail_health_checks(&self, fail: bool) -> Result<()> {
+        let path = &self.fail_health;
+        if fail {
+            std::fs::write(path, b"").with_context(|| format!("creating {}", path.display()))
+        } else {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    Err(e).with_context(|| format!("removing {}", path.display()))
+                }
+                _ => Ok(()),
+            }
+        }
+    }
+
+    pub fn records_path(&self) -> &Path {
+        &self.records
+    }
+
+    /// Every request this upstream received, across restarts, in arrival order.
+    pub fn records(&self) -> Result<Vec<Record>> {
+        read_records(&self.records)
+    }
+}
+
+/// Parses a record file; a missing file means no request arrived yet.
+pub fn read_records(path: &Path) -> Result<Vec<Record>> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
+    };
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: {line:?}", path.display(), i + 1))
+        })
+        .collect()
+}
