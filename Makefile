@@ -48,7 +48,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz fuzz fuzz-build demo lint bench clean distclean
+.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz fuzz fuzz-build demo lint crds bench clean distclean
 
 all: build wasm
 
@@ -104,6 +104,10 @@ lint:
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter --target wasm32-wasip1 --all-targets -- -D warnings
+
+## crds: regenerate manifests/crds/ from the Rust types (a test fails when they drift)
+crds:
+	$(CARGO) run --quiet -p detour -- crds --out manifests/crds
 
 ## fuzz: every fuzz target of filter/fuzz for FUZZ_SECONDS (30) each, on nightly; new
 ## inputs go to filter/fuzz/corpus/<target>, crashes to filter/fuzz/artifacts/<target>
