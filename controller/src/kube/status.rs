@@ -522,12 +522,16 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut leading = writer.leadership.subscribe();
+    // Nothing is reported before everything was listed once (a half-listed world would
+    // call valid schemes invalid); after that, a member cluster connecting later holds
+    // up nobody else's status.
+    let mut listed = false;
     loop {
         let mut retry = None;
         let snapshot = snapshots.borrow_and_update().clone();
         tables.borrow_and_update();
-        // A ready replica has listed everything, and reports whole truths only.
-        if writer.leadership.is_leader() && snapshot.ready {
+        listed |= snapshot.ready;
+        if writer.leadership.is_leader() && listed {
             let board = health.borrow_and_update().clone();
             match writer
                 .sync(&snapshot, &board, Instant::now(), SystemTime::now())

@@ -632,3 +632,62 @@ fn member_cluster_plans() {
     );
     assert_eq!(plan.status.services, Some(1));
 }
+
+#[tokio::test]
+async fn the_writer_reports_while_leading_and_stops_when_the_lease_goes() {
+    let ex = example();
+    let mut index = loaded(&ex);
+    let snapshot = index.snapshot();
+    let health = board(
+        &snapshot,
+        &[("east", true), ("west", true), ("south", true)],
+        5,
+    );
+    let (client, mut api) = mock_client();
+    let leadership = Leadership::new(Arc::new(crate::kube::lease::SystemClock));
+    leadership.set(Some(Instant::now() + Duration::from_secs(60)));
+    let writer = StatusWriter::new(
+        client.clone(),
+        EventSink::new(client, "detour-0"),
+        leadership.clone(),
+        Arc::new(Metrics::new()),
+    );
+    let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot));
+    let (_health_tx, health_rx) = watch::channel(health);
+    let (_tables_tx, tables) = watch::channel(Arc::new(TableSet::default()));
+    let (stop, stopped) = watch::channel(false);
+    let task = tokio::spawn(run(writer, snapshots, health_rx, tables, stopped));
+
+    // Leading: everything is reported once. What the API server answers is what its
+    // watch then delivers to the index.
+    let (scheme, clusters) = objects();
+    let call = api.expect("PATCH", SCHEME_STATUS).await;
+    let object = applied(&scheme, &call.body);
+    call.reply(200, object.clone());
+    let reported: FailoverScheme = serde_json::from_value(object).unwrap();
+    for name in ["east", "south", "west"] {
+        let call = api.expect("PATCH", &cluster_status(name)).await;
+        let object = applied(&clusters[name], &call.body);
+        call.reply(200, object.clone());
+        index.clusters(Change::Apply(serde_json::from_value(object).unwrap()));
+    }
+    api.no_more_calls().await;
+
+    // The lease goes; the scheme changes: nothing is written.
+    leadership.set(None);
+    let mut changed = reported.clone();
+    changed.metadata.generation = Some(2);
+    index.schemes(Change::Apply(changed));
+    snapshots_tx.send_replace(Arc::new(index.snapshot()));
+    api.no_more_calls().await;
+
+    // Leading again: what changed meanwhile is reported.
+    leadership.set(Some(Instant::now() + Duration::from_secs(60)));
+    let call = api.expect("PATCH", SCHEME_STATUS).await;
+    assert_eq!(call.body["status"]["observedGeneration"], 2);
+    let object = applied(&scheme, &call.body);
+    call.reply(200, object);
+    api.no_more_calls().await;
+    stop.send(true).unwrap();
+    task.await.unwrap();
+}
