@@ -265,8 +265,9 @@ impl Leadership {
         }
     }
 
-    /// Always leading (tests of writers, and a single replica without election).
-    pub fn always() -> Leadership {
+    /// Always leading: tests of the writers.
+    #[cfg(test)]
+    pub(crate) fn always() -> Leadership {
         let l = Leadership::new(Arc::new(SystemClock));
         l.set(Some(
             Instant::now() + Duration::from_secs(10 * 365 * 24 * 3600),
