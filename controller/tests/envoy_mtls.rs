@@ -347,13 +347,13 @@ async fn failover_traffic_crosses_mtls_between_clusters() {
         let r = get(&client, &ingress, "foo.apps").await;
         assert_eq!(r, Ok((200, "west".to_string())), "{}", envoy_log("east"));
     } else {
-        eprintln!("note: no built filter; routing by the internal header instead");
+        eprintln!("note: no built filter; the stub sets the internal route header instead");
         let r = client
             .get_body(
                 &ingress,
                 &[
                     ("host", "foo.apps"),
-                    ("x-detour-route", "detour|west|apps|foo"),
+                    ("x-stub-route", "detour|west|apps|foo"),
                 ],
                 Duration::from_secs(5),
                 1 << 16,

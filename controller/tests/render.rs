@@ -207,13 +207,36 @@ async fn a_rendered_envoy_routes_as_internals_says() {
         "{}",
         envoy_log()
     );
-    // Ingress, route header naming a target: that cluster (here west's gateway), and the
-    // header does not travel further. Port in the authority still matches.
+    // Ingress, a client sending the route header itself: Envoy removes it before
+    // choosing the route (the filter alone may choose), so the local service answers
+    // and never sees it.
+    let west_seen = west.hosts().len();
+    let (r, body) = get(
+        ingress,
+        vec![
+            foo_host(),
+            ("x-detour-route", "detour|west|apps|foo".into()),
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!((r.status().as_u16(), &body[..]), (200, &b"east"[..]));
+    assert_eq!(
+        foo_east
+            .header_values("x-detour-route")
+            .last()
+            .map(String::as_str),
+        Some("")
+    );
+    assert_eq!(west.hosts().len(), west_seen);
+    // Ingress, the filter setting the route header to a target (the stub does on
+    // `x-stub-route`): that cluster (here west's gateway), and the header does not
+    // travel further. Port in the authority still matches.
     let (r, body) = get(
         ingress,
         vec![
             ("host", "foo.apps:8080".into()),
-            ("x-detour-route", "detour|west|apps|foo".into()),
+            ("x-stub-route", "detour|west|apps|foo".into()),
         ],
     )
     .await

@@ -238,7 +238,11 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                 },
                 router(),
             ],
-            None,
+            // The route header must be gone before Envoy picks the route: the filter
+            // can strip it only after the route was matched with it, and then cannot
+            // learn which cluster the route would take without it (`xds.cluster_name`
+            // keeps the client's choice), so the request would lose its failover.
+            ("early_header_mutation_extensions", early_removal(&[DEFAULT_ROUTE_HEADER])),
         ),
     );
     let gateway = listener(
@@ -251,7 +255,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
             // flags; the service's answers never reach this mapper.
-            Some(map! {
+            ("local_reply_config", map! {
                 "mappers" => vec![map! {
                     "filter" => map! { "response_flag_filter" => Mapping::new() },
                     "headers_to_add" => vec![map! {
@@ -421,11 +425,25 @@ impl Tls {
     }
 }
 
+/// `early_header_mutation_extensions` removing `headers` from every request before
+/// route selection and before any filter runs.
+fn early_removal(headers: &[&str]) -> Value {
+    let mutations: Vec<Value> = headers.iter().map(|h| map! { "remove" => *h }).collect();
+    Value::Sequence(vec![map! {
+        "name" => "envoy.http.early_header_mutation.header_mutation",
+        "typed_config" => map! {
+            "@type" => "type.googleapis.com/envoy.extensions.http.early_header_mutation.header_mutation.v3.HeaderMutation",
+            "mutations" => mutations,
+        },
+    }])
+}
+
+/// An HTTP connection manager with one more field of its own (`extra`: name, value).
 fn hcm(
     name: &str,
     virtual_hosts: Vec<Value>,
     http_filters: Vec<Value>,
-    local_reply: Option<Value>,
+    extra: (&str, Value),
 ) -> Value {
     let mut config = map! {
         "@type" => "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -434,8 +452,8 @@ fn hcm(
         "route_config" => map! { "name" => name, "virtual_hosts" => virtual_hosts },
         "http_filters" => http_filters,
     };
-    if let (Some(reply), Value::Mapping(m)) = (local_reply, &mut config) {
-        m.insert(Value::from("local_reply_config"), reply);
+    if let Value::Mapping(m) = &mut config {
+        m.insert(Value::from(extra.0), extra.1);
     }
     map! {
         "name" => "envoy.filters.network.http_connection_manager",
@@ -560,6 +578,22 @@ mod tests {
         assert_eq!(
             hcm["http_filters"][1]["name"].as_str(),
             Some("envoy.filters.http.router")
+        );
+    }
+
+    #[test]
+    fn the_ingress_drops_a_client_route_header_before_routing() {
+        let b = rendered("east");
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"];
+        let early = &hcm["early_header_mutation_extensions"][0];
+        assert_eq!(
+            early["name"].as_str(),
+            Some("envoy.http.early_header_mutation.header_mutation")
+        );
+        assert_eq!(
+            early["typed_config"]["mutations"][0]["remove"].as_str(),
+            Some("x-detour-route")
         );
     }
 

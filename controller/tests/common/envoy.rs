@@ -4,11 +4,20 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// A proxy-wasm module that does nothing (every callback continues): Envoy loads it as
-/// the detour filter, so these tests check the rendered Envoy config, not the filter.
+/// A proxy-wasm module that does almost nothing (every callback continues): Envoy loads
+/// it as the detour filter, so these tests check the rendered Envoy config, not the
+/// filter. Its one act: a request header `x-stub-route: CLUSTER` makes it set
+/// `x-detour-route: CLUSTER`, as the real filter does on failover, so the tests can route
+/// through the internal header (which Envoy removes when a client sends it).
 const STUB_FILTER: &str = r#"
 (module
+  (import "env" "proxy_get_header_map_value"
+    (func $get_header (param i32 i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_replace_header_map_value"
+    (func $replace_header (param i32 i32 i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
+  (data (i32.const 16) "x-stub-route")
+  (data (i32.const 32) "x-detour-route")
   (global $next (mut i32) (i32.const 1024))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $size i32) (result i32)
@@ -19,7 +28,13 @@ const STUB_FILTER: &str = r#"
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_vm_start") (param i32 i32) (result i32) (i32.const 1))
   (func (export "proxy_on_configure") (param i32 i32) (result i32) (i32.const 1))
-  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32) (i32.const 0))
+  (func (export "proxy_on_request_headers") (param i32 i32 i32) (result i32)
+    ;; map 0 = request headers; the value's address and length land at 64 and 68.
+    (if (i32.eqz (call $get_header (i32.const 0) (i32.const 16) (i32.const 12)
+                                   (i32.const 64) (i32.const 68)))
+      (then (drop (call $replace_header (i32.const 0) (i32.const 32) (i32.const 14)
+                                        (i32.load (i32.const 64)) (i32.load (i32.const 68))))))
+    (i32.const 0))
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32) (i32.const 0))
   (func (export "proxy_on_done") (param i32) (result i32) (i32.const 1))
   (func (export "proxy_on_log") (param i32))
