@@ -250,8 +250,29 @@ fn the_route_patch_reroutes_each_primary_on_the_filters_header() {
     let patches = find(&docs, "EnvoyFilter", "detour-routes")["spec"]["configPatches"]
         .as_sequence()
         .expect("configPatches");
+    // First, a client's route header goes before any route is chosen.
+    let (early, routes): (Vec<_>, Vec<_>) = patches
+        .iter()
+        .partition(|p| p["applyTo"].as_str() == Some("NETWORK_FILTER"));
+    let [early] = early.as_slice() else {
+        panic!("one NETWORK_FILTER patch expected, got {}", early.len())
+    };
+    assert_eq!(
+        early["match"]["listener"]["filterChain"]["filter"]["name"].as_str(),
+        Some("envoy.filters.network.http_connection_manager")
+    );
+    assert_eq!(early["patch"]["operation"].as_str(), Some("MERGE"));
+    let mutation = &early["patch"]["value"]["typed_config"]["early_header_mutation_extensions"][0];
+    assert_eq!(
+        mutation["name"].as_str(),
+        Some("envoy.http.early_header_mutation.header_mutation")
+    );
+    assert_eq!(
+        mutation["typed_config"]["mutations"][0]["remove"].as_str(),
+        Some(config.route_header.as_str())
+    );
     let mut patched = BTreeSet::new();
-    for patch in patches {
+    for patch in routes {
         assert_eq!(patch["applyTo"].as_str(), Some("HTTP_ROUTE"));
         assert_eq!(patch["patch"]["operation"].as_str(), Some("INSERT_FIRST"));
         let vhost = text(

@@ -13,7 +13,7 @@
 //! topology's loopback gateways; their names, types and timeouts are the manifest's.
 
 use anyhow::{Context, Result, ensure};
-use detour_e2e::client::HttpClient;
+use detour_e2e::client::{HttpClient, Request};
 use detour_e2e::load::{Load, LoadSpec};
 use detour_e2e::ports::free_addr;
 use detour_e2e::setup::Setup;
@@ -153,6 +153,14 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
     let patches = protojson(
         &manifest("route-patch.yaml", "EnvoyFilter", "detour-routes")?["spec"]["configPatches"],
     );
+    // Its early removal of a client's route header, merged into the HCM as Istio does.
+    let early_removal = patches
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|p| p["applyTo"] == "NETWORK_FILTER")
+        .map(|p| p["patch"]["value"]["typed_config"]["early_header_mutation_extensions"].clone())
+        .context("route-patch.yaml removes no client route header")?;
     let reroute = patches
         .as_array()
         .into_iter()
@@ -223,6 +231,7 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
                     "typed_config": {
                         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                         "stat_prefix": format!("outbound_0.0.0.0_{port}"),
+                        "early_header_mutation_extensions": early_removal,
                         "route_config": {
                             "name": port.to_string(),
                             "virtual_hosts": [{
@@ -295,7 +304,6 @@ fn the_filter_configured_as_istio_delivers_it_fails_over_like_plain_envoy() -> R
 
     let client = HttpClient::new(sidecar.listen, &sidecar.host);
     wait_served_by(&client, "east", Duration::from_secs(5))?;
-
     let load = Load::start(&client, LoadSpec::steady_get("/", 2, 40))?;
     std::thread::sleep(Duration::from_millis(500));
     let bound = t.setup().failover_bound();
@@ -311,6 +319,14 @@ fn the_filter_configured_as_istio_delivers_it_fails_over_like_plain_envoy() -> R
         "west took {} (bound {})",
         secs(took),
         secs(bound)
+    );
+    // A client cannot pick the target itself: detour's choice (west) stands.
+    let spoofed =
+        client.send(Request::get("/").header("x-detour-route", "detour|south|apps|foo"))?;
+    ensure!(
+        spoofed.served_by() == Some("west"),
+        "a client's x-detour-route was obeyed: {}",
+        spoofed.summary()
     );
     // Traffic stays on west, through west's gateway.
     std::thread::sleep(Duration::from_secs(1));
