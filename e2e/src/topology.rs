@@ -27,7 +27,7 @@ use crate::setup::{ControllerKind, Setup};
 use crate::table::target_health;
 use crate::upstream::{Upstream, UpstreamSpec};
 use crate::wait::{Probe, wait_until};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use detour_filter::health::Health;
 use detour_filter::metrics::version_gauge;
 use std::net::SocketAddr;

@@ -8,11 +8,14 @@
 //! `gateway-clusters.yaml` — fails over like a plain Envoy does: SIGKILL east's foo
 //! and west answers, with no GET lost.
 //!
-//! The topology runs without mTLS (the harness has no mTLS topologies yet), so the
-//! clusters from `gateway-clusters.yaml` lose their transport socket and point at this
-//! topology's loopback gateways; their names, types and timeouts are the manifest's.
+//! The topology runs with mTLS, as production does: the clusters from
+//! `gateway-clusters.yaml` keep their transport sockets — the files of the `detour-mtls`
+//! Secret (mounted at `/etc/detour/mtls`) become east's certificates from this test's
+//! `detour certs init` — and point at this topology's loopback gateways; their names,
+//! types, timeouts and peer identities are the manifest's.
 
 use anyhow::{Context, Result, ensure};
+use detour_e2e::certs::{Certs, ClusterRole};
 use detour_e2e::client::{HttpClient, Request};
 use detour_e2e::load::{Load, LoadSpec};
 use detour_e2e::ports::free_addr;
@@ -107,14 +110,47 @@ fn socket_address(addr: SocketAddr) -> Json {
     json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
 }
 
-/// A cluster of `gateway-clusters.yaml`, pointed at `endpoint` and without TLS.
-fn plaintext(mut cluster: Json, endpoint: SocketAddr) -> Json {
-    if let Some(c) = cluster.as_object_mut() {
-        c.remove("transport_socket");
+/// Where the sidecar finds the `detour-mtls` Secret (sidecar-mtls-patch.yaml).
+const MOUNTED_SECRET: &str = "/etc/detour/mtls/";
+
+/// A cluster of `gateway-clusters.yaml` as it runs here: pointed at `endpoint`, with the
+/// mounted Secret's files (`ca.crt`, `envoy.*`, `table.*` — the keys `detour certs init`
+/// material is stored under) replaced by east's files in `certs`. Gateways listen on
+/// IP addresses here, which SNI cannot carry, so the manifest's DNS SNI goes; the peer
+/// identity each cluster accepts (its URI SAN) stays as written.
+fn on_this_topology(cluster: Json, endpoint: SocketAddr, certs: &Certs) -> Result<Json> {
+    let east_envoy = certs.cluster("east", ClusterRole::Envoy);
+    let east_table = certs.cluster("east", ClusterRole::Table);
+    let file = |name: &str| -> Result<String> {
+        let path = match name {
+            "ca.crt" => certs.ca(),
+            "envoy.crt" => east_envoy.cert.clone(),
+            "envoy.key" => east_envoy.key.clone(),
+            "table.crt" => east_table.cert.clone(),
+            "table.key" => east_table.key.clone(),
+            other => anyhow::bail!("the detour-mtls Secret has no key {other:?}"),
+        };
+        Ok(path.display().to_string())
+    };
+    let mut text = serde_json::to_string(&cluster)?;
+    while let Some(at) = text.find(MOUNTED_SECRET) {
+        let rest = &text[at + MOUNTED_SECRET.len()..];
+        let name = &rest[..rest.find('"').context("unterminated file name")?];
+        let replacement = file(name)?;
+        text.replace_range(at..at + MOUNTED_SECRET.len() + name.len(), &replacement);
+    }
+    let mut cluster: Json = serde_json::from_str(&text)?;
+    ensure!(
+        cluster["transport_socket"].is_object(),
+        "{} has no TLS in the manifest",
+        cluster["name"]
+    );
+    if let Some(tls) = cluster["transport_socket"]["typed_config"].as_object_mut() {
+        tls.remove("sni");
     }
     cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"] =
         socket_address(endpoint);
-    cluster
+    Ok(cluster)
 }
 
 struct IstioEnvoy {
@@ -129,6 +165,9 @@ struct IstioEnvoy {
 fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
     let layout = t.layout();
     let east = layout.member("east")?;
+    let certs = t
+        .certs()
+        .context("the Istio manifests use mTLS; the topology must too")?;
     let ip = match east.ingress.ip() {
         IpAddr::V4(ip) => ip,
         IpAddr::V6(_) => anyhow::bail!("the harness uses IPv4 loopback"),
@@ -216,7 +255,7 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
             let member = name.split('|').nth(1).unwrap_or_default();
             layout.member(member)?.gateway
         };
-        clusters.push(plaintext(cluster, endpoint));
+        clusters.push(on_this_topology(cluster, endpoint, certs)?);
     }
 
     let config = json!({
@@ -348,6 +387,18 @@ fn the_filter_configured_as_istio_delivers_it_fails_over_like_plain_envoy() -> R
         records.iter().any(|r| r.via.as_deref() == Some("west")),
         "west's foo saw no request through west's gateway"
     );
+    // ... over the manifest's mTLS: the sidecar's handshakes with west's gateway and
+    // with the controller.
+    let sidecar_envoy = t.envoy("east-istio")?;
+    for cluster in ["detour|west|apps|foo", "detour_controller"] {
+        let handshakes = sidecar_envoy
+            .stat(&format!("cluster.{cluster}.ssl.handshake"))?
+            .unwrap_or(0);
+        ensure!(
+            handshakes > 0,
+            "the Istio-shaped sidecar made no TLS handshake with {cluster}"
+        );
+    }
     // No GET lost: the ones in flight at the kill were replayed by the filter.
     let failures: Vec<String> = report.failures().iter().map(|s| s.summary()).collect();
     ensure!(
