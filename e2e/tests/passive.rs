@@ -89,7 +89,7 @@ fn passive_detection_alone_replays_what_never_arrived_and_never_ping_pongs() {
         "{}",
         post.summary()
     );
-    let delivered: Vec<String> = ["east", "west", "south"]
+    let delivered: Vec<(String, u64)> = ["east", "west", "south"]
         .into_iter()
         .flat_map(|c| {
             t.upstream(c)
@@ -98,10 +98,11 @@ fn passive_detection_alone_replays_what_never_arrived_and_never_ping_pongs() {
                 .unwrap()
                 .into_iter()
                 .filter(|r| r.test_id.as_deref() == Some("the-post"))
-                .map(move |_| c.to_string())
+                .map(move |r| (c.to_string(), r.body_bytes))
         })
         .collect();
-    assert_eq!(delivered, ["west"]);
+    // Once, at west, with its body.
+    assert_eq!(delivered, [("west".to_string(), "an order".len() as u64)]);
     assert_eq!(
         t.envoy("east").unwrap().metric("detour_replay_ok").unwrap(),
         1.0

@@ -32,16 +32,30 @@ pub fn is_internal_header(name: &str, route_header: &str) -> bool {
 /// The headers of the replayed request: the client's request as it reached the router,
 /// less hop-by-hop headers and detour's route header (the replay names its cluster
 /// itself). Pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) are kept: the
-/// call needs them.
+/// call needs them; `authority`, when given, replaces the client's `:authority`.
 pub fn request_headers<'a>(
     headers: &'a [(String, String)],
     route_header: &str,
+    authority: Option<&'a str>,
 ) -> Vec<(&'a str, &'a str)> {
     headers
         .iter()
         .filter(|(n, _)| !is_hop_by_hop(n) && !n.eq_ignore_ascii_case(route_header))
-        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .map(|(n, v)| match authority {
+            Some(a) if n == ":authority" => (n.as_str(), a),
+            _ => (n.as_str(), v.as_str()),
+        })
         .collect()
+}
+
+/// The `:authority` of a replay to `service` (`namespace/name`, as the table names a
+/// target's service) in another cluster: `NAME.NAMESPACE`, which east-west gateways
+/// route by, whatever name the client used here (under Istio, typically
+/// `NAME.NAMESPACE.svc.cluster.local:PORT`). `None` for a malformed name.
+pub fn gateway_authority(service: &str) -> Option<String> {
+    let (namespace, name) = service.split_once('/')?;
+    (!namespace.is_empty() && !name.is_empty() && !name.contains('/'))
+        .then(|| format!("{name}.{namespace}"))
 }
 
 /// The replayed answer's headers as sent to the client: no pseudo-headers (the status is
@@ -161,7 +175,7 @@ mod tests {
             ("te", "trailers"),
         ]);
         assert_eq!(
-            request_headers(&req, "x-detour-route"),
+            request_headers(&req, "x-detour-route", None),
             vec![
                 (":method", "POST"),
                 (":path", "/a"),
@@ -170,6 +184,29 @@ mod tests {
                 ("content-length", "3"),
             ]
         );
+    }
+
+    #[test]
+    fn a_replay_to_another_cluster_names_the_service_as_its_gateway_routes() {
+        // An Istio client calls the service by its cluster-local name.
+        let req = h(&[
+            (":method", "GET"),
+            (":authority", "foo.apps.svc.cluster.local:8080"),
+            ("accept", "*/*"),
+        ]);
+        let authority = gateway_authority("apps/foo");
+        assert_eq!(authority.as_deref(), Some("foo.apps"));
+        assert_eq!(
+            request_headers(&req, "x-detour-route", authority.as_deref()),
+            vec![
+                (":method", "GET"),
+                (":authority", "foo.apps"),
+                ("accept", "*/*")
+            ]
+        );
+        for bad in ["foo", "/foo", "apps/", "a/b/c"] {
+            assert_eq!(gateway_authority(bad), None, "{bad}");
+        }
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! The CRDs of detour's documents, generated from the Rust types (`detour crds`).
 //!
-//! `manifests/crds/` holds one file per CRD, exactly as printed here; a test fails when
-//! they drift. Regenerate with `make crds` (= `cargo run -p detour -- crds --out
-//! manifests/crds`).
+//! `manifests/crds/` holds one file per CRD, exactly as printed here, and the Helm chart
+//! ships a copy (`manifests/helm/detour/crds/`); a test fails when either drifts.
+//! Regenerate both with `make crds` (`cargo run -p detour -- crds --out manifests/crds`,
+//! then a copy into the chart).
 
 use crate::docs::{FailoverScheme, MemberCluster};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -59,13 +60,17 @@ mod tests {
 
     #[test]
     fn the_checked_in_crds_match_the_types() {
-        for crd in all() {
-            let path = manifests().join(file_name(&crd));
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../manifests/helm/detour/crds");
+        for (crd, dir) in all()
+            .into_iter()
+            .flat_map(|crd| [(crd.clone(), manifests()), (crd, chart.clone())])
+        {
+            let path = dir.join(file_name(&crd));
             let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
             assert!(
                 on_disk == render(&crd).unwrap(),
                 "{} is out of date with the Rust types: run `make crds` \
-                 (cargo run -p detour -- crds --out manifests/crds) and commit the result",
+                 (it rewrites manifests/crds/ and the Helm chart's copy) and commit the result",
                 path.display()
             );
         }

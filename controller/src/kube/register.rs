@@ -143,14 +143,15 @@ pub fn render(opts: &RegisterOptions) -> anyhow::Result<String> {
         )?);
         docs.push(doc(
             &format!(
-                "mTLS material: read and write the Secret {SECRET_NAME} only, in {ns} only.\n\
-                 `create` cannot be limited to a name (RBAC has no name before the object\n\
-                 exists), so it is granted in this namespace alone."
+                "mTLS material: read the Secret {SECRET_NAME} and write it by server-side apply\n\
+                 (a PATCH), in {ns} only. The API server authorizes that PATCH as `create`\n\
+                 while the Secret does not exist, and `create` cannot be limited to a name\n\
+                 (RBAC has no name before the object exists): it is granted in {ns} alone."
             ),
             &Role {
                 metadata: meta(&format!("{SERVICE_ACCOUNT}-secrets"), Some(ns)),
                 rules: Some(vec![
-                    rule("", "secrets", &[SECRET_NAME], &["get", "update", "patch"]),
+                    rule("", "secrets", &[SECRET_NAME], &["get", "patch"]),
                     rule("", "secrets", &[], &["create"]),
                 ]),
             },
@@ -348,7 +349,7 @@ mod tests {
                     v(&[""]),
                     v(&["secrets"]),
                     v(&["detour-mtls"]),
-                    v(&["get", "update", "patch"])
+                    v(&["get", "patch"])
                 ),
                 (v(&[""]), v(&["secrets"]), v(&[]), v(&["create"])),
             ]

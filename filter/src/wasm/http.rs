@@ -22,7 +22,9 @@ use crate::attempt::{
     may_replay,
 };
 use crate::config::{GATEWAY_FLAGS_HEADER, REASON_HEADER, VIA_HEADER};
-use crate::replay::{Body, is_internal_header, request_headers, response_headers, status_of};
+use crate::replay::{
+    Body, gateway_authority, is_internal_header, request_headers, response_headers, status_of,
+};
 use crate::route::{HealthView, plan, replay_target};
 use crate::table::Scheme;
 use proxy_wasm::traits::{Context, HttpContext};
@@ -72,6 +74,9 @@ struct Attempt {
     scheme: usize,
     /// Envoy cluster this attempt went to (ejected if it fails).
     target: String,
+    /// The name this Envoy's route knows the primary by (`detour|C|NS|NAME` as rendered,
+    /// Istio's `outbound|PORT||...`): a replay to the primary goes there.
+    route_cluster: String,
     method: String,
     /// The request headers as the client sent them (less detour's): Envoy does not let
     /// a filter read request headers after their phase, and a replay needs them.
@@ -170,6 +175,7 @@ impl Filter {
             snapshot,
             scheme: index,
             target,
+            route_cluster,
             method,
             headers,
             body,
@@ -205,9 +211,24 @@ impl Filter {
             return self.refuse(outcome, NoReplay::NoTarget);
         };
         let cluster = next.target.envoy_cluster.clone();
-        let headers = request_headers(&attempt.headers, &self.worker.config.route_header);
+        // The primary under the name the route used (under Istio it has no other); any
+        // other target is in another cluster, behind a gateway that routes by
+        // NAME.NAMESPACE whatever name the client used.
+        let to_primary = scheme
+            .primary()
+            .is_some_and(|p| std::ptr::eq(p, next.target));
+        let (via, authority) = if to_primary {
+            (attempt.route_cluster.as_str(), None)
+        } else {
+            (cluster.as_str(), gateway_authority(&next.target.service))
+        };
+        let headers = request_headers(
+            &attempt.headers,
+            &self.worker.config.route_header,
+            authority.as_deref(),
+        );
         let body = attempt.body.complete().filter(|b| !b.is_empty());
-        match host::dispatch(&cluster, headers, body, self.worker.config.replay_timeout) {
+        match host::dispatch(via, headers, body, self.worker.config.replay_timeout) {
             Ok(token) => {
                 log::debug(|| {
                     format!(
