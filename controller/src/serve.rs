@@ -4,10 +4,12 @@
 //! the HTTP server(s). In Kubernetes mode the leader also writes status, Events and
 //! Secrets ([`crate::kube::run`]).
 //!
+//! A fourth task keeps the status API's document current ([`crate::status::live`]).
+//!
 //! Listeners: without TLS, `--listen` serves the table API and the operational
 //! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
 //! serves only the table API, over mTLS, and `--ops-listen` (then required) serves
-//! `/healthz`, `/readyz` and `/metrics` in plain HTTP. Certificates (server and probe)
+//! `/healthz`, `/readyz`, `/metrics`, the status API and `/ui/` in plain HTTP. Certificates (server and probe)
 //! are read at start (an unusable file stops the start, naming it) and reloaded when
 //! they change on disk.
 
@@ -18,6 +20,9 @@ use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
 use crate::model::Model;
 use crate::server::{self, Access, AppState};
 use crate::source::files::FileSource;
+use crate::status::events::EventLog;
+use crate::status::live::{self, Feeds, Versions};
+use crate::status::tracker::Tracker;
 use crate::tables::{self, PublishedTable, TableSet};
 use crate::tls::config::{TlsFiles, server_config};
 use crate::tls::reload::load_and_watch;
@@ -28,7 +33,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span};
@@ -95,10 +100,16 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (source_ready_tx, source_ready) = watch::channel(false);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let (config_tx, config_rx) = watch::channel(None);
     let mut election = None;
+    let source_kind = match &opts.source {
+        Source::Files { .. } => "files",
+        Source::Kubernetes(_) => "kubernetes",
+    };
     match opts.source {
         Source::Files { config } => {
-            let mut source = FileSource::new(config.clone(), metrics.clone());
+            let mut source =
+                FileSource::new(config.clone(), metrics.clone()).with_reports(config_tx);
             let model = source.load().map_err(|problems| {
                 anyhow::anyhow!(
                     "{}\nthe configuration in {} is invalid ({} problem(s))",
@@ -143,6 +154,23 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     publish(&tables_tx, first.tables, &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
+    let mut versions = Versions::new(SystemTime::now());
+    let (status_tx, status_rx) = live::channel(&mut versions);
+    tokio::spawn(
+        live::run(
+            Tracker::new(source_kind, EventLog::default()),
+            Feeds {
+                models: models.clone(),
+                health: board.subscribe(),
+                tables: tables_rx.clone(),
+                config: config_rx,
+                ready: ready.clone(),
+            },
+            versions,
+            status_tx,
+        )
+        .instrument(info_span!("status_api")),
+    );
     let checker = Checker::new(board.clone(), prober, metrics.clone());
     tokio::spawn(
         run_tables(
@@ -161,6 +189,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let state = AppState {
         tables: tables_rx,
+        status: status_rx,
         ready,
         metrics: metrics.clone(),
         shutdown: shutdown_rx.clone(),
@@ -205,7 +234,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             ))
         }
         (None, None) => {
-            info!(%address, "serving the table API, /healthz, /readyz and /metrics");
+            info!(%address, "serving the table API, /healthz, /readyz, /metrics, /v1/status and /ui/");
             tokio::spawn(server::serve(
                 listener,
                 server::router(state.clone()),
@@ -216,7 +245,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ops = match ops {
         Some(listener) => {
             let address = listener.local_addr()?;
-            info!(%address, "serving /healthz, /readyz and /metrics");
+            info!(%address, "serving /healthz, /readyz, /metrics, /v1/status and /ui/");
             Some(tokio::spawn(server::serve(
                 listener,
                 server::ops_router(state),

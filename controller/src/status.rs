@@ -3,7 +3,13 @@
 //! — and every target's health with the time it began.
 //!
 //! Pure (time is a parameter). The Kubernetes status writer reports it on each
-//! FailoverScheme; the status page and `detour status` (issue 8) can show the same.
+//! FailoverScheme; [`report`] turns it into the status API's document (what `/ui` and
+//! `detour status` show), [`events`] keeps what happened, and [`live`] runs both.
+
+pub mod events;
+pub mod live;
+pub mod report;
+pub mod tracker;
 
 use crate::health::HealthMap;
 use crate::model::{Model, Scheme, TargetRef};
@@ -130,6 +136,35 @@ pub fn describe_group(view: &SchemeView, group: usize) -> String {
         .map(|t| format!("{} in {}: {}", t.target.service, t.target.cluster, t.health))
         .collect();
     format!("{place} ({})", members.join(", "))
+}
+
+/// Why `view.active_group` takes the traffic, in a sentence.
+pub fn routing_message(view: &SchemeView) -> String {
+    match view.why {
+        Why::PrimaryHealthy => "the primary takes the traffic".to_string(),
+        Why::FailedOver => format!(
+            "failed over: {} takes the traffic",
+            describe_group(view, view.active_group)
+        ),
+        Why::NothingHealthyTryingUnknown => format!(
+            "no target is Healthy; {} is tried first (health Unknown)",
+            describe_group(view, view.active_group)
+        ),
+        Why::AllUnhealthyTryingPrimary => {
+            "every target is Unhealthy; the primary is tried as the last resort".to_string()
+        }
+    }
+}
+
+/// A move of the traffic from group `from` to group `to`, in a sentence (Kubernetes
+/// Events and the status API's event log say the same).
+pub fn move_message(view: &SchemeView, from: usize, to: usize) -> String {
+    format!(
+        "traffic for {} moves from {} to {}",
+        view.id,
+        describe_group(view, from),
+        describe_group(view, to)
+    )
 }
 
 #[cfg(test)]

@@ -17,11 +17,10 @@ use crate::docs::{
 };
 use crate::health::HealthMap;
 use crate::metrics::Metrics;
-use crate::status::{SchemeView, describe_group, since, views};
+use crate::status::{SchemeView, move_message, routing_message, since, views};
 use crate::tables::TableSet;
 use crate::validate::UNKNOWN_SERVICE;
 use detour_filter::health::Health;
-use detour_filter::select::Why;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
@@ -195,23 +194,6 @@ pub fn plan_scheme(
     Some(Plan { status, notices })
 }
 
-fn routing_message(view: &SchemeView) -> String {
-    match view.why {
-        Why::PrimaryHealthy => "the primary takes the traffic".to_string(),
-        Why::FailedOver => format!(
-            "failed over: {} takes the traffic",
-            describe_group(view, view.active_group)
-        ),
-        Why::NothingHealthyTryingUnknown => format!(
-            "no target is Healthy; {} is tried first (health Unknown)",
-            describe_group(view, view.active_group)
-        ),
-        Why::AllUnhealthyTryingPrimary => {
-            "every target is Unhealthy; the primary is tried as the last resort".to_string()
-        }
-    }
-}
-
 fn scheme_notices(
     previous: Option<&FailoverSchemeStatus>,
     status: &FailoverSchemeStatus,
@@ -242,7 +224,7 @@ fn scheme_notices(
     if let (Some(to), Some(view)) = (status.active_group, view) {
         let from_group = from.unwrap_or(0);
         if from_group != to {
-            let describe = |g: u32| describe_group(view, usize::try_from(g).unwrap_or(0));
+            let group = |g: u32| usize::try_from(g).unwrap_or(0);
             let (type_, reason) = if to > from_group {
                 (EventType::Warning, "FailedOver")
             } else {
@@ -252,12 +234,7 @@ fn scheme_notices(
                 type_,
                 reason,
                 action: "Route",
-                note: format!(
-                    "traffic for {} moves from {} to {}",
-                    view.id,
-                    describe(from_group),
-                    describe(to)
-                ),
+                note: move_message(view, group(from_group), group(to)),
             });
         }
     }

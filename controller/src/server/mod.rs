@@ -1,5 +1,6 @@
 //! The controller's HTTP surface: the table API (`/v1/tables/{cluster}`) and the
-//! operational endpoints (`/healthz`, `/readyz`, `/metrics`).
+//! operational endpoints (`/healthz`, `/readyz`, `/metrics`, and the read-only status
+//! API `/v1/status` with the page that shows it, `/ui/`).
 //!
 //! Without TLS, [`router`] (both) is served on one plain listener by [`serve`]. With
 //! mTLS, [`table_router`] is served by [`serve_tls`] behind rustls, which hands each
@@ -9,9 +10,12 @@
 //! and Prometheus can reach them without a certificate.
 
 mod ops;
+mod status_api;
 mod tables;
+mod ui;
 
 use crate::metrics::Metrics;
+use crate::status::live::PublishedStatus;
 use crate::tables::TableSet;
 use crate::tls::server::{Peer, TlsListener};
 use axum::Router;
@@ -31,6 +35,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub tables: watch::Receiver<Arc<TableSet>>,
+    /// The status API's current document.
+    pub status: watch::Receiver<Arc<PublishedStatus>>,
     /// Config loaded and every target checked once.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
@@ -64,7 +70,8 @@ pub fn table_router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// `/healthz`, `/readyz` and `/metrics` alone.
+/// The operational endpoints alone: `/healthz`, `/readyz`, `/metrics`, the status API
+/// and the status page.
 pub fn ops_router(state: AppState) -> Router {
     routes(Router::new(), false, true)
         .fallback(not_found)
@@ -81,6 +88,13 @@ fn routes(r: Router<AppState>, tables: bool, ops: bool) -> Router<AppState> {
         r.route("/healthz", get(ops::healthz))
             .route("/readyz", get(ops::readyz))
             .route("/metrics", get(ops::metrics))
+            .route("/v1/status", get(status_api::get_status))
+            .route("/v1/status/events", get(status_api::status_events))
+            .route("/", get(ui::to_page))
+            .route("/ui", get(ui::to_page))
+            .route("/ui/", get(ui::index))
+            .route("/ui/app.js", get(ui::script))
+            .route("/ui/style.css", get(ui::style))
     } else {
         r
     }
@@ -126,8 +140,8 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
 async fn not_found() -> Response {
     json_error(
         StatusCode::NOT_FOUND,
-        "no such endpoint (see /v1/tables/{cluster}, /healthz, /readyz, /metrics; with mTLS \
-         the last three are on the plain --ops-listen listener)",
+        "no such endpoint (see /v1/tables/{cluster}, /healthz, /readyz, /metrics, /v1/status, \
+         /ui/; with mTLS all but the first are on the plain --ops-listen listener)",
     )
 }
 

@@ -112,7 +112,7 @@ fn authorize(access: Access, peer: Option<&Peer>, cluster: &str) -> Result<(), S
 }
 
 /// `30s`, `500ms`, or plain seconds (`30`).
-fn parse_wait(text: &str) -> Result<Duration, String> {
+pub(super) fn parse_wait(text: &str) -> Result<Duration, String> {
     if let Ok(secs) = text.parse::<u64>() {
         return Ok(Duration::from_secs(secs));
     }
@@ -152,14 +152,14 @@ fn not_modified(table: &PublishedTable) -> Response {
 
 /// The entity tags a client says it has (RFC 9110 §13.1.2; weak tags compare equal).
 #[derive(Debug, PartialEq)]
-enum IfNoneMatch {
+pub(super) enum IfNoneMatch {
     None,
     Any,
     Tags(Vec<String>),
 }
 
 impl IfNoneMatch {
-    fn parse(headers: &HeaderMap) -> IfNoneMatch {
+    pub(super) fn parse(headers: &HeaderMap) -> IfNoneMatch {
         let mut tags = Vec::new();
         for value in headers.get_all(header::IF_NONE_MATCH) {
             let Ok(value) = value.to_str() else { continue };
@@ -182,7 +182,7 @@ impl IfNoneMatch {
         }
     }
 
-    fn matches(&self, version: &str) -> bool {
+    pub(super) fn matches(&self, version: &str) -> bool {
         match self {
             IfNoneMatch::None => false,
             IfNoneMatch::Any => true,

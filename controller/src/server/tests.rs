@@ -2,6 +2,8 @@
 
 use super::*;
 use crate::client::HttpClient;
+use crate::status::live::{self, Versions};
+use crate::status::report::StatusReport;
 use crate::tables::PublishedTable;
 use bytes::Bytes;
 use detour_filter::table::TABLE_API_VERSION;
@@ -12,6 +14,7 @@ use std::sync::atomic::Ordering;
 struct Api {
     addr: SocketAddr,
     tables: watch::Sender<Arc<TableSet>>,
+    status: watch::Sender<Arc<PublishedStatus>>,
     ready: Arc<AtomicBool>,
     metrics: Arc<Metrics>,
     client: HttpClient,
@@ -44,8 +47,10 @@ async fn start(max_wait: Duration) -> Api {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
+    let (status, status_rx) = live::channel(&mut Versions::new(std::time::SystemTime::now()));
     let state = AppState {
         tables: rx,
+        status: status_rx,
         ready: ready.clone(),
         metrics: metrics.clone(),
         shutdown: shutdown_rx,
@@ -58,6 +63,7 @@ async fn start(max_wait: Duration) -> Api {
     Api {
         addr,
         tables,
+        status,
         ready,
         metrics,
         client: HttpClient::fresh_connections(),
@@ -194,4 +200,141 @@ async fn readiness_and_metrics() {
     let (status, _, body) = api.get("/metrics", None).await;
     assert_eq!(status, 200);
     assert!(String::from_utf8_lossy(&body).contains("# TYPE detour_long_polls_in_flight gauge"));
+}
+
+/// Publishes a copy of the current status document under `version`.
+fn publish_status(api: &Api, version: &str) {
+    let mut report = api.status.borrow().report.clone();
+    report.version = version.to_string();
+    api.status
+        .send(Arc::new(PublishedStatus::new(report)))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn the_status_api_has_etags_304_and_long_polls() {
+    let api = Arc::new(start(MAX_WAIT).await);
+    let (status, etag, body) = api.get("/v1/status", None).await;
+    assert_eq!(status, 200);
+    let report: StatusReport = serde_json::from_slice(&body).unwrap();
+    assert_eq!(report.api_version, "detour.dev/status/v1");
+    assert_eq!(etag.as_deref(), Some(report.version.as_str()));
+    let (status, _, body) = api.get("/v1/status", Some(&report.version)).await;
+    assert_eq!((status, body.len()), (304, 0));
+    assert_eq!(api.get("/v1/status?wait=never", None).await.0, 400);
+
+    let poll = {
+        let api = api.clone();
+        let v = report.version.clone();
+        tokio::spawn(async move { api.get("/v1/status?wait=30s", Some(&v)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!poll.is_finished(), "waits for a new version");
+    publish_status(&api, "x.2");
+    let (status, etag, body) = poll.await.unwrap();
+    assert_eq!((status, etag.as_deref()), (200, Some("x.2")));
+    let next: StatusReport = serde_json::from_slice(&body).unwrap();
+    assert_eq!(next.version, "x.2");
+}
+
+#[tokio::test]
+async fn the_status_stream_sends_the_document_then_every_new_version() {
+    use http_body_util::BodyExt;
+    let api = start(MAX_WAIT).await;
+    let first = api.status.borrow().version().to_string();
+    let url = format!("http://{}/v1/status/events", api.addr);
+    let resp = api
+        .client
+        .get(&url, &[], Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut body = resp.into_body();
+    let mut text = String::new();
+    // Reads until `n` whole events (blank-line terminated) have arrived.
+    async fn events(body: &mut hyper::body::Incoming, text: &mut String, n: usize) {
+        while text.matches("\n\n").count() < n {
+            let frame = tokio::time::timeout(Duration::from_secs(10), body.frame())
+                .await
+                .expect("an event within 10s")
+                .unwrap()
+                .unwrap();
+            if let Some(data) = frame.data_ref() {
+                text.push_str(&String::from_utf8_lossy(data));
+            }
+        }
+    }
+    events(&mut body, &mut text, 1).await;
+    assert!(text.starts_with("event: status\n"), "{text}");
+    assert!(text.contains(&format!("id: {first}\n")), "{text}");
+    let data = text.lines().find_map(|l| l.strip_prefix("data: ")).unwrap();
+    let report: StatusReport = serde_json::from_str(data).unwrap();
+    assert_eq!(report.version, first);
+
+    publish_status(&api, "x.2");
+    events(&mut body, &mut text, 2).await;
+    assert!(text.contains("id: x.2\n"), "{text}");
+}
+
+#[tokio::test]
+async fn the_page_comes_from_the_binary_under_a_strict_csp() {
+    let api = start(MAX_WAIT).await;
+    let url = |path: &str| format!("http://{}{path}", api.addr);
+    let (resp, body) = api
+        .client
+        .get_body(&url("/ui/"), &[], Duration::from_secs(10), 1 << 20)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let csp = resp.headers()["content-security-policy"].to_str().unwrap();
+    assert!(csp.contains("script-src 'self'") && csp.contains("default-src 'none'"));
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    let html = String::from_utf8_lossy(&body);
+    // Nothing inline that the CSP would have to allow.
+    assert!(html.contains("<script src=\"app.js\" defer></script>"));
+    assert_eq!(html.matches("<script").count(), 1);
+    assert!(!html.contains("<style") && !html.contains(" style=") && !html.contains(" onload="));
+
+    let etag = resp.headers()["etag"].to_str().unwrap().to_string();
+    let (again, _) = api
+        .client
+        .get_body(
+            &url("/ui/"),
+            &[("if-none-match", &etag)],
+            Duration::from_secs(10),
+            1 << 20,
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.status(), 304);
+
+    for (path, kind) in [
+        ("/ui/app.js", "text/javascript"),
+        ("/ui/style.css", "text/css"),
+    ] {
+        let (resp, body) = api
+            .client
+            .get_body(&url(path), &[], Duration::from_secs(10), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with(kind)
+        );
+        assert!(!body.is_empty());
+    }
+    for path in ["/ui", "/"] {
+        let (resp, _) = api
+            .client
+            .get_body(&url(path), &[], Duration::from_secs(10), 1 << 20)
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 308, "{path}");
+        assert_eq!(resp.headers()["location"], "/ui/");
+    }
 }

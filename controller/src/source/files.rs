@@ -5,16 +5,18 @@
 //! replace saves and Kubernetes' ConfigMap symlink swaps, and it costs little for a few
 //! small files. A change is applied once the contents have stayed the same for one more
 //! poll (so a half-written file is not read), and only if the whole new set is valid:
-//! otherwise the last good model keeps serving and the problems are logged and counted.
+//! otherwise the last good model keeps serving and the problems are logged and counted,
+//! and reported to the status API ([`FileSource::with_reports`]).
 
-use crate::docs::Problem;
 use crate::docs::load::{SourceFile, parse_files, read_dir};
+use crate::docs::{Problem, Problems};
 use crate::index::Index;
 use crate::metrics::{Metrics, ResultLabels};
 use crate::model::Model;
+use crate::status::report::{ConfigOutcome, ConfigState, rfc3339_ms};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
 use tracing::{error, info};
@@ -50,6 +52,7 @@ pub struct FileSource {
     index: Index,
     metrics: Arc<Metrics>,
     applied: Option<Snapshot>,
+    reports: Option<watch::Sender<Option<ConfigState>>>,
 }
 
 impl FileSource {
@@ -59,7 +62,14 @@ impl FileSource {
             index: Index::new(),
             metrics,
             applied: None,
+            reports: None,
         }
+    }
+
+    /// Also tells `reports` the outcome of every load (for the status API).
+    pub fn with_reports(mut self, reports: watch::Sender<Option<ConfigState>>) -> FileSource {
+        self.reports = Some(reports);
+        self
     }
 
     /// Loads the directory now; the first load of `serve`.
@@ -83,6 +93,20 @@ impl FileSource {
         self.metrics
             .config_last_reload_successful
             .set(i64::from(result.is_ok()));
+        if let Some(reports) = &self.reports {
+            reports.send_replace(Some(ConfigState {
+                outcome: if result.is_ok() {
+                    ConfigOutcome::Applied
+                } else {
+                    ConfigOutcome::Refused
+                },
+                at: rfc3339_ms(SystemTime::now()),
+                message: result
+                    .as_ref()
+                    .err()
+                    .map(|p| Problems(p.clone()).to_string()),
+            }));
+        }
         if let Ok(model) = &result {
             self.metrics
                 .member_clusters
