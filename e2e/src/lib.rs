@@ -10,8 +10,10 @@
 //!   and [`ready`]; [`fake_controller`] serves made-up [`table`]s in-process;
 //!   [`envoy_log`] reads what Envoy logged, by thread and time;
 //! - [`client`], [`load`]: requests as users send them, one at a time or as steady load;
+//! - [`browser`]: headless Chromium for the controller's status page;
 //! - [`paths`], [`ports`], [`out`], [`wait`]: where things are, and waiting without sleeps.
 
+pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod controller;

@@ -258,7 +258,7 @@ fn pid_alive_name(name: &std::ffi::OsStr) -> bool {
 
 /// Asks the kernel to SIGKILL the child when the spawning thread's process dies, so a
 /// test runner killed with SIGKILL (or a timeout) leaves no process behind.
-fn die_with_parent(command: &mut Command) {
+pub(crate) fn die_with_parent(command: &mut Command) {
     let parent = std::process::id();
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec and only makes the

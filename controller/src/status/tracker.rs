@@ -33,6 +33,13 @@ pub struct Inputs<'a> {
     pub ready: bool,
 }
 
+#[derive(Debug, Clone, Copy)]
+struct Active {
+    group: usize,
+    since: SystemTime,
+    settled: bool,
+}
+
 pub struct Tracker {
     /// `files` or `kubernetes`.
     source: &'static str,
@@ -41,8 +48,9 @@ pub struct Tracker {
     config: Option<ConfigState>,
     /// Per scheme and target: the health reported and since when.
     since: HashMap<(String, TargetRef), (Health, SystemTime)>,
-    /// Per scheme: the active group and since when.
-    active: HashMap<String, (usize, SystemTime)>,
+    /// Per scheme: the active group, since when, and whether every target had been
+    /// checked when it was chosen.
+    active: HashMap<String, Active>,
     /// The checks' verdict on each target, for [`EventKind::HealthChanged`].
     verdicts: HashMap<TargetRef, Health>,
 }
@@ -132,25 +140,43 @@ impl Tracker {
         wall: SystemTime,
         at: &str,
     ) -> SchemeReport {
-        let active_since = match self.active.get(&view.id) {
-            Some(&(group, since)) if group == view.active_group => since,
-            Some(&(group, _)) => {
-                let kind = if view.active_group > group {
-                    EventKind::FailedOver
-                } else {
-                    EventKind::FailedBack
-                };
-                let mut event = Event::new(kind, move_message(view, group, view.active_group));
-                event.scheme = Some(view.id.clone());
-                event.from_group = Some(group);
-                event.to_group = Some(view.active_group);
-                self.log.push(at, event);
+        // A choice made while some target has no verdict yet is provisional: at start-up
+        // (or for a new scheme) targets are checked one after the other, and the group
+        // moves as each first verdict lands. Those moves are not news; a move between two
+        // choices made on checked health is.
+        let settled = view
+            .targets
+            .iter()
+            .all(|t| t.basis != HealthBasis::Unchecked);
+        let previous = self.active.get(&view.id).copied();
+        let active_since = match previous {
+            Some(p) if p.group == view.active_group => p.since,
+            Some(p) => {
+                if p.settled && settled {
+                    let kind = if view.active_group > p.group {
+                        EventKind::FailedOver
+                    } else {
+                        EventKind::FailedBack
+                    };
+                    let mut event =
+                        Event::new(kind, move_message(view, p.group, view.active_group));
+                    event.scheme = Some(view.id.clone());
+                    event.from_group = Some(p.group);
+                    event.to_group = Some(view.active_group);
+                    self.log.push(at, event);
+                }
                 wall
             }
             None => wall,
         };
-        self.active
-            .insert(view.id.clone(), (view.active_group, active_since));
+        self.active.insert(
+            view.id.clone(),
+            Active {
+                group: view.active_group,
+                since: active_since,
+                settled,
+            },
+        );
 
         let mut groups: Vec<Vec<TargetReport>> = vec![Vec::new(); scheme.groups.len() + 1];
         for t in &view.targets {

@@ -92,7 +92,7 @@
       chip(s.schemes + (s.schemes === 1 ? ' scheme' : ' schemes')),
       chip(s.failedOver + ' failed over', s.failedOver > 0 ? 'warn' : 'ok',
         'Schemes whose traffic is not on their primary'),
-      chip(s.targets.healthy + ' healthy', 'ok', 'Targets of every scheme'),
+      chip(s.targets.healthy + ' healthy', s.targets.healthy > 0 ? 'ok' : 'quiet', 'Targets of every scheme'),
       chip(s.targets.unhealthy + ' unhealthy', s.targets.unhealthy > 0 ? 'bad' : 'quiet'),
       chip(s.targets.unknown + ' unknown', s.targets.unknown > 0 ? 'unknown' : 'quiet'),
     );
@@ -136,6 +136,14 @@
     return c;
   }
 
+  // Why the active group takes the traffic, in a few words.
+  const REASONS = {
+    'primary-healthy': 'primary healthy',
+    'failed-over': 'failed over',
+    'nothing-healthy-trying-unknown': 'none healthy, trying Unknown',
+    'all-unhealthy-trying-primary': 'all unhealthy, primary as last resort',
+  };
+
   function activeClass(s) {
     if (s.reason === 'primary-healthy') return 'ok';
     if (s.reason === 'failed-over') return 'warn';
@@ -148,10 +156,13 @@
     tr.dataset.activeGroup = String(s.activeGroup);
 
     const name = el('td', 'c-name');
-    name.append(el('div', 'sname', s.name));
-    name.append(el('div', 'sub', 'primary ' + s.primary.cluster));
+    const sname = el('span', 'sname', s.name);
+    sname.title = s.name + '\nprimary: ' + s.primary.service + ' in ' + s.primary.cluster +
+      '\nfailback.stableFor: ' + span(s.stableForMs);
+    name.append(sname);
     tr.append(name);
 
+    // One line: where the traffic goes, for how long, and why when it is not normal.
     const active = el('td', 'c-active');
     active.title = s.message;
     const label = s.activeGroup === 0 ? 'primary' : 'group ' + s.activeGroup;
@@ -160,10 +171,8 @@
     active.append(pill);
     const where = (s.groups[s.activeGroup] || []).map((t) => t.cluster).join(', ');
     active.append(el('span', 'where', where));
-    const line = el('div', 'sub');
-    line.append(el('span', '', s.reason === 'primary-healthy' ? 'for ' : s.reason.replace(/-/g, ' ') + ', for '));
-    line.append(since(s.activeSince));
-    active.append(line);
+    active.append(since(s.activeSince, 'since for'));
+    if (activeClass(s) === 'bad') active.append(el('span', 'why', REASONS[s.reason] || s.reason));
     tr.append(active);
 
     const groups = el('td', 'c-groups');
@@ -228,7 +237,7 @@
   // --- events and clusters ------------------------------------------------------------
   function eventSubject(e) {
     if (e.scheme) return e.scheme;
-    if (e.cluster) return e.service + ' in ' + e.cluster;
+    if (e.cluster) return (e.service || '') + ' in ' + e.cluster;
     return 'configuration';
   }
 
@@ -242,8 +251,7 @@
       const head = el('div', 'ehead');
       const at = el('time', 'etime', clock(Date.parse(e.at)));
       at.dateTime = e.at;
-      head.append(at, el('span', 'kind', e.kind), el('span', 'esubject', eventSubject(e)));
-      head.append(since(e.at, 'since ago'));
+      head.append(at, since(e.at, 'since ago'), el('span', 'kind', e.kind), el('span', 'esubject', eventSubject(e)));
       li.append(head, el('div', 'emsg', e.message));
       ol.append(li);
     }

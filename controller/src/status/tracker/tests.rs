@@ -203,6 +203,28 @@ fn a_failover_and_the_damped_failback_are_logged_with_their_reasons() {
 }
 
 #[test]
+fn moves_before_every_target_was_checked_are_not_news() {
+    let mut w = World::new();
+    w.board.clear();
+    w.observe(w.t0);
+    // West's first verdict lands before east's: the group moves to 1, provisionally...
+    w.check("west", true, w.t0, "HTTP 200 in 1ms");
+    let r = w.observe(w.t0);
+    assert_eq!(r.schemes[0].active_group, 1);
+    // ...and back once east has its own.
+    w.check("east", true, w.t0, "HTTP 200 in 1ms");
+    w.check("south", true, w.t0, "HTTP 200 in 1ms");
+    let r = w.observe(w.t0);
+    assert_eq!(r.schemes[0].active_group, 0);
+    assert!(r.events.is_empty(), "{:?}", r.events);
+    // From now on a move is news.
+    let t1 = w.t0 + Duration::from_secs(1);
+    w.check("east", false, t1, "HTTP 503");
+    let r = w.observe(t1);
+    assert_eq!(r.events[0].kind, EventKind::FailedOver);
+}
+
+#[test]
 fn since_stays_while_the_health_does() {
     let mut w = World::new();
     let first = w.observe(w.t0);
