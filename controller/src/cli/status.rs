@@ -78,7 +78,7 @@ pub fn run(args: StatusArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Resul
         match runtime.block_on(api.fetch(known, wait)) {
             Ok(Fetched::New(report, json)) => {
                 screen.show(&api.base, &report, &json, None)?;
-                last = Some((report, json));
+                last = Some((*report, json));
             }
             Ok(Fetched::Unchanged) => {
                 if let Some((report, json)) = &last {
@@ -128,14 +128,14 @@ struct Api {
 }
 
 enum Fetched {
-    New(StatusReport, Bytes),
+    New(Box<StatusReport>, Bytes),
     Unchanged,
 }
 
 impl Fetched {
     fn into_new(self) -> anyhow::Result<(StatusReport, Bytes)> {
         match self {
-            Fetched::New(report, json) => Ok((report, json)),
+            Fetched::New(report, json) => Ok((*report, json)),
             Fetched::Unchanged => Err(anyhow!("the controller answered 304 to a plain GET")),
         }
     }
@@ -177,7 +177,7 @@ impl Api {
                 clean(&report.api_version)
             );
         }
-        Ok(Fetched::New(report, body))
+        Ok(Fetched::New(Box::new(report), body))
     }
 
     fn unreachable(&self, e: ClientError) -> anyhow::Error {
