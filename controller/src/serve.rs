@@ -155,7 +155,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
-    let (status_tx, status_rx) = live::channel(&mut versions);
+    let (status_tx, status_rx) = live::channel(&mut versions, source_kind);
     tokio::spawn(
         live::run(
             Tracker::new(source_kind, EventLog::default()),

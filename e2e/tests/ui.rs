@@ -212,6 +212,39 @@ fn the_status_page_and_detour_status_follow_a_failover_live() {
 
     // No script error, no Content-Security-Policy violation, no failed request.
     assert_eq!(browser.console().unwrap(), Vec::<String>::new());
+
+    // The controller restarts: the page says it lost the stream, then catches up by
+    // itself (EventSource reconnects; the first message is the whole document).
+    let before = browser.eval("document.body.dataset.version").unwrap();
+    t.controller().unwrap().kill().unwrap();
+    browser
+        .wait_for(
+            "the lost connection shown",
+            "document.getElementById('conn').dataset.state !== 'live'",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    t.controller().unwrap().restart().unwrap();
+    let after = browser
+        .wait_for(
+            "live again, on the new controller's document",
+            &format!(
+                "document.getElementById('conn').dataset.state === 'live' && document.body.dataset.version !== {before} && document.body.dataset.version"
+            ),
+            Duration::from_secs(20),
+        )
+        .unwrap();
+    eprintln!("the page followed the controller's restart: version {before} → {after}");
+    assert_eq!(browser.eval("window.__sameDocument").unwrap(), json!("yes"));
+    // The stream cut by the kill, and reconnections refused while it was down, are
+    // all the browser may complain of.
+    let console = browser.console().unwrap();
+    assert!(
+        console
+            .iter()
+            .all(|l| l.starts_with("console.error: Failed to load resource: net::ERR_")),
+        "{console:#?}"
+    );
 }
 
 /// Member clusters of the big configuration; the last one's gateway fails its checks.

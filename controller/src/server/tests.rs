@@ -47,7 +47,8 @@ async fn start(max_wait: Duration) -> Api {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
-    let (status, status_rx) = live::channel(&mut Versions::new(std::time::SystemTime::now()));
+    let (status, status_rx) =
+        live::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
     let state = AppState {
         tables: rx,
         status: status_rx,

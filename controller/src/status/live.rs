@@ -80,13 +80,15 @@ impl Versions {
 }
 
 /// A channel holding an empty first version, until [`run`] publishes the real one.
+/// `source` is `files` or `kubernetes`.
 pub fn channel(
     versions: &mut Versions,
+    source: &'static str,
 ) -> (
     watch::Sender<Arc<PublishedStatus>>,
     watch::Receiver<Arc<PublishedStatus>>,
 ) {
-    let mut report = Tracker::new("", EventLog::default()).observe(
+    let mut report = Tracker::new(source, EventLog::default()).observe(
         &Inputs {
             model: &Arc::new(Model::default()),
             board: &HealthMap::new(),
@@ -160,11 +162,12 @@ mod tests {
         let mut v = Versions::new(SystemTime::UNIX_EPOCH + Duration::from_millis(0xabc));
         assert_eq!(v.next(), "abc.1");
         assert_eq!(v.next(), "abc.2");
-        let (_tx, rx) = channel(&mut Versions::new(SystemTime::UNIX_EPOCH));
+        let (_tx, rx) = channel(&mut Versions::new(SystemTime::UNIX_EPOCH), "files");
         let first = rx.borrow().clone();
         assert_eq!(first.version(), "0.1");
         let parsed: StatusReport = serde_json::from_slice(&first.json).unwrap();
         assert_eq!(parsed, first.report);
         assert!(parsed.schemes.is_empty());
+        assert_eq!(parsed.controller.source, "files");
     }
 }

@@ -3,8 +3,7 @@
 //! and why, and the recent events. The page at `/ui` and `detour status` both read it,
 //! and `detour status` deserialises these very types, so the two cannot drift apart.
 //!
-//! Times are RFC 3339 strings (UTC, to the millisecond); `generatedAt` lets a reader
-//! measure "since" against the controller's clock rather than its own.
+//! Times are RFC 3339 strings (UTC, to the millisecond).
 
 use super::events::Event;
 use detour_filter::health::Health;
