@@ -121,7 +121,9 @@ pub async fn run(
             let model = feeds.models.borrow_and_update().clone();
             let tables = feeds.tables.borrow_and_update().clone();
             let config = feeds.config.borrow_and_update().clone();
-            let board = feeds.health.borrow_and_update();
+            // A copy: the checkers write to the board, and building the document for
+            // hundreds of schemes should not hold them up.
+            let board = feeds.health.borrow_and_update().clone();
             tracker.observe(
                 &Inputs {
                     model: &model,
