@@ -13,7 +13,7 @@ pub mod tracker;
 
 use crate::health::HealthMap;
 use crate::model::{Model, Scheme, TargetRef};
-use crate::tables::{HealthBasis, scheme_doc, target_health};
+use crate::tables::{HealthBasis, published_health, scheme_doc, target_health};
 use detour_filter::health::Health;
 use detour_filter::select::{Why, select};
 use detour_filter::table::wire::TableDoc;
@@ -52,9 +52,9 @@ impl SchemeView {
 /// The view of `scheme` as of `now`, with the health its table carries.
 pub fn scheme_view(model: &Model, scheme: &Scheme, board: &HealthMap, now: Instant) -> SchemeView {
     let mut targets = Vec::new();
+    // Decided on the health the table publishes; each target below shows its own.
     let doc = scheme_doc(model, scheme, |target| {
-        let effective = target_health(model, scheme, target, board, now);
-        effective.health
+        published_health(model, scheme, target, board, now).health
     });
     for (group, members) in doc.groups.iter().enumerate() {
         for member in members {

@@ -124,6 +124,29 @@ pub fn target_health(
     }
 }
 
+/// The health `scheme`'s table publishes for `target`: [`target_health`], except that
+/// while the primary has no verdict yet (a controller that just started, a scheme just
+/// added) every target is published as Unknown. Otherwise a failover target checked a
+/// moment before the primary would pull traffic away from a primary that is fine (Unknown
+/// is not Healthy); with everything Unknown the filter keeps sending to the primary, and
+/// its own passive detection still covers a primary that is really down.
+pub fn published_health(
+    model: &Model,
+    scheme: &Scheme,
+    target: &TargetRef,
+    board: &HealthMap,
+    now: Instant,
+) -> EffectiveHealth {
+    let primary = target_health(model, scheme, &scheme.primary, board, now);
+    if primary.why == HealthBasis::Unchecked {
+        return EffectiveHealth {
+            health: Health::Unknown,
+            why: HealthBasis::Unchecked,
+        };
+    }
+    target_health(model, scheme, target, board, now)
+}
+
 /// Builds every member cluster's table from the health board as of `now`.
 pub fn build(model: &Model, board: &HealthMap, now: Instant) -> Built {
     let mut next_change: Option<Instant> = None;
@@ -133,7 +156,7 @@ pub fn build(model: &Model, board: &HealthMap, now: Instant) -> Built {
             .schemes_of(cluster)
             .map(|scheme| {
                 scheme_doc(model, scheme, |target| {
-                    let effective = target_health(model, scheme, target, board, now);
+                    let effective = published_health(model, scheme, target, board, now);
                     if let HealthBasis::Recovering { until } = effective.why {
                         next_change = Some(next_change.map_or(until, |n| n.min(until)));
                     }
@@ -310,6 +333,7 @@ mod tests {
         assert_eq!(unknown, v(&board), "same content, same version");
         assert_eq!(unknown.len(), 16);
         let p = model.schemes[0].health_check.clone();
+        state_of(&model, &mut board, "east").observe(true, &p, now);
         state_of(&model, &mut board, "west").observe(true, &p, now);
         let healthy = v(&board);
         assert_ne!(unknown, healthy);
@@ -317,6 +341,37 @@ mod tests {
         // the example, so check that a check without a transition changes nothing.
         state_of(&model, &mut board, "west").observe(true, &p, now);
         assert_eq!(healthy, v(&board));
+    }
+
+    #[test]
+    fn until_the_primary_has_a_verdict_its_scheme_keeps_traffic_on_it() {
+        let model = example();
+        let p = model.schemes[0].health_check.clone();
+        let mut board = HashMap::new();
+        let now = Instant::now();
+        // West's first check came back before east's: publishing it as Healthy would
+        // send east's traffic to west (the primary is Unknown, and Unknown is not Healthy).
+        state_of(&model, &mut board, "west").observe(true, &p, now);
+        let healths = |board: &HealthMap| -> Vec<Health> {
+            build(&model, board, now).tables["east"].schemes[0]
+                .groups
+                .iter()
+                .flatten()
+                .map(|t| t.health)
+                .collect()
+        };
+        assert_eq!(healths(&board), [Health::Unknown; 3]);
+        // Once east has its verdict, every target is published as checked.
+        state_of(&model, &mut board, "east").observe(true, &p, now);
+        assert_eq!(
+            healths(&board),
+            [Health::Healthy, Health::Healthy, Health::Unknown]
+        );
+        // The status page decides on the published health too: the primary is active.
+        let mut fresh = HashMap::new();
+        state_of(&model, &mut fresh, "west").observe(true, &p, now);
+        let view = crate::status::scheme_view(&model, &model.schemes[0], &fresh, now);
+        assert_eq!(view.active_group, 0);
     }
 
     #[test]

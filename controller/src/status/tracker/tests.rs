@@ -203,15 +203,15 @@ fn a_failover_and_the_damped_failback_are_logged_with_their_reasons() {
 }
 
 #[test]
-fn moves_before_every_target_was_checked_are_not_news() {
+fn a_failover_target_checked_before_the_primary_moves_nothing() {
     let mut w = World::new();
     w.board.clear();
     w.observe(w.t0);
-    // West's first verdict lands before east's: the group moves to 1, provisionally...
+    // West's first verdict lands before east's: the table keeps traffic on the primary
+    // until the primary has its own verdict, so the active group stays 0.
     w.check("west", true, w.t0, "HTTP 200 in 1ms");
     let r = w.observe(w.t0);
-    assert_eq!(r.schemes[0].active_group, 1);
-    // ...and back once east has its own.
+    assert_eq!(r.schemes[0].active_group, 0);
     w.check("east", true, w.t0, "HTTP 200 in 1ms");
     w.check("south", true, w.t0, "HTTP 200 in 1ms");
     let r = w.observe(w.t0);
