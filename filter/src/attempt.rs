@@ -113,6 +113,9 @@ pub enum NoReplay {
     AlreadyReplayed,
     /// No other usable target exists.
     NoTarget,
+    /// A request header is not UTF-8, and Envoy's call API (through the SDK) carries
+    /// only text: the request cannot be sent again unaltered.
+    HeadersNotText,
 }
 
 impl NoReplay {
@@ -122,6 +125,7 @@ impl NoReplay {
             NoReplay::BodyNotBuffered => "body-not-buffered",
             NoReplay::AlreadyReplayed => "replay-failed",
             NoReplay::NoTarget => "no-healthy-target",
+            NoReplay::HeadersNotText => "headers-not-utf8",
         };
         format!("{}; {why}", outcome.label())
     }
@@ -243,6 +247,10 @@ mod tests {
         assert_eq!(
             NoReplay::MethodNotReplayable.reason(Outcome::MaybeReached("reset")),
             "reset; method-not-replayable"
+        );
+        assert_eq!(
+            NoReplay::HeadersNotText.reason(Outcome::NotReached("connect-failure")),
+            "connect-failure; headers-not-utf8"
         );
     }
 }

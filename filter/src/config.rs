@@ -17,6 +17,9 @@ pub const VIA_HEADER: &str = "x-detour-via";
 /// Response header a gateway adds with its `%RESPONSE_FLAGS%` when it could not reach
 /// its service, so the calling filter knows the request never got there.
 pub const GATEWAY_FLAGS_HEADER: &str = "x-detour-gateway-flags";
+/// Response header the Envoy configuration adds (`local_reply_config`) to every answer
+/// Envoy makes itself for a failure, with its `%RESPONSE_FLAGS%` (`envoyFlagsLocalReplies`).
+pub const LOCAL_FLAGS_HEADER: &str = "x-detour-local-flags";
 /// Every header starting with this is detour's own; clients may not send them.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-detour-";
 
@@ -27,6 +30,18 @@ pub struct FilterConfig {
     pub cluster: String,
     pub controller: ControllerConfig,
     pub route_header: String,
+    /// The Envoy configuration removes every `x-detour-*` header a client sends before
+    /// the filter runs (as `detour render envoy` writes it), so the filter need not read
+    /// all the headers of every request to remove them itself: it still checks the two
+    /// headers that steer it (the route header, and `x-detour-via` on a request of a
+    /// scheme). False (the default): the filter removes them itself.
+    pub envoy_removes_client_headers: bool,
+    /// The Envoy configuration marks every answer Envoy makes itself for a failure with
+    /// [`LOCAL_FLAGS_HEADER`] (as `detour render envoy` writes it), so the filter reads
+    /// the status of a response only when that header or [`GATEWAY_FLAGS_HEADER`] is
+    /// there: on the healthy path it asks for two absent headers, which costs less than
+    /// reading one that is present. False (the default): every response's status is read.
+    pub envoy_flags_local_replies: bool,
     pub passive: PassiveConfig,
     /// Timeout of one replayed attempt.
     pub replay_timeout: Duration,
@@ -53,6 +68,10 @@ pub struct ControllerConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassiveConfig {
+    /// Passive detection and replay (the default). Off, the filter routes by the
+    /// controller's table alone: it does not watch how attempts end, ejects nothing and
+    /// replays nothing (a failed request reaches the client as Envoy answered it).
+    pub enabled: bool,
     /// First ejection of a target that failed under this Envoy's eyes.
     pub base_ejection: Duration,
     /// Ejections double on repeated failures, up to this.
@@ -94,6 +113,8 @@ struct RawConfig {
     #[serde(default)]
     controller: RawController,
     route_header: Option<String>,
+    envoy_removes_client_headers: Option<bool>,
+    envoy_flags_local_replies: Option<bool>,
     #[serde(default)]
     passive: RawPassive,
     replay_timeout: Option<DurationField>,
@@ -114,6 +135,7 @@ struct RawController {
 #[derive(Deserialize, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct RawPassive {
+    enabled: Option<bool>,
     base_ejection: Option<DurationField>,
     max_ejection: Option<DurationField>,
 }
@@ -248,7 +270,10 @@ impl FilterConfig {
                 max_table_bytes,
             },
             route_header,
+            envoy_removes_client_headers: raw.envoy_removes_client_headers.unwrap_or(false),
+            envoy_flags_local_replies: raw.envoy_flags_local_replies.unwrap_or(false),
             passive: PassiveConfig {
+                enabled: raw.passive.enabled.unwrap_or(true),
                 base_ejection,
                 max_ejection,
             },
@@ -269,6 +294,22 @@ mod tests {
         assert_eq!(c.controller.path, "/v1/tables/east");
         assert_eq!(c.controller.long_poll, Duration::from_secs(30));
         assert_eq!(c.route_header, "x-detour-route");
+        assert_eq!(c.passive.base_ejection, Duration::from_secs(2));
+        assert!(c.passive.enabled);
+        assert!(!c.envoy_removes_client_headers);
+        assert!(!c.envoy_flags_local_replies);
+    }
+
+    #[test]
+    fn passive_detection_and_header_removal_can_be_switched() {
+        let c = FilterConfig::parse(
+            br#"{"cluster":"east","passive":{"enabled":false},"envoyRemovesClientHeaders":true,
+                 "envoyFlagsLocalReplies":true}"#,
+        )
+        .unwrap();
+        assert!(!c.passive.enabled);
+        assert!(c.envoy_removes_client_headers);
+        assert!(c.envoy_flags_local_replies);
         assert_eq!(c.passive.base_ejection, Duration::from_secs(2));
     }
 

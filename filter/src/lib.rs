@@ -12,6 +12,7 @@ pub mod fetch;
 pub mod health;
 pub mod lease;
 pub mod metrics;
+pub mod pairs;
 pub mod replay;
 pub mod rng;
 pub mod route;

@@ -2,6 +2,7 @@
 //! carried over, and the request body kept for a possible replay.
 
 use crate::config::INTERNAL_HEADER_PREFIX;
+use crate::pairs::Pairs;
 
 /// Connection-level headers that describe one hop, not the request (RFC 9110 §7.6.1),
 /// plus `host` (HTTP/2 carries it as `:authority`). They are never copied to a new hop.
@@ -16,36 +17,35 @@ const HOP_BY_HOP: &[&str] = &[
     "host",
 ];
 
-fn is_hop_by_hop(name: &str) -> bool {
-    HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name))
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    HOP_BY_HOP
+        .iter()
+        .any(|h| h.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Is `name` one of detour's own headers, which a downstream client may not send?
 /// (`route_header` is configurable and need not start with `x-detour-`.)
-pub fn is_internal_header(name: &str, route_header: &str) -> bool {
-    name.len() >= INTERNAL_HEADER_PREFIX.len()
-        && name.as_bytes()[..INTERNAL_HEADER_PREFIX.len()]
-            .eq_ignore_ascii_case(INTERNAL_HEADER_PREFIX.as_bytes())
-        || name.eq_ignore_ascii_case(route_header)
+pub fn is_internal_header(name: &[u8], route_header: &str) -> bool {
+    name.get(..INTERNAL_HEADER_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(INTERNAL_HEADER_PREFIX.as_bytes()))
+        || name.eq_ignore_ascii_case(route_header.as_bytes())
 }
 
 /// The headers of the replayed request: the client's request as it reached the router,
 /// less hop-by-hop headers and detour's route header (the replay names its cluster
 /// itself). Pseudo-headers (`:method`, `:path`, `:authority`, `:scheme`) are kept: the
-/// call needs them; `authority`, when given, replaces the client's `:authority`.
-pub fn request_headers<'a>(
-    headers: &'a [(String, String)],
-    route_header: &str,
-    authority: Option<&'a str>,
-) -> Vec<(&'a str, &'a str)> {
-    headers
-        .iter()
-        .filter(|(n, _)| !is_hop_by_hop(n) && !n.eq_ignore_ascii_case(route_header))
-        .map(|(n, v)| match authority {
-            Some(a) if n == ":authority" => (n.as_str(), a),
-            _ => (n.as_str(), v.as_str()),
-        })
-        .collect()
+/// call needs them; `authority`, when given, replaces the client's `:authority`. Values
+/// are carried byte for byte.
+pub fn request_headers(headers: &Pairs, route_header: &str, authority: Option<&str>) -> Pairs {
+    Pairs::from_pairs(
+        headers
+            .iter()
+            .filter(|(n, _)| !is_hop_by_hop(n) && !n.eq_ignore_ascii_case(route_header.as_bytes()))
+            .map(|(n, v)| match authority {
+                Some(a) if n == b":authority" => (n, a.as_bytes()),
+                _ => (n, v),
+            }),
+    )
 }
 
 /// The `:authority` of a replay to `service` (`namespace/name`, as the table names a
@@ -61,22 +61,20 @@ pub fn gateway_authority(service: &str) -> Option<String> {
 /// The replayed answer's headers as sent to the client: no pseudo-headers (the status is
 /// passed separately), no hop-by-hop headers, no `content-length` (Envoy sets it from
 /// the body it sends).
-pub fn response_headers(headers: &[(String, String)]) -> Vec<(&str, &str)> {
-    headers
-        .iter()
-        .filter(|(n, _)| {
-            !n.starts_with(':') && !is_hop_by_hop(n) && !n.eq_ignore_ascii_case("content-length")
-        })
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect()
+pub fn response_headers(headers: &Pairs) -> Pairs {
+    Pairs::from_pairs(headers.iter().filter(|(n, _)| {
+        !n.starts_with(b":") && !is_hop_by_hop(n) && !n.eq_ignore_ascii_case(b"content-length")
+    }))
 }
 
-/// The `:status` of a header list, if it is a number.
-pub fn status_of(headers: &[(String, String)]) -> Option<u32> {
-    headers
-        .iter()
-        .find(|(n, _)| n == ":status")
-        .and_then(|(_, v)| v.parse().ok())
+/// The `:status` of a header map, if it is a number.
+pub fn status_of(headers: &Pairs) -> Option<u32> {
+    headers.get(":status").and_then(parse_status)
+}
+
+/// A status code as Envoy writes it (ASCII digits).
+pub fn parse_status(value: &[u8]) -> Option<u32> {
+    std::str::from_utf8(value).ok()?.parse().ok()
 }
 
 /// The request body as far as a replay needs it.
@@ -146,7 +144,22 @@ impl Body {
 mod tests {
     use super::*;
 
-    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    fn h(pairs: &[(&str, &str)]) -> Pairs {
+        Pairs::from_pairs(pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())))
+    }
+
+    fn text(p: &Pairs) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    fn owned(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs
             .iter()
             .map(|(n, v)| (n.to_string(), v.to_string()))
@@ -155,11 +168,11 @@ mod tests {
 
     #[test]
     fn internal_headers_are_recognised_by_prefix_and_by_the_route_header() {
-        assert!(is_internal_header("x-detour-route", "x-detour-route"));
-        assert!(is_internal_header("X-Detour-Anything", "x-detour-route"));
-        assert!(is_internal_header("x-my-route", "x-my-route"));
-        assert!(!is_internal_header("x-detou", "x-detour-route"));
-        assert!(!is_internal_header("x-request-id", "x-detour-route"));
+        assert!(is_internal_header(b"x-detour-route", "x-detour-route"));
+        assert!(is_internal_header(b"X-Detour-Anything", "x-detour-route"));
+        assert!(is_internal_header(b"x-my-route", "x-my-route"));
+        assert!(!is_internal_header(b"x-detou", "x-detour-route"));
+        assert!(!is_internal_header(b"x-request-id", "x-detour-route"));
     }
 
     #[test]
@@ -175,15 +188,22 @@ mod tests {
             ("te", "trailers"),
         ]);
         assert_eq!(
-            request_headers(&req, "x-detour-route", None),
-            vec![
+            text(&request_headers(&req, "x-detour-route", None)),
+            owned(&[
                 (":method", "POST"),
                 (":path", "/a"),
                 (":authority", "foo.apps"),
                 ("content-type", "text/plain"),
                 ("content-length", "3"),
-            ]
+            ])
         );
+    }
+
+    #[test]
+    fn header_values_are_replayed_byte_for_byte() {
+        let req = Pairs::from_pairs([(&b":method"[..], &b"GET"[..]), (b"x-name", b"caf\xe9")]);
+        let replay = request_headers(&req, "x-detour-route", None);
+        assert_eq!(replay.get("x-name"), Some(&b"caf\xe9"[..]));
     }
 
     #[test]
@@ -197,12 +217,16 @@ mod tests {
         let authority = gateway_authority("apps/foo");
         assert_eq!(authority.as_deref(), Some("foo.apps"));
         assert_eq!(
-            request_headers(&req, "x-detour-route", authority.as_deref()),
-            vec![
+            text(&request_headers(
+                &req,
+                "x-detour-route",
+                authority.as_deref()
+            )),
+            owned(&[
                 (":method", "GET"),
                 (":authority", "foo.apps"),
                 ("accept", "*/*")
-            ]
+            ])
         );
         for bad in ["foo", "/foo", "apps/", "a/b/c"] {
             assert_eq!(gateway_authority(bad), None, "{bad}");
@@ -218,7 +242,10 @@ mod tests {
             ("x-served-by", "west"),
         ]);
         assert_eq!(status_of(&resp), Some(201));
-        assert_eq!(response_headers(&resp), vec![("x-served-by", "west")]);
+        assert_eq!(
+            text(&response_headers(&resp)),
+            owned(&[("x-served-by", "west")])
+        );
         assert_eq!(status_of(&h(&[(":status", "x")])), None);
     }
 

@@ -1,6 +1,11 @@
 //! Passive ejections shared by every VM of this Envoy through `detour.ejections`.
-//! Reads are cached by CAS token (decoded only when another worker changed them);
-//! writes are compare-and-swap, retried when another worker wrote in between.
+//!
+//! Requests read them through a stamp: `detour.ejections.stamp` holds an empty value
+//! that every writer sets again after changing the ejections, so its CAS token moves
+//! with them. Reading an empty value copies nothing into the VM, which makes the
+//! per-request check one cheap hostcall; the ejections themselves are read and decoded
+//! only when the stamp moved. Writes are compare-and-swap, retried when another worker
+//! wrote in between.
 
 use super::host;
 use super::log;
@@ -10,24 +15,36 @@ use std::rc::Rc;
 use std::time::Duration;
 
 pub const KEY: &str = "detour.ejections";
+/// Set (empty) after every change of [`KEY`].
+pub const STAMP_KEY: &str = "detour.ejections.stamp";
 
 /// A CAS race is lost only to another worker's write; a few rounds always suffice.
 const CAS_ROUNDS: usize = 8;
 
-/// The ejections as they are now. One hostcall; decoding only when they changed.
+/// The ejections as they are now.
 pub fn current(worker: &Worker) -> Rc<EjectionView> {
-    let (bytes, cas) = host::shared_get(KEY);
+    let (_, stamp) = host::shared_get(STAMP_KEY);
     if let Some(view) = worker.ejections.get()
-        && view.cas == cas
+        && view.stamp == stamp
     {
         return view;
     }
-    let view = Rc::new(EjectionView {
-        cas,
-        ejections: bytes
-            .map(|b| crate::eject::Ejections::decode(&b))
-            .unwrap_or_default(),
-    });
+    refresh(worker, stamp)
+}
+
+/// Reads the ejections again whatever the stamp says, so that a stamp that failed to
+/// move cannot hide an ejection for longer than a tick.
+pub fn tick(worker: &Worker) {
+    let (_, stamp) = host::shared_get(STAMP_KEY);
+    refresh(worker, stamp);
+}
+
+fn refresh(worker: &Worker, stamp: Option<u32>) -> Rc<EjectionView> {
+    let ejections = host::shared_get(KEY)
+        .0
+        .map(|b| crate::eject::Ejections::decode(&b))
+        .unwrap_or_default();
+    let view = Rc::new(EjectionView::new(stamp, ejections));
     worker.ejections.set(view.clone());
     view
 }
@@ -48,7 +65,14 @@ pub fn eject(worker: &Worker, envoy_cluster: &str, now_ms: u64) -> Option<Durati
             passive.max_ejection,
         )?;
         match host::shared_set(KEY, &set.encode(), cas) {
-            Ok(()) => return Some(span),
+            Ok(()) => {
+                if let Err(status) = host::shared_set(STAMP_KEY, b"", None) {
+                    log::warn(|| format!("detour: cannot write {STAMP_KEY}: {status:?}"));
+                }
+                let (_, stamp) = host::shared_get(STAMP_KEY);
+                worker.ejections.set(Rc::new(EjectionView::new(stamp, set)));
+                return Some(span);
+            }
             Err(Status::CasMismatch) => continue,
             Err(status) => {
                 log::error(|| format!("detour: cannot write {KEY}: {status:?}"));

@@ -10,6 +10,7 @@ use crate::attempt::UPSTREAM_SERVICE_TIME_HEADER;
 use crate::fetch::{
     Answer, Change, FetchError, FetchResult, Fetcher, classify_answer, if_none_match, request_path,
 };
+use crate::pairs::Pairs;
 use crate::replay::status_of;
 use crate::table::{Table, TableError};
 use proxy_wasm::types::{BufferType, MapType};
@@ -52,16 +53,17 @@ impl TableFetcher {
         if let Some(etag) = etag.as_deref() {
             headers.push(("if-none-match", etag));
         }
+        let headers = Pairs::from_pairs(headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes())));
         match host::dispatch(
             &controller.envoy_cluster,
-            headers,
+            &headers,
             None,
             controller.fetch_timeout(),
         ) {
             Ok(token) => self.state.sent(token, now_ms),
             Err(status) => {
                 let why = format!(
-                    "Envoy refused the call to cluster {:?} ({status:?}; is the cluster defined?)",
+                    "Envoy refused the call to cluster {:?} ({status}; is the cluster defined?)",
                     controller.envoy_cluster
                 );
                 self.finish(
@@ -91,11 +93,9 @@ impl TableFetcher {
                 "no answer (connection failed, reset or timed out)".into(),
             ))
         } else {
-            let headers = host::headers(MapType::HttpCallResponseHeaders);
+            let headers = host::header_map(MapType::HttpCallResponseHeaders);
             let status = status_of(&headers).unwrap_or(0);
-            let from_upstream = headers
-                .iter()
-                .any(|(n, _)| n.eq_ignore_ascii_case(UPSTREAM_SERVICE_TIME_HEADER));
+            let from_upstream = headers.get(UPSTREAM_SERVICE_TIME_HEADER).is_some();
             // Envoy's own error answers are short; the detail is read only from them.
             let envoy_says = if from_upstream || body_size > 1024 {
                 String::new()

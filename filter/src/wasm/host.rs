@@ -1,6 +1,9 @@
 //! Hostcalls the filter uses, wrapped so that an error becomes "no value" instead of a
-//! panic (the trait defaults of `proxy_wasm` unwrap).
+//! panic (the trait defaults of `proxy_wasm` unwrap). Header maps and header values are
+//! bytes ([`Pairs`], `Vec<u8>`): a client's header need not be UTF-8.
 
+use super::abi;
+use crate::pairs::Pairs;
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{BufferType, MapType, Status};
 use std::collections::hash_map::RandomState;
@@ -56,12 +59,14 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Statu
     hostcalls::set_shared_data(key, Some(value), cas)
 }
 
-pub fn headers(map: MapType) -> Vec<(String, String)> {
-    hostcalls::get_map(map).unwrap_or_default()
+/// A whole header map (empty if Envoy has none in this phase).
+pub fn header_map(map: MapType) -> Pairs {
+    abi::header_map(map).unwrap_or_default()
 }
 
-pub fn header(map: MapType, name: &str) -> Option<String> {
-    hostcalls::get_map_value(map, name).ok().flatten()
+/// One header's first value.
+pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
+    hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }
 
 pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
@@ -72,16 +77,22 @@ pub fn buffer(buffer: BufferType, size: usize) -> Option<Vec<u8>> {
     hostcalls::get_buffer(buffer, 0, size).ok().flatten()
 }
 
+/// An HTTP call to `cluster`; the token, or why not. The SDK takes headers as text: a
+/// map with a name or value that is not UTF-8 cannot be sent.
 pub fn dispatch(
     cluster: &str,
-    headers: Vec<(&str, &str)>,
+    headers: &Pairs,
     body: Option<&[u8]>,
     timeout: Duration,
-) -> Result<u32, Status> {
+) -> Result<u32, String> {
+    let Some(headers) = headers.to_text() else {
+        return Err("a header is not UTF-8".into());
+    };
     hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
+        .map_err(|status| format!("{status:?}"))
 }
 
 /// Answers the client from the filter (Envoy sends it after this callback returns).
-pub fn respond(status: u32, headers: Vec<(&str, &str)>, body: &[u8]) -> Result<(), Status> {
-    hostcalls::send_http_response(status, headers, Some(body))
+pub fn respond(status: u32, headers: &Pairs, body: &[u8]) -> Result<(), u32> {
+    abi::send_local_response(status, headers, body)
 }

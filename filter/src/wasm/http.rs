@@ -1,17 +1,23 @@
 //! The per-request filter.
 //!
-//! Request headers: strip detour's headers a client sent, look up the scheme of the
-//! route's cluster, choose a target, and re-route by setting the route header when the
-//! target is not the primary. Request body: keep a copy (up to the scheme's
+//! Request headers: find the scheme of the route's cluster, keep detour's headers a
+//! client sent out of the way, choose a target, and re-route by setting the route header
+//! when the target is not the primary. Request body: keep a copy (up to the scheme's
 //! `replay.maxBodyBytes`) while a replay may need it. Response headers: classify the
 //! attempt; on a target failure eject the target for the whole Envoy, then replay the
 //! request once to the next target, or answer 503 with `x-detour-reason`.
 //!
+//! What the healthy path costs is mostly hostcalls that return data: each is a call from
+//! Envoy into the VM's allocator and back, what the V8 boundary charges most for. A
+//! scheme's request makes two (the route's cluster, the request headers) and three that
+//! return nothing (the ejections' stamp; with `envoyFlagsLocalReplies`, two absent
+//! response headers instead of the status); a request of no scheme, with
+//! `envoyRemovesClientHeaders`, one property read and one absent header.
+//!
 //! Envoy lets a filter read request headers only in their own phase (it drops the
 //! filter's handle to them when the phase continues), so the request headers of a
-//! scheme's request are kept from that phase for a possible replay. They were read
-//! anyway (to strip detour's headers), so the healthy path adds no hostcall, only the
-//! memory of the list while the request lives.
+//! scheme's request are kept from that phase for a possible replay, in the wire format
+//! Envoy hands them over in (one buffer, no allocation per header).
 
 use super::ejections;
 use super::host;
@@ -21,12 +27,14 @@ use crate::attempt::{
     NoReplay, Outcome, UPSTREAM_SERVICE_TIME_HEADER, classify, classify_call, may_be_failure,
     may_replay,
 };
-use crate::config::{GATEWAY_FLAGS_HEADER, REASON_HEADER, VIA_HEADER};
+use crate::config::{GATEWAY_FLAGS_HEADER, LOCAL_FLAGS_HEADER, REASON_HEADER, VIA_HEADER};
+use crate::pairs::Pairs;
 use crate::replay::{
-    Body, gateway_authority, is_internal_header, request_headers, response_headers, status_of,
+    Body, gateway_authority, is_internal_header, parse_status, request_headers, response_headers,
+    status_of,
 };
 use crate::route::{HealthView, plan, replay_target};
-use crate::table::Scheme;
+use crate::table::{Scheme, Target};
 use proxy_wasm::traits::{Context, HttpContext};
 use proxy_wasm::types::{Action, BufferType, MapType};
 use std::rc::Rc;
@@ -59,7 +67,8 @@ enum Entry {
 }
 
 enum State {
-    /// Not a request of any scheme (or one that must not fail over): hands off.
+    /// Not a request of any scheme (or one that must not fail over, or passive
+    /// detection is off): hands off.
     Pass,
     /// Sent to a target of a scheme; watching how the attempt ends.
     Routed(Box<Attempt>),
@@ -72,15 +81,14 @@ enum State {
 struct Attempt {
     snapshot: Rc<Snapshot>,
     scheme: usize,
-    /// Envoy cluster this attempt went to (ejected if it fails).
-    target: String,
+    /// The target this attempt went to (ejected if it fails): group and index in it.
+    target: (usize, usize),
     /// The name this Envoy's route knows the primary by (`detour|C|NS|NAME` as rendered,
     /// Istio's `outbound|PORT||...`): a replay to the primary goes there.
     route_cluster: String,
-    method: String,
     /// The request headers as the client sent them (less detour's): Envoy does not let
     /// a filter read request headers after their phase, and a replay needs them.
-    headers: Vec<(String, String)>,
+    headers: Pairs,
     body: Body,
     /// The outcome of the failed first attempt, once known.
     failure: Option<Outcome>,
@@ -92,6 +100,20 @@ impl Attempt {
     fn scheme(&self) -> Option<&Scheme> {
         self.snapshot.table.schemes.get(self.scheme)
     }
+
+    fn target(&self) -> Option<&Target> {
+        let (group, index) = self.target;
+        self.scheme()?.groups.get(group)?.get(index)
+    }
+
+    /// The Envoy cluster of the attempted target, by its name in the table.
+    fn target_cluster(&self) -> &str {
+        self.target().map_or("", |t| t.envoy_cluster.as_str())
+    }
+
+    fn method(&self) -> &str {
+        self.headers.get_str(":method").unwrap_or_default()
+    }
 }
 
 impl Filter {
@@ -102,48 +124,101 @@ impl Filter {
         }
     }
 
-    /// Removes every detour header a client sent (so it cannot choose the route), except
-    /// `x-detour-via` on an mTLS connection: that is a gateway of the federation telling
-    /// us the request already crossed clusters. `headers` is left without them.
-    fn strip_client_headers(&self, headers: &mut Vec<(String, String)>) -> Entry {
-        let route_header = &self.worker.config.route_header;
-        let (mut via, mut stripped, mut route_stripped) = (false, false, false);
-        headers.retain(|(name, _)| {
-            if !is_internal_header(name, route_header) {
-                return true;
-            }
-            if name.eq_ignore_ascii_case(VIA_HEADER) && host::bool_property(CONNECTION_MTLS) {
-                via = true;
-                return true;
-            }
-            host::set_header(MapType::HttpRequestHeaders, name, None);
-            stripped = true;
-            route_stripped |= name.eq_ignore_ascii_case(route_header);
-            false
-        });
-        if stripped {
-            self.worker.stats.headers_stripped.increment();
-        }
-        match (via, route_stripped, stripped) {
-            (true, _, _) => Entry::CrossedAGateway,
-            (_, true, _) => Entry::RouteStripped,
-            (_, _, true) => Entry::Stripped,
-            _ => Entry::Clean,
-        }
-    }
-
-    fn route(&self, headers: Vec<(String, String)>, end_of_stream: bool) -> Option<Attempt> {
+    /// The scheme whose primary the route sent this request to, with the route's
+    /// cluster name; one property read, and none at all before a table arrived.
+    fn scheme_of_route(&self) -> Option<(Rc<Snapshot>, usize, String)> {
         let snapshot = self.worker.snapshot.get()?;
         if snapshot.table.schemes.is_empty() {
             return None;
         }
         let route_cluster = host::string_property(CLUSTER_NAME)?;
         let index = snapshot.table.scheme_index(&route_cluster)?;
+        Some((snapshot, index, route_cluster))
+    }
+
+    /// Removes every detour header in `headers` (all of the client's request headers),
+    /// so a client cannot choose the route, except `x-detour-via` on an mTLS
+    /// connection: that is a gateway of the federation telling us the request already
+    /// crossed clusters. Returns the headers without the removed ones.
+    fn strip_client_headers(&self, headers: Pairs) -> (Entry, Pairs) {
+        let route_header = &self.worker.config.route_header;
+        let internal = |name: &[u8]| is_internal_header(name, route_header);
+        if !headers.iter().any(|(name, _)| internal(name)) {
+            return (Entry::Clean, headers);
+        }
+        let (mut via, mut route_stripped) = (false, false);
+        let kept = Pairs::from_pairs(headers.iter().filter(|(name, _)| {
+            if !internal(name) {
+                return true;
+            }
+            if name.eq_ignore_ascii_case(VIA_HEADER.as_bytes())
+                && host::bool_property(CONNECTION_MTLS)
+            {
+                via = true;
+                return true;
+            }
+            // Header names from Envoy's codecs are tokens (ASCII).
+            if let Ok(name) = std::str::from_utf8(name) {
+                host::set_header(MapType::HttpRequestHeaders, name, None);
+            }
+            route_stripped |= name.eq_ignore_ascii_case(route_header.as_bytes());
+            false
+        }));
+        let stripped = kept.len() < headers.len();
+        if stripped {
+            self.worker.stats.headers_stripped.increment();
+        }
+        let entry = match (via, route_stripped, stripped) {
+            (true, _, _) => Entry::CrossedAGateway,
+            (_, true, _) => Entry::RouteStripped,
+            (_, _, true) => Entry::Stripped,
+            _ => Entry::Clean,
+        };
+        (entry, kept)
+    }
+
+    /// With `envoyRemovesClientHeaders`, the headers that steer the filter are checked
+    /// one by one instead of reading them all: the route header on every request, and
+    /// `x-detour-via` on a request of a scheme.
+    fn check_steering_headers(&self, of_scheme: bool) -> Entry {
+        let route_header = &self.worker.config.route_header;
+        if host::header(MapType::HttpRequestHeaders, route_header).is_some() {
+            host::set_header(MapType::HttpRequestHeaders, route_header, None);
+            self.worker.stats.headers_stripped.increment();
+            return Entry::RouteStripped;
+        }
+        if of_scheme && host::header(MapType::HttpRequestHeaders, VIA_HEADER).is_some() {
+            if host::bool_property(CONNECTION_MTLS) {
+                return Entry::CrossedAGateway;
+            }
+            host::set_header(MapType::HttpRequestHeaders, VIA_HEADER, None);
+            self.worker.stats.headers_stripped.increment();
+            return Entry::Stripped;
+        }
+        Entry::Clean
+    }
+
+    /// Chooses the target of a request of scheme `index`, re-routes when it is not the
+    /// primary, and returns the attempt to watch (when passive detection is on).
+    fn route(
+        &self,
+        snapshot: Rc<Snapshot>,
+        index: usize,
+        route_cluster: String,
+        headers: Option<Pairs>,
+        end_of_stream: bool,
+    ) -> Option<Attempt> {
         let scheme = snapshot.table.schemes.get(index)?;
-        let now_ms = host::now_ms();
-        let ejections = ejections::current(&self.worker);
+        let passive = self.worker.config.passive.enabled;
+        let view = passive.then(|| ejections::current(&self.worker));
+        let no_ejections = crate::eject::Ejections::default();
+        // The clock is read only while some ejection may still run.
+        let now_ms = match view.as_ref().and_then(|v| v.last_until_ms) {
+            Some(until) if until > self.worker.clock_ms() => self.worker.now_ms(),
+            _ => self.worker.clock_ms(),
+        };
         let health = HealthView {
-            ejections: &ejections.ejections,
+            ejections: view.as_ref().map_or(&no_ejections, |v| &v.ejections),
             now_ms,
         };
         let plan = plan(scheme, &route_cluster, &health, self.worker.random())?;
@@ -159,12 +234,15 @@ impl Filter {
                 .failover_counter(index, plan.decision.group)
                 .increment();
         }
-        let target = plan.attempted().to_string();
-        let method = headers
+        if !passive {
+            return None;
+        }
+        let group = plan.decision.group;
+        let target = scheme
+            .groups
+            .get(group)?
             .iter()
-            .find(|(n, _)| n == ":method")
-            .map(|(_, v)| v.clone())
-            .unwrap_or_default();
+            .position(|t| std::ptr::eq(t, plan.decision.target))?;
         // A scheme that replays no body need not keep one.
         let body = if scheme.replay.max_body_bytes == 0 && !end_of_stream {
             Body::TooLarge
@@ -172,29 +250,28 @@ impl Filter {
             Body::new(end_of_stream)
         };
         Some(Attempt {
-            snapshot,
-            scheme: index,
-            target,
+            target: (group, target),
             route_cluster,
-            method,
-            headers,
+            headers: headers.unwrap_or_default(),
             body,
             failure: None,
             replayed_to: None,
+            scheme: index,
+            snapshot,
         })
     }
 
     /// The attempt ended in `outcome`, a target failure: eject, then replay or refuse.
     fn failed(&mut self, mut attempt: Box<Attempt>, outcome: Outcome) -> Action {
-        let now_ms = host::now_ms();
-        self.eject(&attempt.target, outcome, now_ms);
+        let now_ms = self.worker.now_ms();
+        self.eject(attempt.target_cluster(), outcome, now_ms);
         attempt.failure = Some(outcome);
         let Some(scheme) = attempt.scheme() else {
             return self.refuse(outcome, NoReplay::NoTarget);
         };
         if let Err(no) = may_replay(
             outcome,
-            &attempt.method,
+            attempt.method(),
             &scheme.replay,
             attempt.body.complete().is_some(),
             false,
@@ -206,8 +283,8 @@ impl Filter {
             ejections: &ejections.ejections,
             now_ms,
         };
-        let Some(next) = replay_target(scheme, &attempt.target, &health, self.worker.random())
-        else {
+        let failed = attempt.target_cluster();
+        let Some(next) = replay_target(scheme, failed, &health, self.worker.random()) else {
             return self.refuse(outcome, NoReplay::NoTarget);
         };
         let cluster = next.target.envoy_cluster.clone();
@@ -227,14 +304,17 @@ impl Filter {
             &self.worker.config.route_header,
             authority.as_deref(),
         );
+        if headers.to_text().is_none() {
+            return self.refuse(outcome, NoReplay::HeadersNotText);
+        }
         let body = attempt.body.complete().filter(|b| !b.is_empty());
-        match host::dispatch(via, headers, body, self.worker.config.replay_timeout) {
+        match host::dispatch(via, &headers, body, self.worker.config.replay_timeout) {
             Ok(token) => {
                 log::debug(|| {
                     format!(
                         "detour: {} on {} ({}); replaying to {cluster}",
-                        attempt.method,
-                        attempt.target,
+                        attempt.method(),
+                        attempt.target_cluster(),
                         outcome.label()
                     )
                 });
@@ -243,7 +323,7 @@ impl Filter {
                 Action::Pause
             }
             Err(status) => {
-                log::warn(|| format!("detour: cannot replay to {cluster}: {status:?}"));
+                log::warn(|| format!("detour: cannot replay to {cluster}: {status}"));
                 self.worker.stats.replay_failed.increment();
                 self.answer_503(&NoReplay::AlreadyReplayed.reason(outcome))
             }
@@ -272,9 +352,12 @@ impl Filter {
     fn answer_503(&mut self, reason: &str) -> Action {
         self.state = State::Answered;
         let body = format!("detour: {reason}\n");
-        let headers = vec![(REASON_HEADER, reason), ("content-type", "text/plain")];
-        if let Err(status) = host::respond(503, headers, body.as_bytes()) {
-            log::error(|| format!("detour: cannot answer the client: {status:?}"));
+        let headers = Pairs::from_pairs([
+            (REASON_HEADER.as_bytes(), reason.as_bytes()),
+            (&b"content-type"[..], &b"text/plain"[..]),
+        ]);
+        if let Err(status) = host::respond(503, &headers, body.as_bytes()) {
+            log::error(|| format!("detour: cannot answer the client: status {status}"));
             return Action::Continue;
         }
         Action::Pause
@@ -285,9 +368,9 @@ impl Filter {
         let outcome = attempt.failure.unwrap_or(Outcome::NotReached("unknown"));
         let replay_target = attempt.replayed_to.as_deref().unwrap_or_default();
         let headers = if num_headers == 0 {
-            Vec::new()
+            Pairs::default()
         } else {
-            host::headers(MapType::HttpCallResponseHeaders)
+            host::header_map(MapType::HttpCallResponseHeaders)
         };
         let Some(status) = status_of(&headers) else {
             log::debug(|| format!("detour: replay to {replay_target} got no answer"));
@@ -295,16 +378,11 @@ impl Filter {
             self.answer_503(&NoReplay::AlreadyReplayed.reason(outcome));
             return;
         };
-        let gateway_flags = headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(GATEWAY_FLAGS_HEADER))
-            .map(|(_, v)| v.as_str());
-        let from_upstream = headers
-            .iter()
-            .any(|(n, _)| n.eq_ignore_ascii_case(UPSTREAM_SERVICE_TIME_HEADER));
+        let gateway_flags = headers.get_str(GATEWAY_FLAGS_HEADER);
+        let from_upstream = headers.get(UPSTREAM_SERVICE_TIME_HEADER).is_some();
         let second = classify_call(status, gateway_flags, from_upstream);
         if second.is_target_failure() {
-            self.eject(replay_target, second, host::now_ms());
+            self.eject(replay_target, second, self.worker.now_ms());
             self.worker.stats.replay_failed.increment();
             self.answer_503(&NoReplay::AlreadyReplayed.reason(outcome));
             return;
@@ -312,8 +390,8 @@ impl Filter {
         let body = host::buffer(BufferType::HttpCallResponseBody, body_size).unwrap_or_default();
         self.worker.stats.replay_ok.increment();
         self.state = State::Answered;
-        if let Err(e) = host::respond(status, response_headers(&headers), &body) {
-            log::error(|| format!("detour: cannot send the replayed answer: {e:?}"));
+        if let Err(e) = host::respond(status, &response_headers(&headers), &body) {
+            log::error(|| format!("detour: cannot send the replayed answer: status {e}"));
             let _ = proxy_wasm::hostcalls::resume_http_response();
         }
     }
@@ -338,8 +416,20 @@ impl Context for Filter {
 
 impl HttpContext for Filter {
     fn on_http_request_headers(&mut self, _num_headers: usize, end_of_stream: bool) -> Action {
-        let mut headers = host::headers(MapType::HttpRequestHeaders);
-        match self.strip_client_headers(&mut headers) {
+        let config = &self.worker.config;
+        let scheme = self.scheme_of_route();
+        // All the headers are read when the filter must strip detour's headers itself,
+        // or when a replay may need them; otherwise only those that steer the filter.
+        let (entry, headers) = if !config.envoy_removes_client_headers
+            || (scheme.is_some() && config.passive.enabled)
+        {
+            let (entry, headers) =
+                self.strip_client_headers(host::header_map(MapType::HttpRequestHeaders));
+            (entry, Some(headers))
+        } else {
+            (self.check_steering_headers(scheme.is_some()), None)
+        };
+        match entry {
             // Never failed over twice.
             Entry::CrossedAGateway => return Action::Continue,
             // Envoy matched the route with the client's header; removing it clears the
@@ -349,7 +439,10 @@ impl HttpContext for Filter {
             Entry::RouteStripped => return Action::Continue,
             Entry::Clean | Entry::Stripped => {}
         }
-        if let Some(attempt) = self.route(headers, end_of_stream) {
+        if let Some((snapshot, index, route_cluster)) = scheme
+            && let Some(attempt) =
+                self.route(snapshot, index, route_cluster, headers, end_of_stream)
+        {
             self.state = State::Routed(Box::new(attempt));
         }
         Action::Continue
@@ -373,15 +466,27 @@ impl HttpContext for Filter {
     fn on_http_response_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         match std::mem::replace(&mut self.state, State::Pass) {
             State::Routed(attempt) => {
+                if self.worker.config.envoy_flags_local_replies {
+                    // An answer of the service carries neither mark.
+                    if host::header(MapType::HttpResponseHeaders, LOCAL_FLAGS_HEADER).is_some() {
+                        // Meant for the filter, not for the client.
+                        host::set_header(MapType::HttpResponseHeaders, LOCAL_FLAGS_HEADER, None);
+                    } else if host::header(MapType::HttpResponseHeaders, GATEWAY_FLAGS_HEADER)
+                        .is_none()
+                    {
+                        return Action::Continue;
+                    }
+                }
                 let status = host::header(MapType::HttpResponseHeaders, ":status")
-                    .and_then(|s| s.parse().ok())
+                    .and_then(|s| parse_status(&s))
                     .unwrap_or(0);
                 if !may_be_failure(status) {
                     return Action::Continue;
                 }
                 let flags = host::u64_property(RESPONSE_FLAGS).unwrap_or(0);
                 let gateway_flags =
-                    host::header(MapType::HttpResponseHeaders, GATEWAY_FLAGS_HEADER);
+                    host::header(MapType::HttpResponseHeaders, GATEWAY_FLAGS_HEADER)
+                        .and_then(|v| String::from_utf8(v).ok());
                 let outcome = classify(flags, status, gateway_flags.as_deref());
                 if outcome.is_target_failure() {
                     self.failed(attempt, outcome)

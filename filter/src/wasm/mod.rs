@@ -11,8 +11,10 @@
 //! * [`http`] — the per-request filter: strip, route, detect, replay.
 //! * [`worker`] — the per-VM state that HTTP contexts share with the root.
 //! * [`stats`], [`host`], [`log`] — Envoy stats, hostcall wrappers that cannot panic,
-//!   and logging.
+//!   and logging; [`abi`] — the hostcalls that move whole header maps, called directly
+//!   because the SDK's wrappers panic on header values that are not UTF-8.
 
+mod abi;
 mod ejections;
 mod fetcher;
 mod host;

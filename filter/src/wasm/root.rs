@@ -1,6 +1,7 @@
 //! The root context of one VM: configuration, the background tick, and the factory of
 //! HTTP contexts.
 
+use super::ejections;
 use super::fetcher::TableFetcher;
 use super::host;
 use super::http::{Filter, PassThrough};
@@ -95,8 +96,11 @@ impl RootContext for Root {
         let Some(worker) = &self.worker else {
             return;
         };
-        let now_ms = host::now_ms();
+        let now_ms = worker.now_ms();
         self.sync.tick(worker);
+        if worker.config.passive.enabled {
+            ejections::tick(worker);
+        }
         if self.lease.tick(now_ms) {
             self.fetcher.tick(worker, now_ms);
             if now_ms.saturating_sub(self.age_reported_ms) >= AGE_GAUGE_EVERY_MS {

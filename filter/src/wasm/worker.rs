@@ -28,11 +28,24 @@ impl Snapshot {
     }
 }
 
-/// The decoded `detour.ejections` and the CAS token it was decoded from.
+/// The decoded `detour.ejections`, and the CAS token of `detour.ejections.stamp` when it
+/// was read.
 #[derive(Default)]
 pub struct EjectionView {
-    pub cas: Option<u32>,
+    pub stamp: Option<u32>,
     pub ejections: Ejections,
+    /// When the latest ejection ends: from then on, nothing is ejected.
+    pub last_until_ms: Option<u64>,
+}
+
+impl EjectionView {
+    pub fn new(stamp: Option<u32>, ejections: Ejections) -> EjectionView {
+        EjectionView {
+            stamp,
+            last_until_ms: ejections.last_until_ms(),
+            ejections,
+        }
+    }
 }
 
 /// A value replaced wholesale and read as an `Rc` handle. Built on `Cell`, so reading
@@ -63,6 +76,8 @@ pub struct Worker {
     /// Last decoded passive ejections.
     pub ejections: Slot<EjectionView>,
     rng: Cell<Rng>,
+    /// The wall clock (ms) as last read by this VM: at most a tick behind.
+    clock: Cell<u64>,
 }
 
 impl Worker {
@@ -73,7 +88,21 @@ impl Worker {
             snapshot: Slot::empty(),
             ejections: Slot::empty(),
             rng: Cell::new(Rng::new(seed)),
+            clock: Cell::new(0),
         }
+    }
+
+    /// The wall clock in ms (a hostcall); remembered for [`Worker::clock_ms`].
+    pub fn now_ms(&self) -> u64 {
+        let now = super::host::now_ms();
+        self.clock.set(now);
+        now
+    }
+
+    /// The wall clock as this VM last read it (on its tick at the latest): never ahead
+    /// of the true time, so "this ejection ended before `clock_ms`" is always true too.
+    pub fn clock_ms(&self) -> u64 {
+        self.clock.get()
     }
 
     /// A number that differs between requests (spreads load by weight, jitters back-off).
