@@ -331,6 +331,112 @@ static_resources:
     )
 }
 
+/// `rendered` (a member cluster's config from `detour render envoy`) for one more Envoy
+/// of that cluster: the ingress (with the filter) on `listen`, the admin on `admin`, and
+/// no east-west gateway listener (the cluster's own Envoy holds that address). Returned
+/// as YAML to change further (e.g. benchmarks take the filter out); write it with
+/// `serde_norway::to_string`.
+pub fn ingress_only(
+    rendered: &str,
+    listen: SocketAddr,
+    admin: SocketAddr,
+) -> Result<serde_norway::Value> {
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(rendered).context("parsing the rendered Envoy config")?;
+    let address = |a: SocketAddr| {
+        serde_norway::from_str::<serde_norway::Value>(&format!(
+            "{{socket_address: {{address: {}, port_value: {}}}}}",
+            a.ip(),
+            a.port()
+        ))
+    };
+    config["admin"]["address"] = address(admin)?;
+    let listeners = config["static_resources"]["listeners"]
+        .as_sequence_mut()
+        .context("the rendered config has no listeners")?;
+    listeners.retain(|l| l["name"].as_str() != Some("detour_gateway"));
+    let ingress = listeners
+        .iter_mut()
+        .find(|l| l["name"].as_str() == Some("detour_ingress"))
+        .context("the rendered config has no detour_ingress listener")?;
+    ingress["address"] = address(listen)?;
+    Ok(config)
+}
+
+/// `rendered` (an Envoy config as `detour render envoy` writes it) with `fields` merged
+/// into the configuration of every proxy-wasm filter as a JSON merge patch (RFC 7386):
+/// objects merge key by key, `null` removes a key, anything else replaces the value.
+pub fn merge_filter_config(rendered: &str, fields: &serde_json::Value) -> Result<String> {
+    let mut config: serde_norway::Value =
+        serde_norway::from_str(rendered).context("parsing the rendered Envoy config")?;
+    let mut merged = 0;
+    visit_wasm_configs(&mut config, &mut |value| {
+        let mut filter: serde_json::Value = serde_json::from_str(value)
+            .with_context(|| format!("the rendered filter configuration {value:?}"))?;
+        merge_json(&mut filter, fields);
+        *value = filter.to_string();
+        merged += 1;
+        Ok(())
+    })?;
+    if merged == 0 {
+        bail!("the rendered config has no proxy-wasm filter to configure");
+    }
+    Ok(serde_norway::to_string(&config)?)
+}
+
+/// Calls `f` with the configuration string of every `envoy.filters.http.wasm` filter.
+fn visit_wasm_configs(
+    value: &mut serde_norway::Value,
+    f: &mut dyn FnMut(&mut String) -> Result<()>,
+) -> Result<()> {
+    match value {
+        serde_norway::Value::Mapping(map) => {
+            let is_wasm =
+                map.get("name").and_then(|n| n.as_str()) == Some("envoy.filters.http.wasm");
+            if is_wasm {
+                let config = map
+                    .get_mut("typed_config")
+                    .and_then(|c| c.get_mut("config"))
+                    .and_then(|c| c.get_mut("configuration"))
+                    .and_then(|c| c.get_mut("value"));
+                if let Some(serde_norway::Value::String(text)) = config {
+                    return f(text);
+                }
+            }
+            for (_, v) in map.iter_mut() {
+                visit_wasm_configs(v, f)?;
+            }
+            Ok(())
+        }
+        serde_norway::Value::Sequence(items) => {
+            items.iter_mut().try_for_each(|v| visit_wasm_configs(v, f))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn merge_json(into: &mut serde_json::Value, patch: &serde_json::Value) {
+    let serde_json::Value::Object(patch) = patch else {
+        *into = patch.clone();
+        return;
+    };
+    if !into.is_object() {
+        *into = serde_json::Value::Object(serde_json::Map::new());
+    }
+    if let serde_json::Value::Object(into) = into {
+        for (key, value) in patch {
+            if value.is_null() {
+                into.remove(key);
+            } else {
+                merge_json(
+                    into.entry(key.clone()).or_insert(serde_json::Value::Null),
+                    value,
+                );
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -342,6 +448,83 @@ mod tests {
             r"cluster\.detour\|west\|apps\|foo\.ssl\.handshake"
         );
         assert_eq!(percent_encode(r"^a\.b|c$"), "%5Ea%5C.b%7Cc%24");
+    }
+
+    #[test]
+    fn a_second_ingress_keeps_everything_but_the_gateway_and_the_addresses() {
+        let rendered = r#"
+admin: {address: {socket_address: {address: 127.0.1.1, port_value: 1}}}
+static_resources:
+  listeners:
+  - {name: detour_ingress, address: {socket_address: {address: 127.0.1.1, port_value: 2}}, x: kept}
+  - {name: detour_gateway, address: {socket_address: {address: 127.0.1.1, port_value: 3}}}
+  clusters: [{name: c}]
+"#;
+        let config = ingress_only(
+            rendered,
+            "127.0.1.1:20".parse().unwrap(),
+            "127.0.1.1:10".parse().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            config["admin"]["address"]["socket_address"]["port_value"].as_u64(),
+            Some(10)
+        );
+        let listeners = config["static_resources"]["listeners"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(listeners.len(), 1);
+        assert_eq!(
+            listeners[0]["address"]["socket_address"]["port_value"].as_u64(),
+            Some(20)
+        );
+        assert_eq!(listeners[0]["x"].as_str(), Some("kept"));
+        assert_eq!(
+            config["static_resources"]["clusters"][0]["name"].as_str(),
+            Some("c")
+        );
+        assert!(
+            ingress_only(
+                "admin: {}",
+                "127.0.0.1:1".parse().unwrap(),
+                "127.0.0.1:2".parse().unwrap()
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn filter_fields_merge_into_the_rendered_configuration() {
+        let rendered = r#"
+static_resources:
+  listeners:
+  - name: detour_ingress
+    filter_chains:
+    - filters:
+      - typed_config:
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              config:
+                configuration:
+                  value: '{"cluster":"east","controller":{"envoyCluster":"c","authority":"a"}}'
+          - name: envoy.filters.http.router
+"#;
+        let fields = serde_json::json!({"passive": {"enabled": false},
+            "controller": {"longPoll": "0s", "authority": null}});
+        let merged: serde_norway::Value =
+            serde_norway::from_str(&merge_filter_config(rendered, &fields).unwrap()).unwrap();
+        let value = merged["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+            ["typed_config"]["http_filters"][0]["typed_config"]["config"]["configuration"]["value"]
+            .as_str()
+            .unwrap();
+        let config: serde_json::Value = serde_json::from_str(value).unwrap();
+        assert_eq!(
+            config,
+            serde_json::json!({"cluster": "east", "passive": {"enabled": false},
+                "controller": {"envoyCluster": "c", "longPoll": "0s"}})
+        );
+        assert!(merge_filter_config("admin: {}", &fields).is_err());
     }
 
     #[test]

@@ -84,6 +84,10 @@ pub struct Setup {
     /// them in plaintext.
     pub mtls: bool,
     pub controller: ControllerKind,
+    /// A JSON merge patch (RFC 7386) for the filter configuration `detour render envoy`
+    /// writes for every Envoy, e.g. `{"passive": {"enabled": false}}`; `None` keeps the
+    /// rendered configuration as it is.
+    pub filter_config: Option<serde_json::Value>,
 }
 
 /// How late the filter may learn of a new table: its default poll interval, the slow
@@ -118,6 +122,7 @@ impl Setup {
             },
             mtls: true,
             controller: ControllerKind::Detour,
+            filter_config: None,
         }
     }
 

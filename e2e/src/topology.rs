@@ -18,7 +18,7 @@ use crate::certs::Certs;
 use crate::client::{HttpClient, Reply};
 use crate::controller::{Controller, ControllerSpec, Detour, RenderEnvoy};
 use crate::documents::write_config;
-use crate::envoy::{Envoy, EnvoySpec};
+use crate::envoy::{Envoy, EnvoySpec, merge_filter_config};
 use crate::fake_controller::FakeController;
 use crate::layout::Layout;
 use crate::out::OutDir;
@@ -105,6 +105,7 @@ impl Topology {
             &config_dir,
             &wasm,
             certs.as_ref().map(Certs::root),
+            setup.filter_config.as_ref(),
             &out,
         )?;
 
@@ -338,14 +339,16 @@ fn start_upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<U
         .collect()
 }
 
-/// One Envoy per member cluster, configured by `detour render envoy` (the config is
-/// kept as `envoy-<cluster>.yaml`), each ready before this returns.
+/// One Envoy per member cluster, configured by `detour render envoy` (with
+/// `filter_config` merged into the filter's configuration; the config is kept as
+/// `envoy-<cluster>.yaml`), each ready before this returns.
 fn start_envoys(
     detour: &Detour,
     layout: &Layout,
     config_dir: &Path,
     wasm: &Path,
     certs_dir: Option<&Path>,
+    filter_config: Option<&serde_json::Value>,
     out: &OutDir,
 ) -> Result<Vec<Envoy>> {
     // Spawn every Envoy first, then wait: they compile the filter in parallel.
@@ -360,6 +363,10 @@ fn start_envoys(
             wasm: wasm.to_path_buf(),
             certs: certs_dir.map(Path::to_path_buf),
         })?;
+        let rendered = match filter_config {
+            Some(fields) => merge_filter_config(&rendered, fields)?,
+            None => rendered,
+        };
         let config = out.file(&format!("envoy-{}.yaml", member.name));
         std::fs::write(&config, rendered)
             .with_context(|| format!("writing {}", config.display()))?;

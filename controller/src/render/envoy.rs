@@ -31,7 +31,10 @@ use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, Target
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
-use detour_filter::config::{DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, VIA_HEADER};
+use detour_filter::config::{
+    DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, LOCAL_FLAGS_HEADER,
+    VIA_HEADER,
+};
 use serde_norway::{Mapping, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -204,6 +207,11 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             "authority": opts.controller.to_string(),
         },
         "routeHeader": DEFAULT_ROUTE_HEADER,
+        // The ingress removes them all before the filter runs, and marks its own failure
+        // answers (below): the filter need not read every request's headers, nor every
+        // response's status.
+        "envoyRemovesClientHeaders": true,
+        "envoyFlagsLocalReplies": true,
     })
     .to_string();
     let wasm = std::path::absolute(&opts.wasm).unwrap_or_else(|_| opts.wasm.clone());
@@ -241,11 +249,19 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             // The route header must be gone before Envoy picks the route: the filter
             // can strip it only after the route was matched with it, and then cannot
             // learn which cluster the route would take without it (`xds.cluster_name`
-            // keeps the client's choice), so the request would lose its failover.
-            (
-                "early_header_mutation_extensions",
-                early_removal(&[DEFAULT_ROUTE_HEADER]),
-            ),
+            // keeps the client's choice), so the request would lose its failover. Every
+            // other `x-detour-*` header a client sends goes too, so that the filter
+            // (`envoyRemovesClientHeaders`) reads only the headers it needs.
+            vec![
+                (
+                    "early_header_mutation_extensions",
+                    early_removal(&[DEFAULT_ROUTE_HEADER], INTERNAL_HEADER_PREFIX),
+                ),
+                // Envoy's own answers to a failure (connect failure, no healthy upstream,
+                // reset, timeout) carry their response flags, so the filter can tell
+                // them from the service's answers without reading every status.
+                ("local_reply_config", flag_local_replies(LOCAL_FLAGS_HEADER)),
+            ],
         ),
     );
     let gateway = listener(
@@ -258,21 +274,10 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
             // flags; the service's answers never reach this mapper.
-            (
+            vec![(
                 "local_reply_config",
-                map! {
-                    "mappers" => vec![map! {
-                        "filter" => map! { "response_flag_filter" => Mapping::new() },
-                        "headers_to_add" => vec![map! {
-                            "header" => map! {
-                                "key" => GATEWAY_FLAGS_HEADER,
-                                "value" => "%RESPONSE_FLAGS%",
-                            },
-                            "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
-                        }],
-                    }],
-                },
-            ),
+                flag_local_replies(GATEWAY_FLAGS_HEADER),
+            )],
         ),
     );
 
@@ -431,10 +436,14 @@ impl Tls {
     }
 }
 
-/// `early_header_mutation_extensions` removing `headers` from every request before
-/// route selection and before any filter runs.
-fn early_removal(headers: &[&str]) -> Value {
-    let mutations: Vec<Value> = headers.iter().map(|h| map! { "remove" => *h }).collect();
+/// `early_header_mutation_extensions` removing `headers`, and every header whose name
+/// starts with `prefix`, from every request before route selection and before any
+/// filter runs.
+fn early_removal(headers: &[&str], prefix: &str) -> Value {
+    let mut mutations: Vec<Value> = headers.iter().map(|h| map! { "remove" => *h }).collect();
+    mutations.push(map! {
+        "remove_on_match" => map! { "key_matcher" => map! { "prefix" => prefix } },
+    });
     Value::Sequence(vec![map! {
         "name" => "envoy.http.early_header_mutation.header_mutation",
         "typed_config" => map! {
@@ -444,12 +453,29 @@ fn early_removal(headers: &[&str]) -> Value {
     }])
 }
 
-/// An HTTP connection manager with one more field of its own (`extra`: name, value).
+/// `local_reply_config` adding `header: %RESPONSE_FLAGS%` to every answer Envoy makes
+/// itself for a failure (one with response flags).
+fn flag_local_replies(header: &str) -> Value {
+    map! {
+        "mappers" => vec![map! {
+            "filter" => map! { "response_flag_filter" => Mapping::new() },
+            "headers_to_add" => vec![map! {
+                "header" => map! {
+                    "key" => header,
+                    "value" => "%RESPONSE_FLAGS%",
+                },
+                "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+            }],
+        }],
+    }
+}
+
+/// An HTTP connection manager with more fields of its own (`extra`: name, value).
 fn hcm(
     name: &str,
     virtual_hosts: Vec<Value>,
     http_filters: Vec<Value>,
-    extra: (&str, Value),
+    extra: Vec<(&str, Value)>,
 ) -> Value {
     let mut config = map! {
         "@type" => "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -459,7 +485,9 @@ fn hcm(
         "http_filters" => http_filters,
     };
     if let Value::Mapping(m) = &mut config {
-        m.insert(Value::from(extra.0), extra.1);
+        for (key, value) in extra {
+            m.insert(Value::from(key), value);
+        }
     }
     map! {
         "name" => "envoy.filters.network.http_connection_manager",
@@ -599,6 +627,22 @@ mod tests {
         assert_eq!(
             early["typed_config"]["mutations"][0]["remove"].as_str(),
             Some("x-detour-route")
+        );
+        // And every other detour header, so the filter can rely on it.
+        assert_eq!(
+            early["typed_config"]["mutations"][1]["remove_on_match"]["key_matcher"]["prefix"]
+                .as_str(),
+            Some("x-detour-")
+        );
+        let filter = &hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        let config = FilterConfig::parse(filter.as_str().unwrap().as_bytes()).unwrap();
+        assert!(config.envoy_removes_client_headers);
+        // Envoy's own failure answers are marked for the filter.
+        assert!(config.envoy_flags_local_replies);
+        let mapper = &hcm["local_reply_config"]["mappers"][0]["headers_to_add"][0]["header"];
+        assert_eq!(
+            (mapper["key"].as_str(), mapper["value"].as_str()),
+            (Some("x-detour-local-flags"), Some("%RESPONSE_FLAGS%"))
         );
     }
 
