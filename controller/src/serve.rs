@@ -17,7 +17,7 @@ use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard, HealthMap};
 use crate::kube::run::{KubeOptions, Wiring};
 use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
-use crate::model::Model;
+use crate::model::{Model, ProbeSpec};
 use crate::server::{self, Access, AppState};
 use crate::source::files::FileSource;
 use crate::status::events::EventLog;
@@ -28,7 +28,7 @@ use crate::tls::config::{TlsFiles, server_config};
 use crate::tls::reload::load_and_watch;
 use crate::tls::server::TlsListener;
 use anyhow::Context;
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -298,6 +298,11 @@ async fn wait_for(task: &mut tokio::task::JoinHandle<std::io::Result<()>>) -> st
     }
 }
 
+/// Shortest time between two table builds: under a burst of health changes, builds of
+/// every cluster's table back to back would take the CPU the checks need, and make
+/// them time out (more changes). A change waits at most this long to be published.
+const MIN_BUILD_GAP: Duration = Duration::from_millis(100);
+
 /// Keeps one checker per probe spec of the current model, and rebuilds the tables
 /// whenever the model or a target's health changes, or a failback damping window ends;
 /// publishes those whose content changed. Checkers are reconciled here, just before the
@@ -313,27 +318,41 @@ async fn run_tables(
     let ready = readiness.ready.clone();
     // The file source sets its readiness once and goes; a closed channel is final.
     let mut source_open = true;
-    let mut reconciled: Option<Arc<Model>> = None;
+    let mut reconciled: Option<(Arc<Model>, BTreeSet<ProbeSpec>)> = None;
+    let mut last_build: Option<tokio::time::Instant> = None;
     loop {
-        let model = models.borrow_and_update().clone();
-        if !reconciled.as_ref().is_some_and(|m| Arc::ptr_eq(m, &model)) {
-            checker.reconcile(&model.probe_specs());
-            reconciled = Some(model.clone());
+        // Changes that come in a burst (every target's first verdict at start, a
+        // cluster going down) are built together, at most one build per
+        // MIN_BUILD_GAP; a lone change is built at once.
+        if let Some(last) = last_build {
+            tokio::time::sleep_until(last + MIN_BUILD_GAP).await;
         }
-        let built = {
-            let board = health.borrow_and_update();
-            if !ready.load(Ordering::Acquire) && *readiness.source.borrow_and_update() {
-                let checked = model
-                    .probe_specs()
-                    .iter()
-                    .all(|s| board.get(s).is_some_and(|state| state.checks > 0));
-                if checked {
-                    ready.store(true, Ordering::Release);
-                    info!("ready: every target has been checked once");
-                }
-            }
-            tables::build(&model, &board, Instant::now())
-        };
+        last_build = Some(tokio::time::Instant::now());
+        let model = models.borrow_and_update().clone();
+        if !reconciled
+            .as_ref()
+            .is_some_and(|(m, _)| Arc::ptr_eq(m, &model))
+        {
+            let specs = model.probe_specs();
+            checker.reconcile(&specs);
+            reconciled = Some((model.clone(), specs));
+        }
+        // A copy, so that the build does not hold the board: every checker that
+        // records a result needs it, and would wait (blocking its worker thread) for
+        // as long as a build of thousands of schemes takes.
+        let board = health.borrow_and_update().clone();
+        if !ready.load(Ordering::Acquire)
+            && *readiness.source.borrow_and_update()
+            && let Some((_, specs)) = &reconciled
+            && specs
+                .iter()
+                .all(|s| board.get(s).is_some_and(|state| state.checks > 0))
+        {
+            ready.store(true, Ordering::Release);
+            info!("ready: every target has been checked once");
+        }
+        let built = tables::build(&model, &board, Instant::now());
+        drop(board);
         publish(&tables, built.tables, &metrics);
         let damping_ends = async {
             match built.next_change {

@@ -165,8 +165,13 @@ impl Drop for Checker {
 }
 
 async fn check_forever(spec: ProbeSpec, board: HealthBoard, prober: Prober, metrics: Arc<Metrics>) {
-    // The first tick fires at once: a target gets its first verdict right away.
-    let mut ticker = tokio::time::interval(spec.check.interval);
+    // Each target is checked at its own point of the interval, so that the checks of
+    // many targets spread over it instead of all starting at once: thousands of
+    // connections opened in the same instant make checks time out that would pass, and
+    // every false transition rebuilds the tables. A target's first verdict comes within
+    // one interval.
+    let first = tokio::time::Instant::now() + phase(&spec);
+    let mut ticker = tokio::time::interval_at(first, spec.check.interval);
     ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let target = Metrics::target_labels(&spec.target);
     loop {
@@ -196,6 +201,16 @@ async fn check_forever(spec: ProbeSpec, board: HealthBoard, prober: Prober, metr
             info!(%from, to = %state.health, last = %result, "target health changed");
         }
     }
+}
+
+/// Where in its interval a target is checked: fixed per target (a hash of what is
+/// checked), and spread evenly over many targets.
+fn phase(spec: &ProbeSpec) -> std::time::Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    spec.hash(&mut hasher);
+    let interval = u64::try_from(spec.check.interval.as_nanos()).unwrap_or(u64::MAX);
+    std::time::Duration::from_nanos(hasher.finish() % interval.max(1))
 }
 
 #[cfg(test)]

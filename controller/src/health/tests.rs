@@ -165,3 +165,30 @@ async fn a_changed_policy_keeps_the_targets_health() {
     assert_eq!(health(&board, &after), Health::Healthy, "not Unknown again");
     assert!(board.get(&before).is_none());
 }
+
+#[tokio::test]
+async fn checks_of_many_targets_spread_over_the_interval() {
+    let gateway = FakeGateway::start().await;
+    let mut phases: Vec<Duration> = (0..200)
+        .map(|i| {
+            let mut s = spec(&gateway, 1000, 2, 2);
+            s.target.service = ServiceName::new("apps", &format!("svc{i}"));
+            phase(&s)
+        })
+        .collect();
+    assert!(phases.iter().all(|p| *p < Duration::from_millis(1000)));
+    phases.sort();
+    // Evenly enough: every tenth of the interval holds some of them.
+    for tenth in 0..10 {
+        let (from, to) = (
+            Duration::from_millis(100 * tenth),
+            Duration::from_millis(100 * (tenth + 1)),
+        );
+        assert!(
+            phases.iter().any(|p| *p >= from && *p < to),
+            "no check in {from:?}..{to:?}: {phases:?}"
+        );
+    }
+    let same = spec(&gateway, 1000, 2, 2);
+    assert_eq!(phase(&same), phase(&same.clone()), "fixed per target");
+}
