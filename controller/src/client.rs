@@ -32,23 +32,49 @@ enum Inner {
     Tls(Client<HttpsConnector<HttpConnector>, Empty<Bytes>>),
 }
 
+/// Whether a client's requests to one server share connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Connections {
+    /// A new connection for every request (one-off calls of the CLI).
+    Fresh,
+    /// Idle connections are kept and reused, as Envoy's own health checker and its
+    /// traffic to a gateway do: thousands of checks a second through a few gateways
+    /// would otherwise be thousands of TCP (and TLS) handshakes a second. A gateway
+    /// that dies still fails the next check: its connections are reset with it, and a
+    /// new one is refused.
+    Reused,
+}
+
+impl Connections {
+    fn max_idle_per_host(self) -> usize {
+        match self {
+            Connections::Fresh => 0,
+            Connections::Reused => usize::MAX,
+        }
+    }
+}
+
 impl HttpClient {
-    /// A client that opens a new connection for every request: a health check must prove
-    /// that a connection can be made now, as failover traffic would need to.
+    /// A plain HTTP client that opens a new connection for every request.
     pub fn fresh_connections() -> HttpClient {
+        HttpClient::plain(Connections::Fresh)
+    }
+
+    /// A plain HTTP client.
+    pub fn plain(connections: Connections) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(connections.max_idle_per_host())
             .build(connector);
         HttpClient {
             inner: Inner::Plain(client),
         }
     }
 
-    /// Like [`HttpClient::fresh_connections`], and `https://` URLs use `tls` (which
-    /// says which servers to trust and which certificate to present).
-    pub fn fresh_connections_tls(tls: rustls::ClientConfig) -> HttpClient {
+    /// Like [`HttpClient::plain`], and `https://` URLs use `tls` (which says which
+    /// servers to trust and which certificate to present).
+    pub fn tls(tls: rustls::ClientConfig, connections: Connections) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         // The TLS layer decides per scheme; the TCP connector must accept https URLs.
@@ -59,7 +85,7 @@ impl HttpClient {
             .enable_http1()
             .wrap_connector(connector);
         let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(0)
+            .pool_max_idle_per_host(connections.max_idle_per_host())
             .build(connector);
         HttpClient {
             inner: Inner::Tls(client),

@@ -8,7 +8,7 @@
 //! controller's probe certificate, and the controller is asked with the table
 //! certificate of the cluster being explained (the only one it lets read that table).
 
-use crate::client::HttpClient;
+use crate::client::{Connections, HttpClient};
 use crate::health::probe::{ProbeResult, Prober};
 use crate::model::{Model, ServiceName, TargetRef};
 use crate::tables::scheme_doc;
@@ -114,7 +114,10 @@ pub async fn explain(model: &Model, opts: &ExplainOptions) -> Result<String, Exp
         }
         None => {
             let prober = match &opts.certs {
-                Some(dir) => Prober::tls(mtls_client(&probe_files(&Layout::new(dir)))?),
+                Some(dir) => Prober::tls(mtls_client(
+                    &probe_files(&Layout::new(dir)),
+                    Connections::Fresh,
+                )?),
                 None => Prober::new(),
             };
             let probed = probe_all(&prober, model, scheme).await;
@@ -224,7 +227,7 @@ async fn fetch(base: &str, cluster: &str, certs: Option<&Path>) -> Result<Table,
         why,
     };
     let client = match certs {
-        Some(dir) => mtls_client(&table_files(&Layout::new(dir), cluster))?,
+        Some(dir) => mtls_client(&table_files(&Layout::new(dir), cluster), Connections::Fresh)?,
         None => HttpClient::fresh_connections(),
     };
     let (resp, body) = client

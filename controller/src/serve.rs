@@ -13,6 +13,7 @@
 //! are read at start (an unusable file stops the start, naming it) and reloaded when
 //! they change on disk.
 
+use crate::client::Connections;
 use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard, HealthMap};
 use crate::kube::run::{KubeOptions, Wiring};
@@ -89,7 +90,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 "health probe client certificate",
                 files.all(),
                 opts.reload_interval,
-                move || crate::tls::client::mtls_client(&files),
+                move || crate::tls::client::mtls_client(&files, Connections::Reused),
             )?)
         }
         None => Prober::new(),

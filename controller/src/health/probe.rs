@@ -6,7 +6,7 @@
 //! certificate and verifies the gateway's certificate against the federation CA and the
 //! gateway's address (its certificate names it).
 
-use crate::client::{ClientError, HttpClient};
+use crate::client::{ClientError, Connections, HttpClient};
 use crate::model::ProbeSpec;
 use std::fmt;
 use std::sync::Arc;
@@ -79,11 +79,12 @@ impl Default for Prober {
 impl Prober {
     pub fn new() -> Prober {
         Prober {
-            client: ProbeClient::Plain(HttpClient::fresh_connections()),
+            client: ProbeClient::Plain(HttpClient::plain(Connections::Reused)),
         }
     }
 
-    /// Probes over mTLS with `client` (see [`crate::tls::client::mtls_client`]).
+    /// Probes over mTLS with `client` (see [`crate::tls::client::mtls_client`]; reuse its
+    /// connections, as [`Prober::new`] does).
     pub fn tls(client: HttpClient) -> Prober {
         Prober::tls_watched(watch::channel(Arc::new(client)).1)
     }

@@ -5,7 +5,7 @@
 use super::config::{TlsConfigError, TlsFiles, client_config};
 use super::identity::{ClusterRole, ControllerRole};
 use super::layout::Layout;
-use crate::client::HttpClient;
+use crate::client::{Connections, HttpClient};
 
 /// The probe's files in a `certs init` directory.
 pub fn probe_files(layout: &Layout) -> TlsFiles {
@@ -27,8 +27,10 @@ pub fn table_files(layout: &Layout, cluster: &str) -> TlsFiles {
     }
 }
 
-/// An HTTP client (new connection per request) presenting `files.cert` to servers of
-/// `files.ca`.
-pub fn mtls_client(files: &TlsFiles) -> Result<HttpClient, TlsConfigError> {
-    Ok(HttpClient::fresh_connections_tls(client_config(files)?))
+/// An HTTP client presenting `files.cert` to servers of `files.ca`.
+pub fn mtls_client(
+    files: &TlsFiles,
+    connections: Connections,
+) -> Result<HttpClient, TlsConfigError> {
+    Ok(HttpClient::tls(client_config(files)?, connections))
 }

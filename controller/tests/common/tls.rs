@@ -3,7 +3,7 @@
 //! with the same library.
 
 use super::{detour, stderr};
-use detour::client::HttpClient;
+use detour::client::{Connections, HttpClient};
 use detour::tls::config::{TlsFiles, client_config, server_config};
 use detour::tls::identity::Identity;
 use detour::tls::issue::{CertAuthority, LeafSpec};
@@ -61,7 +61,10 @@ impl Certs {
 
     /// An HTTPS client presenting `identity`'s certificate.
     pub fn client(&self, identity: &Identity) -> HttpClient {
-        HttpClient::fresh_connections_tls(client_config(&self.files(identity)).unwrap())
+        HttpClient::tls(
+            client_config(&self.files(identity)).unwrap(),
+            Connections::Fresh,
+        )
     }
 
     /// An HTTPS client that trusts the federation CA but has no certificate.
@@ -72,7 +75,7 @@ impl Certs {
             .unwrap()
             .with_root_certificates(roots)
             .with_no_client_auth();
-        HttpClient::fresh_connections_tls(config)
+        HttpClient::tls(config, Connections::Fresh)
     }
 
     /// The federation's CA, as `certs init` left it.
@@ -119,7 +122,7 @@ impl Certs {
             key,
             ca: self.layout().ca().cert,
         };
-        HttpClient::fresh_connections_tls(client_config(&files).unwrap())
+        HttpClient::tls(client_config(&files).unwrap(), Connections::Fresh)
     }
 }
 
