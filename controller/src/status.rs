@@ -170,18 +170,10 @@ pub fn move_message(view: &SchemeView, from: usize, to: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docs::load::parse_file;
     use crate::health::state::TargetState;
-    use crate::testing::EXAMPLE;
-    use crate::validate::build_model;
+    use crate::validate::example_model;
     use std::collections::HashMap;
     use std::time::Duration;
-
-    fn example() -> Model {
-        let (docs, problems) = parse_file("t.yaml", EXAMPLE);
-        assert!(problems.is_empty(), "{problems:?}");
-        build_model(&docs).unwrap()
-    }
 
     /// Sets `cluster`'s target to `health` (by checks at `at`).
     fn set(model: &Model, board: &mut HealthMap, cluster: &str, healthy: bool, at: Instant) {
@@ -197,7 +189,7 @@ mod tests {
 
     #[test]
     fn the_active_group_is_the_filters_choice() {
-        let model = example();
+        let model = example_model();
         let mut board = HashMap::new();
         let t0 = Instant::now();
         let view = scheme_view(&model, &model.schemes[0], &board, t0);
@@ -244,7 +236,7 @@ mod tests {
 
     #[test]
     fn a_service_without_endpoints_is_unhealthy_at_once() {
-        let mut model = example();
+        let mut model = example_model();
         let mut board = HashMap::new();
         let t0 = Instant::now();
         for c in ["east", "west", "south"] {
@@ -268,7 +260,7 @@ mod tests {
 
     #[test]
     fn since_carries_over_while_the_health_stays() {
-        let model = example();
+        let model = example_model();
         let view = scheme_view(&model, &model.schemes[0], &HashMap::new(), Instant::now());
         let t = &view.targets[0];
         let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);

@@ -235,19 +235,11 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docs::load::parse_file;
     use crate::health::state::TargetState;
-    use crate::testing::EXAMPLE;
-    use crate::validate::build_model;
+    use crate::validate::example_model;
     use detour_filter::table::{DEFAULT_MAX_TABLE_BYTES, Table};
     use std::collections::HashMap;
     use std::time::Duration;
-
-    fn example() -> Model {
-        let (docs, problems) = parse_file("t.yaml", EXAMPLE);
-        assert!(problems.is_empty(), "{problems:?}");
-        build_model(&docs).unwrap()
-    }
 
     fn state_of<'b>(model: &Model, board: &'b mut HealthMap, cluster: &str) -> &'b mut TargetState {
         let scheme = &model.schemes[0];
@@ -260,7 +252,7 @@ mod tests {
 
     #[test]
     fn each_cluster_gets_the_schemes_of_its_primaries() {
-        let model = example();
+        let model = example_model();
         let built = build(&model, &HashMap::new(), Instant::now());
         assert_eq!(
             built.tables.keys().collect::<Vec<_>>(),
@@ -306,7 +298,7 @@ mod tests {
 
     #[test]
     fn the_filter_accepts_the_published_json() {
-        let model = example();
+        let model = example_model();
         let built = build(&model, &HashMap::new(), Instant::now());
         let table = PublishedTable::new(built.tables["east"].clone());
         let parsed = Table::parse(&table.json, "east", DEFAULT_MAX_TABLE_BYTES).unwrap();
@@ -321,7 +313,7 @@ mod tests {
 
     #[test]
     fn versions_follow_content_only() {
-        let model = example();
+        let model = example_model();
         let mut board = HashMap::new();
         let now = Instant::now();
         let v = |board: &HealthMap| {
@@ -345,7 +337,7 @@ mod tests {
 
     #[test]
     fn until_the_primary_has_a_verdict_its_scheme_keeps_traffic_on_it() {
-        let model = example();
+        let model = example_model();
         let p = model.schemes[0].health_check.clone();
         let mut board = HashMap::new();
         let now = Instant::now();
@@ -376,7 +368,7 @@ mod tests {
 
     #[test]
     fn a_recovered_target_stays_unhealthy_until_stable_for_has_passed() {
-        let model = example();
+        let model = example_model();
         let stable_for = model.schemes[0].failback.stable_for;
         let p = model.schemes[0].health_check.clone();
         let mut board = HashMap::new();

@@ -614,6 +614,15 @@ fn list<S: AsRef<str>>(items: Vec<S>) -> String {
     }
 }
 
+/// The example configuration ([`crate::testing::EXAMPLE`]) parsed and validated, as
+/// `detour serve` would hold it: the model most unit tests start from.
+#[cfg(test)]
+pub(crate) fn example_model() -> Model {
+    let (docs, problems) = crate::docs::load::parse_file("t.yaml", crate::testing::EXAMPLE);
+    assert!(problems.is_empty(), "{problems:?}");
+    build_model(&docs).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

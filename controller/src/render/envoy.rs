@@ -536,13 +536,8 @@ mod tests {
     use crate::docs::load::parse_file;
     use crate::testing::EXAMPLE;
     use crate::validate::build_model;
+    use crate::validate::example_model;
     use detour_filter::config::FilterConfig;
-
-    fn example() -> Model {
-        let (docs, problems) = parse_file("t.yaml", EXAMPLE);
-        assert!(problems.is_empty(), "{problems:?}");
-        build_model(&docs).unwrap()
-    }
 
     fn opts(cluster: &str) -> RenderOptions {
         RenderOptions {
@@ -556,7 +551,7 @@ mod tests {
     }
 
     fn rendered(cluster: &str) -> Value {
-        serde_norway::from_str(&render(&example(), &opts(cluster)).unwrap()).unwrap()
+        serde_norway::from_str(&render(&example_model(), &opts(cluster)).unwrap()).unwrap()
     }
 
     fn names(list: &Value) -> Vec<&str> {
@@ -675,7 +670,7 @@ mod tests {
     fn with_certs_every_hop_between_clusters_is_mtls() {
         let mut o = opts("east");
         o.certs = Some("/certs".into());
-        let b: Value = serde_norway::from_str(&render(&example(), &o).unwrap()).unwrap();
+        let b: Value = serde_norway::from_str(&render(&example_model(), &o).unwrap()).unwrap();
         let listeners = &b["static_resources"]["listeners"];
         // The ingress stays plain: clients inside the cluster reach it as before.
         assert!(
@@ -752,7 +747,7 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_render() {
-        let model = example();
+        let model = example_model();
         let err = render(&model, &opts("north")).unwrap_err().to_string();
         assert_eq!(
             err,
