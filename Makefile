@@ -41,13 +41,33 @@ NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 # time is what a 2-core machine holds without blowing the tests' time bounds.
 E2E_THREADS ?= 2
 
+# `make bench`: matplotlib for the failover plot, in a venv of its own; the native parts
+# built with the `perf` profile (optimised, without the .wasm's LTO), into $(PERF_DIR).
+BENCH_VENV := .venv-bench
+BENCH_REQUIREMENTS := bench/requirements.txt
+BENCH_STAMP := $(BENCH_VENV)/.installed
+PERF_DIR := $(TARGET_DIR)/perf
+BENCH_ARGS ?=
+# Side by side with detour as rendered: the same .wasm with passive detection and replay
+# off (what zero-loss failover costs on the healthy path: the request headers kept for a
+# replay, the ejections read, the response classified).
+BENCH_COMPARE := --compare passive-off=$(WASM) --compare-config 'passive-off={"passive":{"enabled":false}}'
+# And, with `make bench BENCH_BASELINE=<commit>`, the filter built from that commit (with
+# `git archive`), e.g. 8f21f2d, before issue 7's optimisations of the healthy path.
+BENCH_BASELINE ?=
+BASELINE_DIR := $(TARGET_DIR)/bench-baseline/$(BENCH_BASELINE)
+BASELINE_WASM := $(BASELINE_DIR)/detour_filter.wasm
+# Its configuration predates these fields.
+BASELINE_PATCH := {"envoyRemovesClientHeaders":null,"envoyFlagsLocalReplies":null}
+BENCH_COMPARE += $(if $(BENCH_BASELINE),--compare before=$(BASELINE_WASM) --compare-config 'before=$(BASELINE_PATCH)')
+
 # Fuzzing (filter/fuzz, its own cargo workspace) needs a nightly toolchain: libFuzzer's
 # coverage instrumentation and AddressSanitizer are nightly-only. The targets are built
 # with plain `cargo +nightly build` and the flags cargo-fuzz would pass, so no
 # cargo-fuzz install is needed; they are libFuzzer binaries, run directly.
 NIGHTLY := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo yes)
 FUZZ_DIR := filter/fuzz
-FUZZ_TARGETS := table_parse config_parse shared_data
+FUZZ_TARGETS := table_parse config_parse shared_data header_pairs
 FUZZ_SECONDS ?= 30
 # `make test` runs each target this long: a smoke test that the targets build and that
 # the seeds and a few thousand mutations of them pass.
@@ -60,7 +80,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm envoy browser test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
+.PHONY: all build wasm wasm-target bench-tools envoy browser test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
 
 all: build wasm
 
@@ -95,8 +115,14 @@ $(BROWSER_STAMP): $(BROWSER_DIR)/package-lock.json $(BROWSER_DIR)/package.json
 	cd $(BROWSER_DIR) && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# rustup installs a toolchain file's targets only when it installs the toolchain: where
+# 1.95.0 was already there, wasm32-wasip1 may be missing. rustup fetches it (a few MB).
+wasm-target:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || \
+		rustup target add wasm32-wasip1
+
 ## wasm: the filter as Envoy loads it
-wasm:
+wasm: wasm-target
 	$(CARGO) build -p detour-filter --target wasm32-wasip1 --release
 	@echo "filter: $(WASM)"
 
@@ -117,7 +143,7 @@ else
 	$(CARGO) test --workspace --exclude detour-e2e
 endif
 
-test-wasm:
+test-wasm: wasm-target
 	$(CARGO) test -p detour-filter --target wasm32-wasip1
 
 ## test-manifests: the Helm chart rendered and linted by the Helm SDK, every object
@@ -145,10 +171,10 @@ demo: envoy wasm build
 	$(CARGO) run --quiet -p detour-e2e --bin demo -- $(DEMO_ARGS)
 
 ## lint: formatting and clippy, native and for the filter on wasm32
-lint:
+lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
-	$(CARGO) clippy -p detour-filter --target wasm32-wasip1 --all-targets -- -D warnings
+	$(CARGO) clippy -p detour-filter -p detour-bench-noop --target wasm32-wasip1 --all-targets -- -D warnings
 
 ## crds: regenerate manifests/crds/ (and the Helm chart's copy) from the Rust types;
 ## tests fail when either drifts
@@ -199,14 +225,49 @@ else
 		"the fuzz targets in $(FUZZ_DIR) were not run"
 endif
 
-bench:
-	@echo "make bench: no benchmarks yet (issue 7 adds them)" >&2
-	@exit 1
+## bench: request overhead (wrk), failover time, controller scale, filter size and
+## memory, side by side on this machine: bench/report.md and bench/failover.png
+## (`make bench BENCH_ARGS="overhead --rounds 9"` for one stage, more rounds; raw
+## output and every process's log in bench/out/)
+bench: wasm-target envoy bench-tools $(BENCH_STAMP) $(if $(BENCH_BASELINE),$(BASELINE_WASM))
+	$(CARGO) build -p detour-filter -p detour-bench-noop --target wasm32-wasip1 --release
+	$(CARGO) build --profile perf -p detour -p detour-e2e -p detour-bench --bins
+	DETOUR_E2E_OUT=$(CURDIR)/bench/out $(PERF_DIR)/bench --report bench/report.md \
+		--timeline bench/out/failover.json $(BENCH_COMPARE) $(BENCH_ARGS)
+	@if [ -f bench/out/failover.json ]; then \
+		$(BENCH_VENV)/bin/python bench/plot_failover.py bench/out/failover.json bench/failover.png \
+		&& echo "bench: bench/report.md, bench/failover.png"; fi
+
+# wrk (Debian package `wrk`) drives the request-overhead stage: installed with apt-get
+# when missing and running as root, otherwise a clear error.
+bench-tools:
+	@if ! command -v wrk >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "make bench: installing the Debian package wrk"; \
+			apt-get update -qq && apt-get install -y -qq wrk; \
+		else \
+			echo "make bench: wrk not found; install the Debian package wrk (apt-get install wrk)" >&2; \
+			exit 1; \
+		fi; \
+	fi
+
+$(BASELINE_WASM): | wasm-target
+	rm -rf $(BASELINE_DIR)/src
+	mkdir -p $(BASELINE_DIR)/src
+	git archive $(BENCH_BASELINE) | tar -x -C $(BASELINE_DIR)/src
+	$(CARGO) build --manifest-path $(BASELINE_DIR)/src/Cargo.toml -p detour-filter \
+		--target wasm32-wasip1 --release --target-dir $(BASELINE_DIR)/target
+	cp $(BASELINE_DIR)/target/wasm32-wasip1/release/detour_filter.wasm $@
+
+$(BENCH_STAMP): $(BENCH_REQUIREMENTS)
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/pip install --disable-pip-version-check --quiet -r $(BENCH_REQUIREMENTS)
+	touch $@
 
 ## clean: build output and e2e logs (keeps the Envoy in .venv)
 clean:
 	$(CARGO) clean
-	rm -rf e2e/out
+	rm -rf e2e/out bench/out
 
 distclean: clean
-	rm -rf $(VENV) $(MANIFESTS_VENV) $(BROWSER_DIR)/node_modules
+	rm -rf $(VENV) $(MANIFESTS_VENV) $(BENCH_VENV) $(BROWSER_DIR)/node_modules
