@@ -45,11 +45,17 @@ pub enum Connections {
     Reused,
 }
 
+/// Idle connections kept per server. Checks spread over their interval need only a few
+/// at a time; more are opened when a burst needs them (e.g. checks that fell due
+/// together while the controller was busy) and closed again when they come back, so a
+/// burst does not leave thousands of idle connections (and their buffers) behind.
+const MAX_IDLE_PER_SERVER: usize = 16;
+
 impl Connections {
     fn max_idle_per_host(self) -> usize {
         match self {
             Connections::Fresh => 0,
-            Connections::Reused => usize::MAX,
+            Connections::Reused => MAX_IDLE_PER_SERVER,
         }
     }
 }
@@ -144,6 +150,14 @@ impl HttpClient {
             .await
             .map_err(|_| ClientError::Timeout(timeout))?
     }
+}
+
+/// Reads what is left of a response body, at most `limit` bytes and until `deadline`,
+/// and drops it: a connection goes back to its pool only once the response it carried
+/// was read to its end.
+pub async fn drain(body: hyper::body::Incoming, limit: usize, deadline: tokio::time::Instant) {
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let _ = tokio::time::timeout_at(deadline, read).await;
 }
 
 /// The root cause alone ("Connection refused (os error 111)").

@@ -10,7 +10,7 @@ pub const EXAMPLE: &str = concat!(
 );
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
@@ -27,6 +27,8 @@ pub struct FakeGateway {
     pub status: Arc<AtomicU16>,
     pub delay_ms: Arc<AtomicU64>,
     pub seen: Arc<Mutex<Vec<HeaderMap>>>,
+    /// The client's address of every request so far: one per connection it came on.
+    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
     name: &'static str,
     task: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
 }
@@ -36,11 +38,17 @@ struct GatewayState {
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
     seen: Arc<Mutex<Vec<HeaderMap>>>,
+    peers: Arc<Mutex<Vec<SocketAddr>>>,
     name: &'static str,
 }
 
-async fn answer(State(s): State<GatewayState>, headers: HeaderMap) -> (StatusCode, String) {
+async fn answer(
+    State(s): State<GatewayState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+) -> (StatusCode, String) {
     s.seen.lock().unwrap().push(headers);
+    s.peers.lock().unwrap().push(peer);
     let delay = s.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -62,6 +70,7 @@ impl FakeGateway {
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             seen: Arc::default(),
+            peers: Arc::default(),
             name,
             task: None,
         };
@@ -72,6 +81,14 @@ impl FakeGateway {
     /// The `Host` header of every request so far.
     pub fn hosts(&self) -> Vec<String> {
         self.header_values("host")
+    }
+
+    /// How many connections the requests so far came on.
+    pub fn connections(&self) -> usize {
+        let mut peers = self.peers.lock().unwrap().clone();
+        peers.sort();
+        peers.dedup();
+        peers.len()
     }
 
     /// The values of header `name` in every request so far ("" when absent).
@@ -94,11 +111,13 @@ impl FakeGateway {
             status: self.status.clone(),
             delay_ms: self.delay_ms.clone(),
             seen: self.seen.clone(),
+            peers: self.peers.clone(),
             name: self.name,
         };
         let app = Router::new().fallback(answer).with_state(state);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             let _ = axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
                     let _ = stopped.await;

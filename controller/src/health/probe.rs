@@ -6,12 +6,15 @@
 //! certificate and verifies the gateway's certificate against the federation CA and the
 //! gateway's address (its certificate names it).
 
-use crate::client::{ClientError, Connections, HttpClient};
+use crate::client::{ClientError, Connections, HttpClient, drain};
 use crate::model::ProbeSpec;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
+
+/// A health check's body beyond this is not read (its connection is then not reused).
+const MAX_BODY_BYTES: usize = 64 * 1024;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ProbeResult {
@@ -108,16 +111,25 @@ impl Prober {
             ("host", host.as_str()),
             ("user-agent", "detour-health-check"),
         ];
-        match client.get(&uri, &headers, spec.check.timeout).await {
-            Ok(resp) if resp.status().is_success() => ProbeResult::Passed {
-                status: resp.status().as_u16(),
+        let resp = match client.get(&uri, &headers, spec.check.timeout).await {
+            Ok(resp) => resp,
+            Err(ClientError::Timeout(t)) => return ProbeResult::Timeout(t),
+            Err(e) => return ProbeResult::Error(e.to_string()),
+        };
+        // The status decides; the body (a few bytes, normally) is read only so that the
+        // connection can serve the next check, within what is left of the timeout.
+        let status = resp.status();
+        let deadline = tokio::time::Instant::from_std(started + spec.check.timeout);
+        drain(resp.into_body(), MAX_BODY_BYTES, deadline).await;
+        if status.is_success() {
+            ProbeResult::Passed {
+                status: status.as_u16(),
                 elapsed: started.elapsed(),
-            },
-            Ok(resp) => ProbeResult::BadStatus {
-                status: resp.status().as_u16(),
-            },
-            Err(ClientError::Timeout(t)) => ProbeResult::Timeout(t),
-            Err(e) => ProbeResult::Error(e.to_string()),
+            }
+        } else {
+            ProbeResult::BadStatus {
+                status: status.as_u16(),
+            }
         }
     }
 }

@@ -43,6 +43,44 @@ fn health(board: &HealthBoard, spec: &ProbeSpec) -> Health {
 const LIMIT: Duration = Duration::from_secs(5);
 
 #[tokio::test]
+async fn checks_reuse_one_connection_and_a_restarted_gateway_gets_a_new_one() {
+    let mut gateway = FakeGateway::start().await;
+    let prober = Prober::new();
+    let s = spec(&gateway, 1000, 1, 1);
+    for _ in 0..5 {
+        assert!(prober.probe(&s).await.passed());
+    }
+    assert_eq!(gateway.hosts().len(), 5);
+    assert_eq!(
+        gateway.connections(),
+        1,
+        "five checks in a row travel on one kept-alive connection"
+    );
+
+    // A gateway that goes away takes its connections with it: the next check fails at
+    // once instead of waiting on a dead connection, and after the restart a new
+    // connection is made.
+    gateway.stop().await;
+    assert!(matches!(prober.probe(&s).await, ProbeResult::Error(_)));
+    gateway.restart().await;
+    assert!(prober.probe(&s).await.passed());
+    assert_eq!(gateway.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_health_page_with_a_body_is_read_to_its_end_so_the_connection_is_reused() {
+    // Larger than what arrives with the head: unread, it would cost the connection.
+    let page: &'static str = Box::leak("detour ".repeat(4096).into_boxed_str());
+    let gateway = FakeGateway::named(page).await;
+    let prober = Prober::new();
+    let s = spec(&gateway, 1000, 1, 1);
+    for _ in 0..3 {
+        assert!(prober.probe(&s).await.passed());
+    }
+    assert_eq!(gateway.connections(), 1);
+}
+
+#[tokio::test]
 async fn thresholds_govern_transitions_through_a_stop_and_restart() {
     let mut gateway = FakeGateway::start().await;
     let (mut checker, board, metrics) = checker();
