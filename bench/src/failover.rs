@@ -15,7 +15,7 @@
 //! long-poll (`passive.enabled: false`), and the table alone fetched by plain polling
 //! every second (`controller.longPoll: 0`).
 
-use crate::stats::Spread;
+use crate::stats::{Spread, ms};
 use anyhow::{Context, Result};
 use detour_e2e::client::Request;
 use detour_e2e::envoy_log;
@@ -199,10 +199,6 @@ fn recover(t: &mut Topology) -> Result<()> {
     Ok(())
 }
 
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
-
 fn summarise(
     report: &LoadReport,
     kill: Instant,
@@ -272,14 +268,10 @@ pub fn write_timelines(result: &Failover, path: &Path) -> Result<()> {
             trials: &m.trials,
         })
         .collect();
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    std::fs::write(
+    crate::report::write_output(
         path,
-        serde_json::to_vec(&serde_json::json!({ "modes": modes }))?,
+        &serde_json::to_vec(&serde_json::json!({ "modes": modes }))?,
     )
-    .with_context(|| format!("writing {}", path.display()))
 }
 
 impl Failover {

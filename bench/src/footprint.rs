@@ -7,7 +7,7 @@
 //! worker has handled some) and detour's holds the controller's table.
 
 use crate::ingress::{EastIngress, Shape};
-use crate::procfs::rss_bytes;
+use crate::procfs::rss_mib;
 use crate::stats::Spread;
 use crate::tools::noop_wasm;
 use anyhow::{Context, Result};
@@ -102,7 +102,7 @@ fn measure(
     // Let start-up allocations settle (and detour's table arrive) before reading.
     std::thread::sleep(Duration::from_millis(1500));
     let pid = envoy.process().pid().context("Envoy is not running")?;
-    let rss = rss_bytes(pid)? as f64 / (1024.0 * 1024.0);
+    let rss = rss_mib(pid)?;
     envoy.kill()?;
     Ok(rss)
 }

@@ -25,7 +25,7 @@ mod stats;
 mod tools;
 mod wrk;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -191,11 +191,7 @@ fn run(cli: &Cli) -> Result<()> {
     }
     report.elapsed = started.elapsed();
     let markdown = report.markdown();
-    if let Some(dir) = cli.report.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::write(&cli.report, &markdown)
-        .with_context(|| format!("writing {}", cli.report.display()))?;
+    report::write_output(&cli.report, markdown.as_bytes())?;
     println!("{markdown}");
     eprintln!(
         "bench: done in {:.0}s; report in {}",

@@ -47,6 +47,11 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     bail!("/proc/{pid}/status has no VmRSS")
 }
 
+/// Resident set size (VmRSS) in MiB.
+pub fn rss_mib(pid: u32) -> Result<f64> {
+    Ok(rss_bytes(pid)? as f64 / (1024.0 * 1024.0))
+}
+
 /// CPU used by `pid` while `work` runs, as a share of one core.
 pub struct CpuWindow {
     pid: u32,

@@ -6,8 +6,18 @@ use crate::failover::Failover;
 use crate::footprint::Footprint;
 use crate::machine::Machine;
 use crate::overhead::Overhead;
+use anyhow::{Context, Result};
 use std::fmt::Write as _;
+use std::path::Path;
 use std::time::Duration;
+
+/// Writes one of the bench's outputs, making its directory first.
+pub fn write_output(path: &Path, contents: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::write(path, contents).with_context(|| format!("writing {}", path.display()))
+}
 
 pub struct Report {
     pub machine: Machine,

@@ -1,4 +1,11 @@
-//! Medians and spreads of repeated measurements.
+//! Medians and spreads of repeated measurements, and the units they are reported in.
+
+use std::time::Duration;
+
+/// A duration in milliseconds, with fractions.
+pub fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
 
 /// Several measurements of one quantity: reported as the median and the range.
 #[derive(Debug, Clone, Default, PartialEq)]

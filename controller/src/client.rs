@@ -52,11 +52,18 @@ pub enum Connections {
 const MAX_IDLE_PER_SERVER: usize = 16;
 
 impl Connections {
-    fn max_idle_per_host(self) -> usize {
-        match self {
+    /// A hyper client over `connector` that keeps idle connections as `self` says.
+    fn client<C>(self, connector: C) -> Client<C, Empty<Bytes>>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone,
+    {
+        let max_idle = match self {
             Connections::Fresh => 0,
             Connections::Reused => MAX_IDLE_PER_SERVER,
-        }
+        };
+        Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(max_idle)
+            .build(connector)
     }
 }
 
@@ -70,11 +77,8 @@ impl HttpClient {
     pub fn plain(connections: Connections) -> HttpClient {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(connections.max_idle_per_host())
-            .build(connector);
         HttpClient {
-            inner: Inner::Plain(client),
+            inner: Inner::Plain(connections.client(connector)),
         }
     }
 
@@ -90,11 +94,8 @@ impl HttpClient {
             .https_or_http()
             .enable_http1()
             .wrap_connector(connector);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(connections.max_idle_per_host())
-            .build(connector);
         HttpClient {
-            inner: Inner::Tls(client),
+            inner: Inner::Tls(connections.client(connector)),
         }
     }
 

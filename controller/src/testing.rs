@@ -26,9 +26,8 @@ pub struct FakeGateway {
     pub addr: SocketAddr,
     pub status: Arc<AtomicU16>,
     pub delay_ms: Arc<AtomicU64>,
-    pub seen: Arc<Mutex<Vec<HeaderMap>>>,
-    /// The client's address of every request so far: one per connection it came on.
-    pub peers: Arc<Mutex<Vec<SocketAddr>>>,
+    /// Every request so far: the client's address (one per connection) and headers.
+    pub seen: Arc<Mutex<Vec<(SocketAddr, HeaderMap)>>>,
     name: &'static str,
     task: Option<(JoinHandle<()>, tokio::sync::oneshot::Sender<()>)>,
 }
@@ -37,8 +36,7 @@ pub struct FakeGateway {
 struct GatewayState {
     status: Arc<AtomicU16>,
     delay_ms: Arc<AtomicU64>,
-    seen: Arc<Mutex<Vec<HeaderMap>>>,
-    peers: Arc<Mutex<Vec<SocketAddr>>>,
+    seen: Arc<Mutex<Vec<(SocketAddr, HeaderMap)>>>,
     name: &'static str,
 }
 
@@ -47,8 +45,7 @@ async fn answer(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
 ) -> (StatusCode, String) {
-    s.seen.lock().unwrap().push(headers);
-    s.peers.lock().unwrap().push(peer);
+    s.seen.lock().unwrap().push((peer, headers));
     let delay = s.delay_ms.load(Ordering::Relaxed);
     if delay > 0 {
         tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -70,7 +67,6 @@ impl FakeGateway {
             status: Arc::new(AtomicU16::new(200)),
             delay_ms: Arc::new(AtomicU64::new(0)),
             seen: Arc::default(),
-            peers: Arc::default(),
             name,
             task: None,
         };
@@ -85,9 +81,8 @@ impl FakeGateway {
 
     /// How many connections the requests so far came on.
     pub fn connections(&self) -> usize {
-        let mut peers = self.peers.lock().unwrap().clone();
-        peers.sort();
-        peers.dedup();
+        let seen = self.seen.lock().unwrap();
+        let peers: std::collections::BTreeSet<_> = seen.iter().map(|(peer, _)| peer).collect();
         peers.len()
     }
 
@@ -97,7 +92,7 @@ impl FakeGateway {
             .lock()
             .unwrap()
             .iter()
-            .map(|h| {
+            .map(|(_, h)| {
                 h.get(name)
                     .and_then(|v| v.to_str().ok())
                     .unwrap_or("")
@@ -111,7 +106,6 @@ impl FakeGateway {
             status: self.status.clone(),
             delay_ms: self.delay_ms.clone(),
             seen: self.seen.clone(),
-            peers: self.peers.clone(),
             name: self.name,
         };
         let app = Router::new().fallback(answer).with_state(state);

@@ -8,7 +8,7 @@ use super::documents::Federation;
 use super::serve::Serve;
 use super::tables::CLUSTERS;
 use crate::gateways::Gateways;
-use crate::procfs::{CpuWindow, rss_bytes};
+use crate::procfs::{CpuWindow, rss_mib};
 use anyhow::{Context, Result, ensure};
 use detour_e2e::out::OutDir;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub const TARGETS: [usize; 3] = [1_000, 5_000, 10_000];
 /// Measured after the first rounds of checks, for this long.
 const SETTLE: Duration = Duration::from_secs(2);
-const WINDOW: Duration = Duration::from_secs(5);
+pub const WINDOW: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct HealthScale {
@@ -60,7 +60,7 @@ pub fn run(out: &OutDir, gateways: &Gateways) -> Result<Vec<HealthScale>> {
             (serve.metric("detour_health_checks_total")? - checks) / at.elapsed().as_secs_f64();
         let transitions = serve.metric("detour_health_transitions_total")? - transitions;
         let healthy = serve.metric_with("detour_target_health", "state=\"Healthy\"")?;
-        let rss_mib = rss_bytes(pid)? as f64 / (1024.0 * 1024.0);
+        let rss_mib = rss_mib(pid)?;
         ensure!(
             probes_per_second > 0.5 * targets as f64,
             "{probes_per_second:.0} probes/s for {targets} targets checked every second"

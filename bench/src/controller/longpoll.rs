@@ -9,7 +9,8 @@
 use super::documents::Federation;
 use super::serve::Serve;
 use crate::gateways::Gateways;
-use crate::procfs::{CpuWindow, rss_bytes};
+use crate::procfs::{CpuWindow, rss_mib};
+use crate::stats::ms;
 use anyhow::{Context, Result, bail, ensure};
 use detour_e2e::certs::{Certs, ClusterRole};
 use detour_e2e::client::{HttpClient, Request};
@@ -69,7 +70,7 @@ pub fn run(out: &OutDir, gateways: &Gateways) -> Result<LongPoll> {
     let cpu = CpuWindow::start(pid)?;
     std::thread::sleep(IDLE_WINDOW);
     let cpu_before_percent = cpu.percent()?;
-    let rss_before_mib = mib(rss_bytes(pid)?);
+    let rss_before_mib = rss_mib(pid)?;
 
     let mut version = current_version(&client)?;
     let mut result = LongPoll {
@@ -101,7 +102,7 @@ pub fn run(out: &OutDir, gateways: &Gateways) -> Result<LongPoll> {
             let cpu = CpuWindow::start(pid)?;
             std::thread::sleep(IDLE_WINDOW);
             result.cpu_waiting_percent = cpu.percent()?;
-            result.rss_waiting_mib = mib(rss_bytes(pid)?);
+            result.rss_waiting_mib = rss_mib(pid)?;
         }
         // Fail c00's target, let it recover, fail it again: each changes c00's table.
         let cpu = CpuWindow::start(pid)?;
@@ -185,12 +186,4 @@ fn current_version(client: &HttpClient) -> Result<String> {
         .context("no ETag")?
         .trim_matches('"')
         .to_string())
-}
-
-fn mib(bytes: u64) -> f64 {
-    bytes as f64 / (1024.0 * 1024.0)
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }

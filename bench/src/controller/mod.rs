@@ -127,7 +127,7 @@ impl ControllerScale {
              gateways are the bench's own HTTP servers ({} loopback addresses, one \
              process). CPU and RSS over {} s after the first rounds.\n",
             tables::CLUSTERS,
-            5
+            health::WINDOW.as_secs()
         );
         let _ = writeln!(
             out,

@@ -65,15 +65,10 @@ impl Serve {
 
     /// The sum of one metric of `/metrics` over its label sets.
     pub fn metric(&self, name: &str) -> Result<f64> {
-        let reply = self.ops.get("/metrics")?;
-        Ok(parse_prometheus(&reply.body_text())
-            .into_iter()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, _, v)| v)
-            .sum())
+        self.metric_with(name, "")
     }
 
-    /// The samples of one metric whose labels contain `label`.
+    /// The sum of the samples of one metric whose labels contain `label`.
     pub fn metric_with(&self, name: &str, label: &str) -> Result<f64> {
         let reply = self.ops.get("/metrics")?;
         Ok(parse_prometheus(&reply.body_text())

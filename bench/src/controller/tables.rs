@@ -6,12 +6,12 @@
 //! of one health change.
 
 use super::documents::Federation;
-use crate::stats::Spread;
+use crate::stats::{Spread, ms};
 use anyhow::{Result, bail};
 use detour::health::HealthMap;
 use detour::health::state::TargetState;
 use detour::tables::{self, PublishedTable};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Clusters of the made-up federations, and the scheme counts measured.
 pub const CLUSTERS: usize = 50;
@@ -96,8 +96,4 @@ fn measure(schemes: usize) -> Result<TableScale> {
         publish_ms: Spread::of(publish),
         table_bytes,
     })
-}
-
-pub fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
