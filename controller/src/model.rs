@@ -252,7 +252,10 @@ impl Default for Failback {
 pub struct Replay {
     /// Upper-case.
     pub methods: Vec<String>,
+    /// Largest request body Envoy buffers for a retry.
     pub max_body_bytes: u64,
+    /// An attempt of one of `methods` hanging this long goes on.
+    pub per_try_timeout: Option<Duration>,
 }
 
 impl Default for Replay {
@@ -262,6 +265,7 @@ impl Default for Replay {
                 .map(String::from)
                 .to_vec(),
             max_body_bytes: 65536,
+            per_try_timeout: None,
         }
     }
 }

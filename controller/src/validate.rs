@@ -532,9 +532,26 @@ impl Validator {
                 methods.push(m);
             }
         }
+        let per_try_timeout = match r.per_try_timeout.as_deref() {
+            None => None,
+            Some(text) => {
+                let timeout =
+                    self.duration(at, "spec.replay.perTryTimeout", Some(text), Duration::ZERO)?;
+                if timeout.is_zero() {
+                    self.report(
+                        at,
+                        "spec.replay.perTryTimeout",
+                        "must be positive".to_string(),
+                    );
+                    return None;
+                }
+                Some(timeout)
+            }
+        };
         ok.then(|| Replay {
             methods,
             max_body_bytes: r.max_body_bytes.unwrap_or(default.max_body_bytes),
+            per_try_timeout,
         })
     }
 

@@ -241,9 +241,15 @@ pub struct ReplaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(regex(pattern = r"^[A-Za-z-]+$")))]
     pub methods: Option<Vec<String>>,
-    /// Largest request body kept for a replay (default 65536).
+    /// Largest request body Envoy keeps for a retry (default 65536); a larger request is
+    /// sent once and never retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// An attempt of one of `methods` that hangs this long goes on to the next instance
+    /// or group (absent: no per-try timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub per_try_timeout: Option<String>,
 }
 
 /// What the controller decided about a scheme (Kubernetes status; `detour explain`).

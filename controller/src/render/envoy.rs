@@ -27,14 +27,16 @@
 //! Checking identities by URI SAN rather than by address keeps one gateway from
 //! impersonating another even when they share a load balancer's address.
 
+use super::clusters::harden;
+use super::routes::{gateway_route, local_route, scheme_routes};
 use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, TargetRef};
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
 use detour_filter::config::{
-    DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, LOCAL_FLAGS_HEADER,
-    VIA_HEADER,
+    DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, VIA_HEADER,
 };
+use detour_filter::request::ENVOY_STEERING_HEADERS;
 use serde_norway::{Mapping, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -44,10 +46,11 @@ use std::path::PathBuf;
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/detour_filter.wasm";
 
 /// Connecting to a local service, a remote gateway or the controller: loopback or one
-/// network hop, so a second is long; failing fast is what lets the filter replay.
+/// network hop, so a second is long; failing fast is what lets the router go on.
 const CONNECT_TIMEOUT: &str = "1s";
-/// Whole-request timeout of the ingress and gateway routes.
-const ROUTE_TIMEOUT: &str = "15s";
+/// Response header telling a client why Envoy answered a request itself (its response
+/// flags), on the ingress; a gateway's says which gateway.
+pub const REASON_HEADER: &str = "x-detour-reason";
 
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
@@ -71,15 +74,6 @@ pub enum RenderError {
     },
     #[error("cannot write YAML: {0}")]
     Yaml(#[from] serde_norway::Error),
-}
-
-macro_rules! map {
-    ($($key:expr => $value:expr),* $(,)?) => {{
-        #[allow(unused_mut)]
-        let mut m = Mapping::new();
-        $( m.insert(Value::from($key), Value::from($value)); )*
-        Value::Mapping(m)
-    }};
 }
 
 /// Checks that the files a config rendered with `--certs` for `cluster` names are there
@@ -133,38 +127,23 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         service: service.clone(),
     };
 
-    // Ingress: every service of this cluster.
+    // Ingress: every service of this cluster; a scheme's primary with a route per start
+    // group (the filter names the start in the route header).
     let ingress_hosts: Vec<Value> = cluster
         .services
         .keys()
         .map(|service| {
+            let envoy_cluster = local(service).envoy_cluster();
+            let routes = match model.scheme_for_primary(&cluster.name, service) {
+                Some(scheme) => scheme_routes(scheme, &envoy_cluster, DEFAULT_ROUTE_HEADER),
+                None => vec![local_route(&envoy_cluster)],
+            };
             map! {
                 "name" => service.authority(),
                 "domains" => domains(service),
-                "routes" => vec![
-                    map! {
-                        "match" => map! {
-                            "prefix" => "/",
-                            "headers" => vec![map! {
-                                "name" => DEFAULT_ROUTE_HEADER,
-                                "present_match" => true,
-                            }],
-                        },
-                        "route" => map! {
-                            "cluster_header" => DEFAULT_ROUTE_HEADER,
-                            "timeout" => ROUTE_TIMEOUT,
-                        },
-                        // Routing is done; the next hop has no use for the header.
-                        "request_headers_to_remove" => vec![DEFAULT_ROUTE_HEADER],
-                    },
-                    map! {
-                        "match" => map! { "prefix" => "/" },
-                        "route" => map! {
-                            "cluster" => local(service).envoy_cluster(),
-                            "timeout" => ROUTE_TIMEOUT,
-                        },
-                    },
-                ],
+                "routes" => routes,
+                // Meant for this Envoy's router, not for the client.
+                "response_headers_to_remove" => vec![GATEWAY_FLAGS_HEADER],
             }
         })
         .collect();
@@ -183,19 +162,11 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             map! {
                 "name" => service.authority(),
                 "domains" => domains(service),
-                "routes" => vec![map! {
-                    "match" => map! { "prefix" => "/" },
-                    "route" => map! {
-                        "cluster" => local(service).envoy_cluster(),
-                        "timeout" => ROUTE_TIMEOUT,
-                    },
-                }],
+                "routes" => vec![gateway_route(&local(service).envoy_cluster())],
                 "request_headers_to_add" => vec![map! {
                     "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
                     "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
                 }],
-                // Only the gateway may speak for the gateway.
-                "response_headers_to_remove" => vec![GATEWAY_FLAGS_HEADER],
             }
         })
         .collect();
@@ -207,11 +178,9 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             "authority": opts.controller.to_string(),
         },
         "routeHeader": DEFAULT_ROUTE_HEADER,
-        // The ingress removes them all before the filter runs, and marks its own failure
-        // answers (below): the filter need not read every request's headers, nor every
-        // response's status.
+        // The ingress removes every header a client may not send before routing (below):
+        // the filter need not read every request's headers.
         "envoyRemovesClientHeaders": true,
-        "envoyFlagsLocalReplies": true,
     })
     .to_string();
     let wasm = std::path::absolute(&opts.wasm).unwrap_or_else(|_| opts.wasm.clone());
@@ -246,21 +215,25 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                 },
                 router(),
             ],
-            // The route header must be gone before Envoy picks the route: the filter
-            // can strip it only after the route was matched with it, and then cannot
-            // learn which cluster the route would take without it (`xds.cluster_name`
-            // keeps the client's choice), so the request would lose its failover. Every
-            // other `x-detour-*` header a client sends goes too, so that the filter
-            // (`envoyRemovesClientHeaders`) reads only the headers it needs.
+            // A client must not choose the start group (the route header), nor speak
+            // for detour (`x-detour-*`), nor set the router's retries and timeouts
+            // (`x-envoy-retry-on`, ...): all removed before Envoy picks the route, so the
+            // filter (`envoyRemovesClientHeaders`) reads none of them.
             vec![
                 (
                     "early_header_mutation_extensions",
-                    early_removal(&[DEFAULT_ROUTE_HEADER], INTERNAL_HEADER_PREFIX),
+                    early_removal(
+                        &[&[DEFAULT_ROUTE_HEADER], ENVOY_STEERING_HEADERS].concat(),
+                        INTERNAL_HEADER_PREFIX,
+                    ),
                 ),
-                // Envoy's own answers to a failure (connect failure, no healthy upstream,
-                // reset, timeout) carry their response flags, so the filter can tell
-                // them from the service's answers without reading every status.
-                ("local_reply_config", flag_local_replies(LOCAL_FLAGS_HEADER)),
+                // When Envoy answers itself (every attempt failed, or one that may have
+                // reached the service cannot be sent again), the client learns why.
+                (
+                    "local_reply_config",
+                    flag_local_replies(&[(REASON_HEADER, "%RESPONSE_FLAGS%".to_string())]),
+                ),
+                ("upgrade_configs", upgrades()),
             ],
         ),
     );
@@ -273,18 +246,32 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             gateway_hosts,
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
-            // flags; the service's answers never reach this mapper.
-            vec![(
-                "local_reply_config",
-                flag_local_replies(GATEWAY_FLAGS_HEADER),
-            )],
+            // flags for the calling Envoy's router; the service's answers never reach
+            // this mapper.
+            vec![
+                (
+                    "local_reply_config",
+                    flag_local_replies(&[
+                        (GATEWAY_FLAGS_HEADER, "%RESPONSE_FLAGS%".to_string()),
+                        (
+                            REASON_HEADER,
+                            format!("gateway {}: %RESPONSE_FLAGS%", cluster.name),
+                        ),
+                    ]),
+                ),
+                ("upgrade_configs", upgrades()),
+            ],
         ),
     );
 
     let mut clusters: Vec<Value> = cluster
         .services
         .values()
-        .map(|s| envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None))
+        .map(|s| {
+            let mut c = envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None);
+            harden(&mut c, true);
+            c
+        })
         .collect();
     let remote: BTreeSet<&TargetRef> = model
         .schemes_of(&cluster.name)
@@ -293,7 +280,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .collect();
     for t in remote {
         if let Some(there) = model.cluster(&t.cluster) {
-            clusters.push(envoy_cluster(
+            let mut c = envoy_cluster(
                 &t.envoy_cluster(),
                 std::slice::from_ref(&there.gateway),
                 tls.as_ref().map(|tls| {
@@ -303,7 +290,9 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                         &there.gateway.host,
                     )
                 }),
-            ));
+            );
+            harden(&mut c, false);
+            clusters.push(c);
         }
     }
     clusters.push(envoy_cluster(
@@ -453,21 +442,29 @@ fn early_removal(headers: &[&str], prefix: &str) -> Value {
     }])
 }
 
-/// `local_reply_config` adding `header: %RESPONSE_FLAGS%` to every answer Envoy makes
-/// itself for a failure (one with response flags).
-fn flag_local_replies(header: &str) -> Value {
+/// `local_reply_config` adding `headers` (name, value with Envoy's substitution
+/// formatter) to every answer Envoy makes itself for a failure (one with response flags).
+fn flag_local_replies(headers: &[(&str, String)]) -> Value {
+    let headers_to_add: Vec<Value> = headers
+        .iter()
+        .map(|(key, value)| {
+            map! {
+                "header" => map! { "key" => *key, "value" => value.clone() },
+                "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        })
+        .collect();
     map! {
         "mappers" => vec![map! {
             "filter" => map! { "response_flag_filter" => Mapping::new() },
-            "headers_to_add" => vec![map! {
-                "header" => map! {
-                    "key" => header,
-                    "value" => "%RESPONSE_FLAGS%",
-                },
-                "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
-            }],
+            "headers_to_add" => headers_to_add,
         }],
     }
+}
+
+/// WebSocket upgrades pass through (the router carries them like any request).
+fn upgrades() -> Value {
+    Value::Sequence(vec![map! { "upgrade_type" => "websocket" }])
 }
 
 /// An HTTP connection manager with more fields of its own (`extra`: name, value).
