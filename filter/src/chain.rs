@@ -3,9 +3,12 @@
 //! writes routes from these; they live beside the filter's decision because together
 //! they are the data plane's promise (DESIGN.md "Zero loss", "Failure domains").
 //!
-//! * Each priority group gets [`ATTEMPTS_PER_GROUP`] attempts in a row: the retry after a
-//!   failed attempt goes to another instance of the same cluster (or another instance of
-//!   its gateway) before the request leaves the cluster — an instance is not a service.
+//! * A priority group with several instances (of a local service, or of a remote
+//!   gateway) gets [`ATTEMPTS_PER_GROUP`] attempts in a row: the retry after a failed
+//!   attempt goes to another instance of the same cluster before the request leaves the
+//!   cluster — an instance is not a service. A group of one instance gets one attempt:
+//!   asking it again could only repeat its answer (a gateway already tried every
+//!   instance behind it).
 //! * An attempt that never reached a service instance (connect failure, refused stream,
 //!   or a detour gateway saying it could not reach its service) is retried whatever the
 //!   method. One that may have reached it (reset, per-try timeout, a gateway's timeout)
@@ -56,12 +59,16 @@ pub struct RetryPolicy {
     pub per_try_timeout: Option<Duration>,
 }
 
-/// The group of each attempt of a request that starts at group `start` of a scheme with
-/// `groups` groups (the primary's included): `[start, start, start+1, start+1, ...]`.
-/// Envoy's `priority_group` cluster specifier walks this list, one entry per attempt.
-pub fn attempts(groups: usize, start: usize) -> Vec<usize> {
-    (start.min(groups)..groups)
-        .flat_map(|g| std::iter::repeat_n(g, ATTEMPTS_PER_GROUP))
+/// The group of each attempt of a request that starts at group `start`, for a scheme
+/// whose groups (the primary's included) have `hosts[g]` instances each: e.g.
+/// `[start, start, start+1, ...]`. Envoy's `priority_group` cluster specifier walks this
+/// list, one entry per attempt.
+pub fn attempts(hosts: &[usize], start: usize) -> Vec<usize> {
+    hosts
+        .iter()
+        .enumerate()
+        .skip(start)
+        .flat_map(|(g, &n)| std::iter::repeat_n(g, n.clamp(1, ATTEMPTS_PER_GROUP)))
         .collect()
 }
 
@@ -93,11 +100,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn each_group_gets_two_attempts_from_the_start_on() {
-        assert_eq!(attempts(3, 0), [0, 0, 1, 1, 2, 2]);
-        assert_eq!(attempts(3, 2), [2, 2]);
-        assert!(attempts(3, 3).is_empty());
-        assert_eq!(attempts(1, 0), [0, 0]);
+    fn a_group_of_several_instances_gets_a_second_attempt_from_the_start_on() {
+        assert_eq!(attempts(&[3, 2, 2], 0), [0, 0, 1, 1, 2, 2]);
+        assert_eq!(attempts(&[3, 2, 2], 2), [2, 2]);
+        assert!(attempts(&[3, 2, 2], 3).is_empty());
+        // One instance (a single gateway): one attempt; none is never zero.
+        assert_eq!(attempts(&[2, 1, 0], 0), [0, 0, 1, 2]);
     }
 
     #[test]

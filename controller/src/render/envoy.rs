@@ -29,7 +29,7 @@
 
 use super::clusters::harden;
 use super::routes::{gateway_route, local_route, scheme_routes};
-use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, TargetRef};
+use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, Scheme, ServiceName, TargetRef};
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
@@ -135,7 +135,12 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .map(|service| {
             let envoy_cluster = local(service).envoy_cluster();
             let routes = match model.scheme_for_primary(&cluster.name, service) {
-                Some(scheme) => scheme_routes(scheme, &envoy_cluster, DEFAULT_ROUTE_HEADER),
+                Some(scheme) => scheme_routes(
+                    scheme,
+                    &envoy_cluster,
+                    &hosts_per_group(model, scheme),
+                    DEFAULT_ROUTE_HEADER,
+                ),
                 None => vec![local_route(&envoy_cluster)],
             };
             map! {
@@ -329,6 +334,19 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
          # Between clusters and to the controller: {security}.\n{yaml}",
         cluster.name, opts.ingress, cluster.gateway, opts.admin, opts.controller
     ))
+}
+
+/// How many instances each group of `scheme` reaches from its primary's cluster: the
+/// primary's endpoints, then one gateway per failover group (a MemberCluster has one
+/// gateway address).
+fn hosts_per_group(model: &Model, scheme: &Scheme) -> Vec<usize> {
+    let endpoints = model
+        .cluster(&scheme.primary.cluster)
+        .and_then(|c| c.services.get(&scheme.primary.service))
+        .map_or(1, |s| s.endpoints.len());
+    std::iter::once(endpoints)
+        .chain(scheme.groups.iter().map(|_| 1))
+        .collect()
 }
 
 fn domains(service: &ServiceName) -> Vec<String> {

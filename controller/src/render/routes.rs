@@ -22,8 +22,14 @@ const RETRY_MAX_INTERVAL: &str = "0.02s";
 const HOST_SELECTION_ATTEMPTS: u32 = 5;
 
 /// The ingress routes of `scheme`'s primary, whose Envoy cluster here is `primary`:
-/// header routes for starts 1..n, then the default route (start 0).
-pub fn scheme_routes(scheme: &Scheme, primary: &str, route_header: &str) -> Vec<Value> {
+/// header routes for starts 1..n, then the default route (start 0). `hosts[g]`: how many
+/// instances group g's clusters have (endpoints of the primary, gateway instances).
+pub fn scheme_routes(
+    scheme: &Scheme,
+    primary: &str,
+    hosts: &[usize],
+    route_header: &str,
+) -> Vec<Value> {
     let groups = group_clusters(scheme, primary);
     let mut routes = Vec::new();
     for start in (0..groups.len()).rev() {
@@ -32,12 +38,18 @@ pub fn scheme_routes(scheme: &Scheme, primary: &str, route_header: &str) -> Vec<
             routes.push(chain_route(
                 scheme,
                 &groups,
-                start,
+                &attempts(hosts, start),
                 header,
                 Methods::Replayable,
             ));
         }
-        routes.push(chain_route(scheme, &groups, start, header, Methods::Other));
+        routes.push(chain_route(
+            scheme,
+            &groups,
+            &attempts(hosts, start),
+            header,
+            Methods::Other,
+        ));
     }
     routes
 }
@@ -91,11 +103,11 @@ fn group_clusters(scheme: &Scheme, primary: &str) -> Vec<Vec<(String, u32)>> {
 fn chain_route(
     scheme: &Scheme,
     groups: &[Vec<(String, u32)>],
-    start: usize,
+    chain: &[usize],
     header: Option<(&str, usize)>,
     methods: Methods,
 ) -> Value {
-    let chain = attempts(groups.len(), start);
+    let start = chain.first().copied().unwrap_or_default();
     let policy = retry_policy(chain.len(), methods, scheme.replay.per_try_timeout);
     let priority_groups: Vec<Value> = chain
         .iter()
@@ -208,7 +220,7 @@ mod tests {
     fn routes() -> Vec<Value> {
         let model = example_model();
         let scheme = model.scheme_for_primary("east", &model.schemes[0].primary.service);
-        scheme_routes(scheme.unwrap(), "detour|east|apps|foo", "x-detour-route")
+        scheme_routes(scheme.unwrap(), "detour|east|apps|foo", &[2, 1, 1], "x-detour-route")
     }
 
     fn chain(route: &Value) -> Vec<Vec<&str>> {
@@ -259,10 +271,7 @@ mod tests {
             first["match"]["headers"][0]["string_match"]["exact"].as_str(),
             Some("2")
         );
-        assert_eq!(
-            chain(first),
-            [["detour|south|apps|foo"], ["detour|south|apps|foo"]]
-        );
+        assert_eq!(chain(first), [["detour|south|apps|foo"]]);
     }
 
     #[test]
