@@ -70,7 +70,7 @@ fn refuses_an_unknown_field() {
         "maxBodyBytes: 65536}",
         "maxBodyBytes: 65536, maxBodyByte: 1}",
         FOO,
-        "spec.replay.maxBodyByte: unknown field `maxBodyByte`, expected `methods` or `maxBodyBytes` (line 16, column",
+        "spec.replay.maxBodyByte: unknown field `maxBodyByte`, expected one of `methods`, `maxBodyBytes`, `perTryTimeout` (line 16, column",
     );
 }
 

@@ -218,7 +218,10 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
             serde_json::from_str(&route.replace(manifest_primary, &primary))
         })
         .collect::<Result<_, _>>()?;
-    ensure!(!routes.is_empty(), "route-patch.yaml has no route for foo.apps");
+    ensure!(
+        !routes.is_empty(),
+        "route-patch.yaml has no route for foo.apps"
+    );
     // Istio's own route to the service: its default timeout and retry policy.
     routes.push(json!({
         "name": "default",

@@ -150,7 +150,10 @@ fn killing_the_primary_under_get_load_loses_no_request() {
         metric("detour_ejections"),
         metric("detour_failover_apps_foo_group_1"),
     );
-    assert!(retries >= rescued as u64, "{retries} retries, {rescued} rescued");
+    assert!(
+        retries >= rescued as u64,
+        "{retries} retries, {rescued} rescued"
+    );
     assert!(metric("detour_ejections") >= 1.0);
     assert!(metric("detour_failover_apps_foo_group_1") >= 1.0);
 }

@@ -600,13 +600,25 @@ mod tests {
         let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
         let vhost = &hcm["route_config"]["virtual_hosts"][0];
         assert_eq!(vhost["domains"][1].as_str(), Some("foo.apps:*"));
+        // A route per start group (routes.rs has the details): the last one, without
+        // the route header, starts at east's own foo.
+        let routes = vhost["routes"].as_sequence().unwrap();
         assert_eq!(
-            vhost["routes"][0]["route"]["cluster_header"].as_str(),
+            routes[0]["match"]["headers"][0]["name"].as_str(),
             Some("x-detour-route")
         );
+        let last = routes.last().unwrap();
+        assert!(last["match"].get("headers").is_none());
         assert_eq!(
-            vhost["routes"][1]["route"]["cluster"].as_str(),
+            last["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]
+                ["priority_groups"][0]["clusters"][0]["cluster_name"]
+                .as_str(),
             Some("detour|east|apps|foo")
+        );
+        // The router's business, not the client's.
+        assert_eq!(
+            vhost["response_headers_to_remove"][0].as_str(),
+            Some("x-detour-gateway-flags")
         );
         let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
         assert_eq!(wasm["vm_config"]["vm_id"].as_str(), Some("detour"));
@@ -638,21 +650,27 @@ mod tests {
             early["typed_config"]["mutations"][0]["remove"].as_str(),
             Some("x-detour-route")
         );
-        // And every other detour header, so the filter can rely on it.
+        let mutations = early["typed_config"]["mutations"].as_sequence().unwrap();
+        // The router's retry and timeout knobs too...
+        let removed: Vec<&str> = mutations
+            .iter()
+            .filter_map(|m| m["remove"].as_str())
+            .collect();
+        assert!(removed.contains(&"x-envoy-retry-on"));
+        assert!(removed.contains(&"x-envoy-upstream-rq-timeout-ms"));
+        // ...and every other detour header, so the filter can rely on it.
         assert_eq!(
-            early["typed_config"]["mutations"][1]["remove_on_match"]["key_matcher"]["prefix"]
-                .as_str(),
+            mutations.last().unwrap()["remove_on_match"]["key_matcher"]["prefix"].as_str(),
             Some("x-detour-")
         );
         let filter = &hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
         let config = FilterConfig::parse(filter.as_str().unwrap().as_bytes()).unwrap();
         assert!(config.envoy_removes_client_headers);
-        // Envoy's own failure answers are marked for the filter.
-        assert!(config.envoy_flags_local_replies);
+        // When Envoy answers itself, the client learns why.
         let mapper = &hcm["local_reply_config"]["mappers"][0]["headers_to_add"][0]["header"];
         assert_eq!(
             (mapper["key"].as_str(), mapper["value"].as_str()),
-            (Some("x-detour-local-flags"), Some("%RESPONSE_FLAGS%"))
+            (Some("x-detour-reason"), Some("%RESPONSE_FLAGS%"))
         );
     }
 

@@ -33,13 +33,13 @@ pub fn scheme_routes(
     let groups = group_clusters(scheme, primary);
     let mut routes = Vec::new();
     for start in (0..groups.len()).rev() {
-        let header = (start > 0).then(|| (route_header, start));
+        let header = (start > 0).then_some(start);
         if !scheme.replay.methods.is_empty() {
             routes.push(chain_route(
                 scheme,
                 &groups,
                 &attempts(hosts, start),
-                header,
+                (route_header, header),
                 Methods::Replayable,
             ));
         }
@@ -47,7 +47,7 @@ pub fn scheme_routes(
             scheme,
             &groups,
             &attempts(hosts, start),
-            header,
+            (route_header, header),
             Methods::Other,
         ));
     }
@@ -104,7 +104,7 @@ fn chain_route(
     scheme: &Scheme,
     groups: &[Vec<(String, u32)>],
     chain: &[usize],
-    header: Option<(&str, usize)>,
+    (route_header, header): (&str, Option<usize>),
     methods: Methods,
 ) -> Value {
     let start = chain.first().copied().unwrap_or_default();
@@ -121,9 +121,9 @@ fn chain_route(
         })
         .collect();
     let mut matchers = Vec::new();
-    if let Some((name, start)) = header {
+    if let Some(start) = header {
         matchers.push(map! {
-            "name" => name,
+            "name" => route_header,
             "string_match" => map! { "exact" => start.to_string() },
         });
     }
@@ -162,6 +162,8 @@ fn chain_route(
         },
         // Envoy keeps this much of the body for a retry; a larger request goes once.
         "request_body_buffer_limit" => scheme.replay.max_body_bytes,
+        // Routing is done: neither a gateway nor a service has any use for it.
+        "request_headers_to_remove" => vec![route_header],
     }
 }
 
@@ -220,7 +222,12 @@ mod tests {
     fn routes() -> Vec<Value> {
         let model = example_model();
         let scheme = model.scheme_for_primary("east", &model.schemes[0].primary.service);
-        scheme_routes(scheme.unwrap(), "detour|east|apps|foo", &[2, 1, 1], "x-detour-route")
+        scheme_routes(
+            scheme.unwrap(),
+            "detour|east|apps|foo",
+            &[2, 1, 1],
+            "x-detour-route",
+        )
     }
 
     fn chain(route: &Value) -> Vec<Vec<&str>> {
@@ -253,14 +260,12 @@ mod tests {
                 ["detour|east|apps|foo"],
                 ["detour|east|apps|foo"],
                 ["detour|west|apps|foo"],
-                ["detour|west|apps|foo"],
-                ["detour|south|apps|foo"],
                 ["detour|south|apps|foo"],
             ]
         );
         assert_eq!(
             last["route"]["retry_policy"]["num_retries"].as_u64(),
-            Some(5)
+            Some(3)
         );
         let first = &r[0];
         assert_eq!(
