@@ -1,6 +1,7 @@
 //! Active health checking: one task per [`ProbeSpec`] probes on its interval and records
 //! the result on the shared [`HealthBoard`]; the table builder watches the board.
 
+pub mod grpc;
 pub mod probe;
 pub mod state;
 
