@@ -11,7 +11,7 @@
 //! gateway's address (its certificate names it).
 
 use super::grpc::{self, ServingStatus};
-use crate::client::{ClientError, Connections, HttpClient, drain};
+use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
 use crate::model::{CheckKind, ProbeSpec};
 use bytes::Bytes;
 use std::fmt;
@@ -217,6 +217,11 @@ async fn probe_grpc(
         Err(ClientError::Timeout(t)) => return ProbeResult::Timeout(t),
         Err(e) => return ProbeResult::Error(e.to_string()),
     };
+    grpc_result(&answer, started.elapsed())
+}
+
+/// What a whole `Check` answer means (`elapsed`: since the check began).
+fn grpc_result(answer: &Http2Answer, elapsed: Duration) -> ProbeResult {
     if answer.status != hyper::StatusCode::OK {
         return ProbeResult::BadStatus {
             status: answer.status.as_u16(),
@@ -247,10 +252,131 @@ async fn probe_grpc(
         };
     }
     match grpc::decode_response(&answer.body) {
-        Ok(ServingStatus::Serving) => ProbeResult::Serving {
-            elapsed: started.elapsed(),
-        },
+        Ok(ServingStatus::Serving) => ProbeResult::Serving { elapsed },
         Ok(status) => ProbeResult::NotServing(status),
         Err(e) => ProbeResult::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    fn answer(
+        status: u16,
+        headers: &[(&str, &str)],
+        trailers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Http2Answer {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        Http2Answer {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            headers: map(headers),
+            body: Bytes::copy_from_slice(body),
+            trailers: map(trailers),
+        }
+    }
+
+    const SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 1];
+    const NOT_SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 2];
+    const MS: Duration = Duration::from_millis(3);
+
+    #[test]
+    fn serving_with_status_0_passes_and_nothing_else_does() {
+        let ok = grpc_result(&answer(200, &[], &[("grpc-status", "0")], SERVING), MS);
+        assert_eq!(ok, ProbeResult::Serving { elapsed: MS });
+        assert!(ok.passed());
+        assert_eq!(ok.label(), "success");
+        assert_eq!(ok.to_string(), "gRPC SERVING in 3ms");
+
+        let not = grpc_result(&answer(200, &[], &[("grpc-status", "0")], NOT_SERVING), MS);
+        assert_eq!(not, ProbeResult::NotServing(ServingStatus::NotServing));
+        assert_eq!(not.to_string(), "gRPC NOT_SERVING");
+        assert!(!not.passed());
+
+        // A non-zero status fails whatever the body says.
+        let failed = grpc_result(
+            &answer(
+                200,
+                &[],
+                &[
+                    ("grpc-status", "14"),
+                    ("grpc-message", "upstream connect error"),
+                ],
+                SERVING,
+            ),
+            MS,
+        );
+        assert_eq!(
+            failed,
+            ProbeResult::GrpcStatus {
+                code: 14,
+                message: "upstream connect error".into()
+            }
+        );
+        assert_eq!(
+            failed.to_string(),
+            "gRPC status 14 (UNAVAILABLE): upstream connect error"
+        );
+        assert_eq!(failed.label(), "failure");
+    }
+
+    #[test]
+    fn a_headers_only_answer_carries_its_status_in_the_headers() {
+        let r = grpc_result(&answer(200, &[("grpc-status", "12")], &[], &[]), MS);
+        assert!(
+            matches!(r, ProbeResult::GrpcStatus { code: 12, .. }),
+            "{r:?}"
+        );
+        assert_eq!(r.to_string(), "gRPC status 12 (UNIMPLEMENTED)");
+        // The trailers, when there are some, are what counts.
+        let r = grpc_result(
+            &answer(
+                200,
+                &[("grpc-status", "0")],
+                &[("grpc-status", "2")],
+                SERVING,
+            ),
+            MS,
+        );
+        assert!(
+            matches!(r, ProbeResult::GrpcStatus { code: 2, .. }),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn answers_that_are_not_grpc_fail() {
+        assert_eq!(
+            grpc_result(&answer(503, &[], &[], b"no healthy upstream"), MS),
+            ProbeResult::BadStatus { status: 503 }
+        );
+        for (trailers, body, why) in [
+            (&[][..], SERVING, "no grpc-status"),
+            (&[("grpc-status", "ok")][..], SERVING, "is no number"),
+            (&[("grpc-status", "0")][..], &[][..], "has no message"),
+            (
+                &[("grpc-status", "0")][..],
+                &[1, 0, 0, 0, 0][..],
+                "compressed",
+            ),
+        ] {
+            let r = grpc_result(&answer(200, &[], trailers, body), MS);
+            assert!(
+                matches!(&r, ProbeResult::Error(e) if e.contains(why)),
+                "{trailers:?} {body:?}: {r:?}"
+            );
+            assert!(!r.passed());
+        }
     }
 }
