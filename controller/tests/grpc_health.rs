@@ -13,10 +13,11 @@ mod common;
 use common::envoy::*;
 use common::tls::Certs;
 use common::*;
+use detour::client::Connections;
 use detour::health::grpc::ServingStatus;
 use detour::health::probe::{ProbeResult, Prober};
 use detour::model::{Address, CheckKind, HealthCheck, Host, ProbeSpec, ServiceName, TargetRef};
-use detour::tls::identity::{ControllerRole, Identity};
+use detour::tls::client::{mtls_client, probe_files};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -242,8 +243,11 @@ async fn grpc_checks_pass_through_a_real_gateway_in_plaintext_and_over_mtls() {
         std::fs::write(&file, yaml).unwrap();
         let log = tmp.path().join(format!("west-{mtls}.log"));
         let _envoy = Envoy::start(&envoy, &file, &log, admin).await;
+        // As `detour serve` makes it: the probe's certificate, connections kept.
         let prober = match &certs {
-            Some(c) => Prober::tls(c.client(&Identity::Controller(ControllerRole::Probe))),
+            Some(c) => {
+                Prober::tls(mtls_client(&probe_files(&c.layout()), Connections::Reused).unwrap())
+            }
             None => Prober::new(),
         };
         let via = SocketAddr::from(([127, 0, 0, 1], gateway));
@@ -261,6 +265,11 @@ async fn grpc_checks_pass_through_a_real_gateway_in_plaintext_and_over_mtls() {
         assert_eq!(
             stat(admin, &format!("{listener}.downstream_cx_http1_total")).await,
             0
+        );
+        // Every check shared one connection to the gateway.
+        assert_eq!(
+            stat(admin, &format!("{listener}.downstream_cx_total")).await,
+            1
         );
         if mtls {
             let handshakes = format!("listener.127.0.0.1_{gateway}.ssl.handshake");
