@@ -363,3 +363,58 @@ async fn a_grpc_call_crosses_clusters_over_mtls_in_http2() {
         "west's gateway took it in HTTP/2"
     );
 }
+
+/// `detour serve` checks a scheme with `healthCheck.grpc` through the real gateway: west
+/// is Healthy while its gRPC server says SERVING, and Unhealthy once it is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_checks_grpc_targets_through_their_gateway() {
+    let Some(envoy) = envoy() else { return };
+    let Some(python) = python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut server = GrpcServer::start(&python);
+    let (gateway, admin) = (free_port(), free_port());
+    let config = west_config(server.addr, gateway);
+    let yaml = render_west(&config, admin, &stub_filter(tmp.path()), None);
+    let file = tmp.path().join("west.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let _envoy = Envoy::start(&envoy, &file, &tmp.path().join("west.log"), admin).await;
+    let controller = Controller::start(config.path()).await;
+    wait_for_west(&controller, "Healthy").await;
+    assert!(stat(admin, "http.detour_gateway.downstream_cx_http2_total").await >= 1);
+    server.kill();
+    wait_for_west(&controller, "Unhealthy").await;
+    // The gateway answered for the dead service, as gRPC (the status page follows the
+    // table a moment later).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let status = controller.get("/v1/status", None).await.json();
+        let last = status["schemes"][0]["groups"][1][0]["lastCheck"].clone();
+        if last
+            .as_str()
+            .is_some_and(|l| l.starts_with("gRPC status 14 (UNAVAILABLE)"))
+        {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until west's health in east's table is `wanted` (east's and south's gateways
+/// are nowhere).
+async fn wait_for_west(controller: &Controller, wanted: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let table = controller.get("/v1/tables/east", None).await.json();
+        // Group 0 is the primary (east), group 1 west.
+        let now = table["schemes"][0]["groups"][1][0]["health"].clone();
+        if now == wanted {
+            return;
+        }
+        if std::time::Instant::now() > deadline {
+            let status = controller.get("/v1/status", None).await.body;
+            panic!("west is {now}, not {wanted}: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
