@@ -444,6 +444,15 @@ mod tests {
     }
 
     #[test]
+    fn checks_say_what_they_ask() {
+        assert_eq!(CheckKind::default().to_string(), "GET /healthz");
+        let grpc = CheckKind::Grpc {
+            service_name: String::new(),
+        };
+        assert_eq!(grpc.to_string(), "gRPC Health/Check of \"\"");
+    }
+
+    #[test]
     fn http2_and_grpc_speak_http2() {
         assert_eq!(Protocol::default(), Protocol::Http);
         assert!(!Protocol::Http.is_http2());

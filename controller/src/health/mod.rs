@@ -127,6 +127,7 @@ impl Checker {
                 cluster = %spec.target.cluster,
                 service = %spec.target.service,
                 gateway = %spec.gateway,
+                check = %spec.check.kind,
             );
             let task = tokio::spawn(
                 check_forever(
