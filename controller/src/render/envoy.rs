@@ -27,7 +27,8 @@
 //! Checking identities by URI SAN rather than by address keeps one gateway from
 //! impersonating another even when they share a load balancer's address.
 
-use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, Protocol, ServiceName, TargetRef};
+use crate::model::Protocol;
+use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, TargetRef};
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
