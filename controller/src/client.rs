@@ -79,8 +79,8 @@ impl Connections {
 /// HTTP/2 clients, one per server: a gRPC request's `:authority` (`NAME.NS`) is not
 /// the server it goes to (a gateway), and HTTP/2 takes the authority from the URL, which
 /// a client also uses to pick the connection. Each server's client connects to that
-/// server whatever the URL says, so its connections are shared by every check of every
-/// service behind that gateway.
+/// server whatever the URL says; within it, hyper keeps one connection per authority,
+/// so every check of one service through one gateway is a stream on one connection.
 #[derive(Clone, Debug)]
 struct Http2 {
     connections: Connections,
