@@ -1,6 +1,7 @@
 //! Active health checking: one task per [`ProbeSpec`] probes on its interval and records
 //! the result on the shared [`HealthBoard`]; the table builder watches the board.
 
+pub mod grpc;
 pub mod probe;
 pub mod state;
 
@@ -126,6 +127,7 @@ impl Checker {
                 cluster = %spec.target.cluster,
                 service = %spec.target.service,
                 gateway = %spec.gateway,
+                check = %spec.check.kind,
             );
             let task = tokio::spawn(
                 check_forever(

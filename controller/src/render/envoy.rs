@@ -29,7 +29,9 @@
 
 use super::clusters::harden;
 use super::routes::{gateway_route, local_route, scheme_routes};
-use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, Scheme, ServiceName, TargetRef};
+use crate::model::{
+    Address, CONTROLLER_CLUSTER, Host, Model, Protocol, Scheme, ServiceName, TargetRef,
+};
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
@@ -273,7 +275,8 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .services
         .values()
         .map(|s| {
-            let mut c = envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None);
+            let c = envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None);
+            let mut c = speaking(s.protocol, c);
             harden(&mut c, true);
             c
         })
@@ -285,7 +288,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .collect();
     for t in remote {
         if let Some(there) = model.cluster(&t.cluster) {
-            let mut c = envoy_cluster(
+            let c = envoy_cluster(
                 &t.envoy_cluster(),
                 std::slice::from_ref(&there.gateway),
                 tls.as_ref().map(|tls| {
@@ -296,6 +299,9 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                     )
                 }),
             );
+            // The gateway passes requests on as they came: it must get what its
+            // service speaks.
+            let mut c = speaking(model.protocol(t), c);
             harden(&mut c, false);
             clusters.push(c);
         }
@@ -415,12 +421,21 @@ impl Tls {
             Tls::uri_san(map! { "safe_regex" => map! { "regex" => envoys } }),
             Tls::uri_san(map! { "exact" => Identity::Controller(ControllerRole::Probe).uri() }),
         ];
+        let mut context = self.context(ClusterRole::Gateway, peers);
+        // HTTP/2 for clusters (and gRPC checks) that ask for it by ALPN, HTTP/1.1 for
+        // the rest; the connection manager's AUTO codec follows what was agreed.
+        if let Value::Mapping(m) = &mut context {
+            m.insert(
+                Value::from("alpn_protocols"),
+                Value::from(vec![ALPN_H2, ALPN_HTTP11]),
+            );
+        }
         map! {
             "name" => "envoy.transport_sockets.tls",
             "typed_config" => map! {
                 "@type" => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                 "require_client_certificate" => true,
-                "common_tls_context" => self.context(ClusterRole::Gateway, peers),
+                "common_tls_context" => context,
             },
         }
     }
@@ -541,6 +556,39 @@ fn envoy_cluster(name: &str, endpoints: &[Address], transport_socket: Option<Val
     };
     if let (Some(socket), Value::Mapping(m)) = (transport_socket, &mut cluster) {
         m.insert(Value::from("transport_socket"), socket);
+    }
+    cluster
+}
+
+const ALPN_H2: &str = "h2";
+const ALPN_HTTP11: &str = "http/1.1";
+
+/// `cluster` (from [`envoy_cluster`]) speaking what `protocol` needs: HTTP/2 for
+/// `http2` and `grpc` (h2c, or h2 agreed by ALPN when the cluster has TLS), Envoy's
+/// default HTTP/1.1 otherwise.
+fn speaking(protocol: Protocol, mut cluster: Value) -> Value {
+    if !protocol.is_http2() {
+        return cluster;
+    }
+    let Value::Mapping(m) = &mut cluster else {
+        return cluster;
+    };
+    m.insert(
+        Value::from("typed_extension_protocol_options"),
+        map! {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" => map! {
+                "@type" => "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config" => map! { "http2_protocol_options" => Mapping::new() },
+            },
+        },
+    );
+    let tls_context = m
+        .get_mut("transport_socket")
+        .and_then(|t| t.get_mut("typed_config"))
+        .and_then(|c| c.get_mut("common_tls_context"))
+        .and_then(Value::as_mapping_mut);
+    if let Some(context) = tls_context {
+        context.insert(Value::from("alpn_protocols"), Value::from(vec![ALPN_H2]));
     }
     cluster
 }
@@ -776,6 +824,112 @@ mod tests {
                 .as_str(),
             Some("west-gw.example.com")
         );
+    }
+
+    /// The example with `apps/foo` speaking `protocol` in the clusters named.
+    fn speaking_model(protocol: &str, clusters: &[&str]) -> Model {
+        let mut text = EXAMPLE.to_string();
+        for c in clusters {
+            let at = text.find(&format!("metadata: {{name: {c}}}")).unwrap();
+            let rest = text[at..].replacen(
+                "port: 8080, endpoints",
+                &format!("port: 8080, protocol: {protocol}, endpoints"),
+                1,
+            );
+            text = format!("{}{rest}", &text[..at]);
+        }
+        build_model(&parse_file("t.yaml", &text).0).unwrap()
+    }
+
+    fn protocol_options(cluster: &Value) -> Option<&Value> {
+        cluster.get("typed_extension_protocol_options")
+    }
+
+    #[test]
+    fn http2_and_grpc_services_get_http2_locally_and_through_gateways() {
+        let http2 = |c: &Value| {
+            let options =
+                &protocol_options(c)?["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+            assert_eq!(
+                options["@type"].as_str(),
+                Some("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            );
+            Some(
+                options["explicit_http_config"]["http2_protocol_options"]
+                    .as_mapping()?
+                    .is_empty(),
+            )
+        };
+        // HTTP/1.1 services: no HTTP/2 (a local cluster names HTTP/1.1 explicitly, beside
+        // its upstream filters; a remote one says nothing).
+        let b = rendered("east");
+        for c in b["static_resources"]["clusters"].as_sequence().unwrap() {
+            assert_eq!(http2(c), None, "{c:?}");
+        }
+        // grpc in east and west, http2 in south: HTTP/2 to every one of them.
+        let mut model = speaking_model("grpc", &["east", "west"]);
+        let south = speaking_model("http2", &["south"]);
+        model
+            .clusters
+            .insert("south".into(), south.clusters["south"].clone());
+        let b: Value = serde_norway::from_str(&render(&model, &opts("east")).unwrap()).unwrap();
+        let clusters = &b["static_resources"]["clusters"];
+        for c in &clusters.as_sequence().unwrap()[..3] {
+            assert_eq!(http2(c), Some(true), "{:?}", c["name"]);
+        }
+        assert!(
+            protocol_options(&clusters[3]).is_none(),
+            "the controller speaks HTTP/1.1"
+        );
+
+        // A remote target speaks what its service speaks in its own cluster: west's foo
+        // is grpc while east's is HTTP/1.1.
+        let model = speaking_model("grpc", &["west"]);
+        let b: Value = serde_norway::from_str(&render(&model, &opts("east")).unwrap()).unwrap();
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(names(clusters)[0], "detour|east|apps|foo");
+        assert_eq!(http2(&clusters[0]), None);
+        assert!(
+            protocol_options(&clusters[1]).is_none(),
+            "south's foo is HTTP/1.1"
+        );
+        assert_eq!(names(clusters)[2], "detour|west|apps|foo");
+        assert_eq!(http2(&clusters[2]), Some(true));
+        // West's own Envoy speaks HTTP/2 to its pods (and so its gateway does).
+        let b: Value = serde_norway::from_str(&render(&model, &opts("west")).unwrap()).unwrap();
+        assert_eq!(http2(&b["static_resources"]["clusters"][0]), Some(true));
+    }
+
+    #[test]
+    fn with_certs_http2_is_agreed_by_alpn() {
+        let mut o = opts("east");
+        o.certs = Some("/certs".into());
+        let model = speaking_model("grpc", &["west"]);
+        let b: Value = serde_norway::from_str(&render(&model, &o).unwrap()).unwrap();
+        let alpn = |c: &Value| {
+            c["transport_socket"]["typed_config"]["common_tls_context"]
+                .get("alpn_protocols")
+                .cloned()
+        };
+        let gw = &b["static_resources"]["listeners"][1]["filter_chains"][0];
+        assert_eq!(
+            alpn(gw),
+            Some(Value::from(vec!["h2", "http/1.1"])),
+            "the gateway offers both"
+        );
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(names(clusters)[2], "detour|west|apps|foo");
+        assert_eq!(alpn(&clusters[2]), Some(Value::from(vec!["h2"])));
+        // Its certificates are untouched.
+        assert_eq!(
+            clusters[2]["transport_socket"]["typed_config"]["common_tls_context"]
+                ["tls_certificates"][0]["certificate_chain"]["filename"]
+                .as_str(),
+            Some("/certs/clusters/east/envoy.crt")
+        );
+        // HTTP/1.1 targets and the controller offer no ALPN, as before.
+        assert_eq!(alpn(&clusters[1]), None);
+        assert_eq!(alpn(&clusters[3]), None);
     }
 
     #[test]
