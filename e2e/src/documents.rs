@@ -34,25 +34,42 @@ pub fn write_config(dir: &Path, setup: &Setup, layout: &Layout) -> Result<Vec<Pa
         .collect()
 }
 
-/// The `MemberCluster` of one member: its gateway and its one service's endpoint.
+/// The `MemberCluster` of one member: its gateway (`address`, or `addresses` when it
+/// has several instances) and its one service's endpoints.
 pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
     let service = &setup.service;
+    let gateway = match member.gateways.as_slice() {
+        [_, _, ..] => format!(
+            "addresses: [{}]",
+            member
+                .gateways
+                .iter()
+                .map(|g| g.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!("address: {}", member.gateway.ip()),
+    };
+    let endpoints = member
+        .services
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
 metadata: {{name: {name}}}
 spec:
-  gateway: {{address: {gw_ip}, port: {gw_port}}}
+  gateway: {{{gateway}, port: {gw_port}}}
   services:
-  - {{name: {svc}, namespace: {ns}, port: {port}, endpoints: [\"{endpoint}\"]}}
+  - {{name: {svc}, namespace: {ns}, port: {port}, endpoints: [{endpoints}]}}
 ",
         name = member.name,
-        gw_ip = member.gateway.ip(),
         gw_port = member.gateway.port(),
         svc = service.name,
         ns = service.namespace,
         port = member.service.port(),
-        endpoint = member.service,
     )
 }
 
@@ -92,7 +109,7 @@ spec:
 {groups}  healthCheck: {{path: {path}, interval: {interval}, timeout: {timeout},
                 unhealthyThreshold: {unhealthy}, healthyThreshold: {healthy}}}
   failback: {{stableFor: {stable_for}}}
-  replay: {{methods: [{methods}], maxBodyBytes: {max_body}}}
+  replay: {{methods: [{methods}], maxBodyBytes: {max_body}{per_try}}}
 ",
         name = service.name,
         ns = service.namespace,
@@ -105,6 +122,11 @@ spec:
         stable_for = duration(setup.stable_for),
         methods = setup.replay.methods.join(", "),
         max_body = setup.replay.max_body_bytes,
+        per_try = setup
+            .replay
+            .per_try_timeout
+            .map(|t| format!(", perTryTimeout: {}", duration(t)))
+            .unwrap_or_default(),
     )
 }
 
@@ -132,6 +154,9 @@ mod tests {
             gateway: "127.0.2.1:15443".parse().unwrap(),
             admin: "127.0.2.1:20002".parse().unwrap(),
             service: "127.0.2.10:8080".parse().unwrap(),
+            services: vec!["127.0.2.10:8080".parse().unwrap()],
+            gateways: vec!["127.0.2.1:15443".parse().unwrap()],
+            gateway_envoys: Vec::new(),
         };
         assert_eq!(
             member_cluster(&setup, &west),
@@ -162,6 +187,38 @@ spec:
   replay: {methods: [GET, HEAD, OPTIONS, PUT, DELETE], maxBodyBytes: 65536}
 "#
         );
+    }
+
+    #[test]
+    fn several_instances_and_gateways_are_listed() {
+        let mut setup = Setup::for_tests();
+        setup.replay.per_try_timeout = Some(Duration::from_millis(500));
+        let west = MemberAddrs {
+            name: "west".into(),
+            ingress: "127.0.2.1:20001".parse().unwrap(),
+            gateway: "127.0.2.1:15443".parse().unwrap(),
+            admin: "127.0.2.1:20002".parse().unwrap(),
+            service: "127.0.2.10:8080".parse().unwrap(),
+            services: vec![
+                "127.0.2.10:8080".parse().unwrap(),
+                "127.0.2.11:8081".parse().unwrap(),
+            ],
+            gateways: vec![
+                "127.0.2.1:15443".parse().unwrap(),
+                "127.0.2.2:15443".parse().unwrap(),
+            ],
+            gateway_envoys: Vec::new(),
+        };
+        let member = member_cluster(&setup, &west);
+        assert!(
+            member.contains("gateway: {addresses: [127.0.2.1, 127.0.2.2], port: 15443}"),
+            "{member}"
+        );
+        assert!(
+            member.contains(r#"endpoints: ["127.0.2.10:8080", "127.0.2.11:8081"]"#),
+            "{member}"
+        );
+        assert!(failover_scheme(&setup).contains("maxBodyBytes: 65536, perTryTimeout: 500ms}"));
     }
 
     #[test]

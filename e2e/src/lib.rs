@@ -28,6 +28,7 @@ pub mod paths;
 pub mod ports;
 pub mod process;
 pub mod ready;
+pub mod rendered;
 pub mod runtime;
 pub mod setup;
 pub mod table;

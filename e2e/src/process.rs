@@ -103,6 +103,21 @@ impl Process {
         self.starts
     }
 
+    /// Sends `sig` (e.g. SIGSTOP, SIGCONT) to the running process.
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<()> {
+        self.ensure_running()?;
+        let pid = self.pid().context("no process")?;
+        if !signal(pid, sig) {
+            bail!("signal {sig} to {} ({pid}) failed", self.spec.name);
+        }
+        Ok(())
+    }
+
+    /// Its resident memory now (`VmRSS`), `None` when it is not running.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.pid().and_then(rss_bytes)
+    }
+
     fn start(&mut self) -> Result<()> {
         let spec = &self.spec;
         let mut log = OpenOptions::new()
@@ -220,6 +235,14 @@ pub fn signal(pid: u32, sig: libc::c_int) -> bool {
     rc == 0
 }
 
+/// The resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in bytes.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Whether a process with this pid exists (and is not a zombie we could still reap).
 pub fn pid_alive(pid: u32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
@@ -290,6 +313,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("detour-e2e-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_running_process_has_a_resident_size() {
+        let dir = scratch("rss");
+        let process = sleeper(&dir).spawn().unwrap();
+        assert!(process.rss_bytes().unwrap() > 0);
+        assert!(rss_bytes(std::process::id()).unwrap() > 1 << 20);
     }
 
     #[test]

@@ -12,12 +12,16 @@
 //!
 //! Query parameters: `delay_ms=N` holds the answer N ms (a request in flight when the
 //! process is killed), `size=N` pads the answer to at least N bytes, `echo` answers
-//! with the request body instead of JSON.
+//! with the request body instead of JSON, `status=N` answers with that status instead
+//! of 200, and `gateway_flags=F` adds `x-detour-gateway-flags: F` to the answer: a service
+//! (or a proxy behind it) forging a detour gateway's failure marks, which detour must not
+//! believe.
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use detour_e2e::client::{SERVED_BY, TEST_ID};
 use detour_e2e::upstream::{Answer, HEALTH_PATH, Record};
+use detour_filter::config::GATEWAY_FLAGS_HEADER;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
@@ -144,6 +148,13 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Respo
     server.append(&record)?;
 
     let query = parts.uri.query().unwrap_or("");
+    let mut builder = builder;
+    if let Some(status) = query_value(query, "status").and_then(|v| v.parse::<u16>().ok()) {
+        builder = builder.status(status);
+    }
+    if let Some(flags) = query_value(query, "gateway_flags") {
+        builder = builder.header(GATEWAY_FLAGS_HEADER, flags);
+    }
     if let Some(ms) = query_value(query, "delay_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
