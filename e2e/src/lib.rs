@@ -17,6 +17,7 @@ pub mod browser;
 pub mod certs;
 pub mod client;
 pub mod controller;
+pub mod deliveries;
 pub mod documents;
 pub mod envoy;
 pub mod envoy_log;
