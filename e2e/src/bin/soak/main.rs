@@ -41,8 +41,8 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_PAUSE: Duration = Duration::from_millis(500);
 const MAX_PAUSE: Duration = Duration::from_secs(2);
 /// Load before the chaos starts and after it ends.
-const WARM: Duration = Duration::from_secs(3);
-const CALM: Duration = Duration::from_secs(5);
+const WARM: Duration = Duration::from_secs(2);
+const CALM: Duration = Duration::from_secs(3);
 const MEMORY_EVERY: Duration = Duration::from_secs(5);
 /// How long everything may take to come back after the chaos.
 const SETTLE: Duration = Duration::from_secs(60);
