@@ -83,7 +83,7 @@ impl HealthBoard {
             let Some(state) = map.get_mut(spec) else {
                 return false; // forgotten while the probe was in flight
             };
-            let transition = state.observe(result.passed(), &spec.check, Instant::now());
+            let transition = state.observe(result.check(), &spec.check, Instant::now());
             state.last = Some(result.to_string());
             if let Some(t) = transition {
                 changed = Some((t.from, state.clone()));

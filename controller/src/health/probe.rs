@@ -12,6 +12,7 @@
 
 use super::grpc::{self, ServingStatus};
 use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
+use super::state::{Cause, Check};
 use crate::model::{CheckKind, ProbeSpec};
 use bytes::Bytes;
 use std::fmt;
@@ -51,6 +52,16 @@ pub enum ProbeResult {
 }
 
 impl ProbeResult {
+    /// The result as the health state machine takes it: a pass, a failure the gateway
+    /// answered (the service failed behind it), or no answer from the gateway at all.
+    pub fn check(&self) -> Check {
+        match self {
+            _ if self.passed() => Check::Passed,
+            ProbeResult::Timeout(_) | ProbeResult::Error(_) => Check::Failed(Cause::Gateway),
+            _ => Check::Failed(Cause::Service),
+        }
+    }
+
     pub fn passed(&self) -> bool {
         matches!(
             self,
