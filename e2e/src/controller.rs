@@ -59,7 +59,7 @@ pub struct RenderEnvoy {
     pub certs: Option<PathBuf>,
     /// `--gateway-address`: which of the cluster's gateway addresses this Envoy's
     /// gateway listener binds; `None`: the first.
-    pub gateway_address: Option<std::net::IpAddr>,
+    pub gateway_address: Option<SocketAddr>,
 }
 
 /// The `detour` command line.

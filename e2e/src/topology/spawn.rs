@@ -93,7 +93,7 @@ impl Render<'_> {
         let gateway_address = match role.gateway {
             // The first address is render's default: leave the flag out, as users do.
             None | Some(0) => None,
-            Some(i) => Some(role.member.gateways.get(i).context("no such gateway")?.ip()),
+            Some(i) => Some(*role.member.gateways.get(i).context("no such gateway")?),
         };
         let rendered = self.detour.render_envoy(&RenderEnvoy {
             config: self.config_dir.to_path_buf(),
