@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 /// The cluster the load enters through (its ingress Envoy is never touched).
 pub const ENTRY: &str = "east";
+/// One step in this many takes a whole service down in one cluster.
+const OUTAGE_ONE_IN: usize = 8;
 
 /// A part the chaos may disrupt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,6 +41,9 @@ pub enum Action {
     Kill,
     Freeze,
     Restart,
+    /// Every instance of a cluster's service killed at once: the service is down there,
+    /// and only then may traffic leave the cluster.
+    Outage,
 }
 
 /// A small xorshift generator: reproducible runs from a printed seed, no dependency.
@@ -117,6 +122,9 @@ impl Chaos {
     /// Brings back what is due, then does one random disruption.
     pub fn step(&mut self, t: &mut Topology, rng: &mut Rng) -> Result<()> {
         self.revive(t, false)?;
+        if rng.below(OUTAGE_ONE_IN) == 0 {
+            return self.outage(t, rng);
+        }
         let parts: Vec<Part> = self
             .states
             .iter()
@@ -133,7 +141,7 @@ impl Chaos {
             _ => Action::Restart,
         };
         // A restart is a kill too, for as long as the part takes to come back.
-        if part != Part::Controller && !self.survives_without(part) {
+        if part != Part::Controller && !self.survives_without(&[part]) {
             self.tally.refused += 1;
             return Ok(());
         }
@@ -150,6 +158,8 @@ impl Chaos {
                 self.states.insert(part, State::Frozen(back));
             }
             Action::Restart => self.restart(t, part)?,
+            // Of a whole cluster's service, never of one part ([`Chaos::outage`]).
+            Action::Outage => return Ok(()),
         }
         *self
             .tally
@@ -203,11 +213,47 @@ impl Chaos {
         }
     }
 
-    /// Whether, with `part` down too, some cluster still has a live instance its
+    /// Kills every instance of one random cluster's service, when all are up and some
+    /// other cluster can still answer.
+    fn outage(&mut self, t: &mut Topology, rng: &mut Rng) -> Result<()> {
+        let c = rng.below(self.clusters.len());
+        let instances: Vec<Part> = self
+            .states
+            .keys()
+            .filter(|p| matches!(p, Part::Instance(pc, _) if *pc == c))
+            .copied()
+            .collect();
+        let all_up = instances
+            .iter()
+            .all(|p| self.states.get(p) == Some(&State::Up));
+        if !all_up || !self.survives_without(&instances) {
+            self.tally.refused += 1;
+            return Ok(());
+        }
+        let back =
+            Instant::now() + rng.between(Duration::from_millis(1500), Duration::from_secs(5));
+        for part in &instances {
+            self.kill(t, *part)?;
+            self.states.insert(*part, State::Down(back));
+        }
+        *self
+            .tally
+            .done
+            .entry((format!("{} service", self.name(c)), Action::Outage))
+            .or_default() += 1;
+        self.note(&format!(
+            "Outage: every instance of {} for {} ms",
+            self.name(c),
+            back.saturating_duration_since(Instant::now()).as_millis()
+        ));
+        Ok(())
+    }
+
+    /// Whether, with `parts` down too, some cluster still has a live instance its
     /// traffic can reach: in the entry cluster directly, elsewhere through a live
     /// gateway of that cluster.
-    fn survives_without(&self, part: Part) -> bool {
-        let up = |p: Part| p != part && self.states.get(&p) == Some(&State::Up);
+    fn survives_without(&self, parts: &[Part]) -> bool {
+        let up = |p: Part| !parts.contains(&p) && self.states.get(&p) == Some(&State::Up);
         (0..self.clusters.len()).any(|c| {
             let instance = self
                 .states
