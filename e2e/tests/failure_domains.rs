@@ -412,7 +412,8 @@ fn a_federation_started_all_at_once_loses_no_get_to_an_early_kill() {
         "{:#?}",
         summaries(report.failures())
     );
-    let early = served_elsewhere(report.samples.iter().filter(|s| s.sent < killed), "east");
+    // Answered before the kill (one sent just before it may be answered by west).
+    let early = served_elsewhere(report.samples.iter().filter(|s| s.done() < killed), "east");
     assert!(
         early.is_empty(),
         "east's healthy traffic left east: {:#?}",
