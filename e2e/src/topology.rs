@@ -20,7 +20,7 @@ mod spawn;
 
 use crate::certs::Certs;
 use crate::client::{HttpClient, Reply};
-use crate::controller::{Controller, Detour};
+use crate::controller::{Controller, ControllerSpec, Detour};
 use crate::documents::write_config;
 use crate::envoy::{Envoy, EnvoySpec};
 use crate::fake_controller::FakeController;
@@ -85,7 +85,7 @@ impl Topology {
         }
         topology.controller = topology
             .controller_spec()
-            .map(|spec| crate::controller::Controller::start(&spec, &topology.out))
+            .map(|spec| Controller::start(&spec, &topology.out))
             .transpose()?;
         topology.envoys = topology.spawn_envoys()?;
         for envoy in &mut topology.envoys {
@@ -156,14 +156,12 @@ impl Topology {
         })
     }
 
-    fn controller_spec(&self) -> Option<crate::controller::ControllerSpec> {
-        (self.setup.controller == ControllerKind::Detour).then(|| {
-            crate::controller::ControllerSpec {
-                config: self.config_dir.clone(),
-                listen: self.layout.controller,
-                ops_listen: self.layout.controller_ops,
-                certs: self.certs.clone(),
-            }
+    fn controller_spec(&self) -> Option<ControllerSpec> {
+        (self.setup.controller == ControllerKind::Detour).then(|| ControllerSpec {
+            config: self.config_dir.clone(),
+            listen: self.layout.controller,
+            ops_listen: self.layout.controller_ops,
+            certs: self.certs.clone(),
         })
     }
 

@@ -9,7 +9,8 @@
 //! restarts the controller, always leaving a live instance reachable somewhere; then
 //! everything comes back, the load runs a few calm seconds and stops.
 //!
-//! The report ([`report`]; also `e2e/out/soak/report.txt`, beside every process's log):
+//! The report ([`report`]; also `e2e/out/soak/report.txt`, beside every process's log,
+//! `chaos.log` and `failures.txt`):
 //! failed GETs (must be 0), POSTs delivered twice (must be 0), failed POSTs by status and
 //! `x-detour-reason`, latency quantiles, RSS of the Envoys and the controller at start
 //! and end (bounded growth, [`memory::GROWTH_BOUND`]), what the chaos did. Exits 0 when
@@ -184,6 +185,9 @@ fn run(args: &Args) -> Result<bool> {
         text.push_str(&format!("FAIL: {}\n", verdict.violations.join("; ")));
     }
     print!("{text}");
+    let failures = t.out().file("failures.txt");
+    std::fs::write(&failures, report::failures(&report))
+        .with_context(|| format!("writing {}", failures.display()))?;
     let path = t.out().file("report.txt");
     std::fs::write(&path, &text).with_context(|| format!("writing {}", path.display()))?;
     Ok(verdict.violations.is_empty())

@@ -40,7 +40,12 @@ pub fn judge(
 
     for method in IDEMPOTENT {
         let failed = report.failures_of(method);
-        let _ = writeln!(text, "failed {method}s: {}", failed.len());
+        let _ = writeln!(
+            text,
+            "failed {method}s: {}, by status, x-detour-reason: {:?}",
+            failed.len(),
+            count_by(failed.iter().copied(), status_reason)
+        );
         for sample in failed.iter().take(10) {
             let _ = writeln!(text, "  {} sent {}", sample.summary(), utc_at(sample.sent));
         }
@@ -77,10 +82,7 @@ pub fn judge(
         } else {
             "reached no instance"
         };
-        match (s.status(), s.reason()) {
-            (Some(status), reason) => format!("{status} {} ({arrived})", reason.unwrap_or("-")),
-            (None, _) => format!("no answer ({arrived})"),
-        }
+        format!("{} ({arrived})", status_reason(s))
     });
     let _ = writeln!(
         text,
@@ -107,6 +109,23 @@ pub fn judge(
         tally.done, tally.refused
     );
     Verdict { text, violations }
+}
+
+/// Every failed request, one line each with the UTC time it was sent, to read beside
+/// `chaos.log` and the Envoys' logs.
+pub fn failures(report: &LoadReport) -> String {
+    report
+        .failures()
+        .iter()
+        .map(|s| format!("{} {}\n", utc_at(s.sent), s.summary()))
+        .collect()
+}
+
+fn status_reason(s: &Sample) -> String {
+    match (s.status(), s.reason()) {
+        (Some(status), reason) => format!("{status} {}", reason.unwrap_or("-")),
+        (None, _) => "no answer".to_string(),
+    }
 }
 
 fn count_by<'a>(
