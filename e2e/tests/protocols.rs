@@ -462,9 +462,9 @@ fn per_try_timeout_moves_a_hung_get_on_but_not_a_post() -> Result<()> {
         );
     }
 
-    // Once east runs again it may still take what was queued for it (it serves its
-    // connections in the order it accepted them, so an answer on a new one comes after
-    // those); the POST must reach at most one instance, and never west.
+    // Once east runs again it may still take what was queued for it: read the records
+    // only after it answers again. The POST must reach at most one instance, and never
+    // west.
     let east_foo = HttpClient::new(t.upstream("east")?.addr(), "foo.apps");
     wait_until("east's foo answers again", PATIENCE, || {
         Ok(match east_foo.get("/healthz") {
