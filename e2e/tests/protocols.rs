@@ -75,6 +75,10 @@ fn thread_and_seq(id: &str) -> Result<(u64, u64)> {
 #[test]
 fn grpc_calls_survive_a_kill_whole_with_their_trailers() -> Result<()> {
     const CONCURRENCY: usize = 6;
+    // Calls a client thread may lose at the kill: the one in flight, and those it sent
+    // while the dying server's listener still accepted connections (seen: up to 2; a
+    // busy machine stretches that window). A broken retry loses hundreds per thread.
+    const CUT_OFF_PER_THREAD: usize = 4;
     let mut t = Topology::start("grpc_calls", setup(Protocol::Grpc))?;
     let east = t.layout().member("east")?.ingress;
     let client = GrpcClient::new(east, &t.setup().service.authority());
@@ -157,8 +161,9 @@ fn grpc_calls_survive_a_kill_whole_with_their_trailers() -> Result<()> {
         );
     }
     assert!(
-        failed.len() <= 2 * CONCURRENCY,
-        "at most two calls per client thread may be cut off at the kill: {} failed",
+        failed.len() <= CUT_OFF_PER_THREAD * CONCURRENCY,
+        "at most {CUT_OFF_PER_THREAD} calls per client thread may be cut off at the kill: \
+         {} failed",
         failed.len()
     );
     assert!(
