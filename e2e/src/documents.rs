@@ -3,7 +3,7 @@
 //! file so a test can edit one of them (hot reload) without touching the others.
 
 use crate::layout::{Layout, MemberAddrs};
-use crate::setup::Setup;
+use crate::setup::{Protocol, Setup};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -37,6 +37,11 @@ pub fn write_config(dir: &Path, setup: &Setup, layout: &Layout) -> Result<Vec<Pa
 /// The `MemberCluster` of one member: its gateway and its one service's endpoint.
 pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
     let service = &setup.service;
+    // The default protocol is left out, as an operator would.
+    let protocol = match setup.protocol {
+        Protocol::Http => String::new(),
+        other => format!("protocol: {}, ", other.as_str()),
+    };
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
@@ -44,7 +49,7 @@ metadata: {{name: {name}}}
 spec:
   gateway: {{address: {gw_ip}, port: {gw_port}}}
   services:
-  - {{name: {svc}, namespace: {ns}, port: {port}, endpoints: [\"{endpoint}\"]}}
+  - {{name: {svc}, namespace: {ns}, port: {port}, {protocol}endpoints: [\"{endpoint}\"]}}
 ",
         name = member.name,
         gw_ip = member.gateway.ip(),
@@ -82,6 +87,16 @@ pub fn failover_scheme_named(setup: &Setup, scheme: &str) -> String {
         }
     }
     let health = &setup.health;
+    // A gRPC service is checked the gRPC way (the whole server's status), others by path.
+    let check = match setup.protocol {
+        Protocol::Grpc => "grpc: {serviceName: \"\"}".to_string(),
+        Protocol::Http | Protocol::Http2 => format!("path: {}", health.path),
+    };
+    let per_try_timeout = setup
+        .replay
+        .per_try_timeout
+        .map(|t| format!(", perTryTimeout: {}", duration(t)))
+        .unwrap_or_default();
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: FailoverScheme
@@ -89,15 +104,14 @@ metadata: {{name: {scheme}, namespace: {ns}}}
 spec:
   primary: {{cluster: {primary}, name: {name}, namespace: {ns}}}
   failoverGroups:
-{groups}  healthCheck: {{path: {path}, interval: {interval}, timeout: {timeout},
+{groups}  healthCheck: {{{check}, interval: {interval}, timeout: {timeout},
                 unhealthyThreshold: {unhealthy}, healthyThreshold: {healthy}}}
   failback: {{stableFor: {stable_for}}}
-  replay: {{methods: [{methods}], maxBodyBytes: {max_body}}}
+  replay: {{methods: [{methods}], maxBodyBytes: {max_body}{per_try_timeout}}}
 ",
         name = service.name,
         ns = service.namespace,
         primary = setup.primary,
-        path = health.path,
         interval = duration(health.interval),
         timeout = duration(health.timeout),
         unhealthy = health.unhealthy_threshold,
@@ -162,6 +176,31 @@ spec:
   replay: {methods: [GET, HEAD, OPTIONS, PUT, DELETE], maxBodyBytes: 65536}
 "#
         );
+    }
+
+    #[test]
+    fn a_grpc_service_is_declared_and_checked_as_such() {
+        let setup = Setup {
+            protocol: Protocol::Grpc,
+            replay: crate::setup::Replay {
+                per_try_timeout: Some(Duration::from_millis(300)),
+                ..Setup::for_tests().replay
+            },
+            ..Setup::for_tests()
+        };
+        let west = MemberAddrs {
+            name: "west".into(),
+            ingress: "127.0.2.1:20001".parse().unwrap(),
+            gateway: "127.0.2.1:15443".parse().unwrap(),
+            admin: "127.0.2.1:20002".parse().unwrap(),
+            service: "127.0.2.10:8080".parse().unwrap(),
+        };
+        assert!(member_cluster(&setup, &west).contains(
+            r#"- {name: foo, namespace: apps, port: 8080, protocol: grpc, endpoints: ["127.0.2.10:8080"]}"#
+        ));
+        let scheme = failover_scheme(&setup);
+        assert!(scheme.contains(r#"healthCheck: {grpc: {serviceName: ""}, interval: 200ms"#));
+        assert!(scheme.contains("maxBodyBytes: 65536, perTryTimeout: 300ms}"));
     }
 
     #[test]

@@ -23,7 +23,7 @@ use crate::fake_controller::FakeController;
 use crate::layout::Layout;
 use crate::out::OutDir;
 use crate::paths::filter_wasm;
-use crate::setup::{ControllerKind, Setup};
+use crate::setup::{ControllerKind, Protocol, Setup};
 use crate::table::target_health;
 use crate::upstream::{Upstream, UpstreamSpec};
 use crate::wait::{Probe, wait_until};
@@ -55,7 +55,7 @@ pub struct Topology {
 impl Topology {
     /// Builds and starts everything, and returns once every target of the scheme is
     /// Healthy, every Envoy's filter holds that table, and the primary's Envoy serves
-    /// the service from the primary.
+    /// the service from the primary (a GET, unless the service speaks gRPC).
     /// `name` names the output directory `e2e/out/<name>/` (use the test's name).
     pub fn start(name: &str, setup: Setup) -> Result<Topology> {
         let topology = Topology::start_unconverged(name, setup)?;
@@ -64,8 +64,11 @@ impl Topology {
             for member in &topology.layout.members {
                 topology.wait_filter_current(&member.name)?;
             }
-            let primary = topology.ingress(&topology.setup.primary)?;
-            wait_served_by(&primary, &topology.setup.primary, CONVERGE_SLACK)?;
+            // A GET is the check of an HTTP service; a gRPC test makes its own first call.
+            if topology.setup.protocol != Protocol::Grpc {
+                let primary = topology.ingress(&topology.setup.primary)?;
+                wait_served_by(&primary, &topology.setup.primary, CONVERGE_SLACK)?;
+            }
         }
         Ok(topology)
     }
@@ -323,7 +326,8 @@ impl Topology {
     }
 }
 
-/// One upstream per member cluster, each serving before this returns.
+/// One upstream per member cluster, speaking the setup's protocol, each serving before
+/// this returns.
 fn start_upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<Upstream>> {
     layout
         .members
@@ -334,7 +338,11 @@ fn start_upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<U
                 service: setup.service.qualified(),
                 listen: m.service,
             };
-            Upstream::start(spec, out)
+            match setup.protocol {
+                Protocol::Grpc => Upstream::start_grpc(spec, out),
+                // The upstream binary speaks HTTP/1.1 and h2c alike.
+                Protocol::Http | Protocol::Http2 => Upstream::start(spec, out),
+            }
         })
         .collect()
 }

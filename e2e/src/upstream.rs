@@ -20,6 +20,16 @@ use std::time::Duration;
 /// The path health checks use; not recorded.
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// The upstream's WebSocket echo endpoint.
+pub const WEBSOCKET_PATH: &str = "/ws";
+
+/// Byte `i` of a `?download=N` answer: a pattern with a period (251, a prime) that no
+/// power-of-two chunking lines up with, so a lost, repeated or reordered chunk shows.
+pub fn download_byte(i: u64) -> u8 {
+    // The remainder is below 251: the cast keeps it whole.
+    (i % 251) as u8
+}
+
 /// How long a (re)started upstream may take to answer its health check.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -67,6 +77,9 @@ pub struct Upstream {
     /// While this file exists, `/healthz` answers 503.
     fail_health: PathBuf,
     health: HttpClient,
+    /// A gRPC server (`e2e/grpc/server.py`) rather than the `upstream` binary: it counts
+    /// as serving once it accepts connections (it has no HTTP/1.1 `/healthz`).
+    grpc: bool,
 }
 
 impl Upstream {
@@ -95,6 +108,34 @@ impl Upstream {
             records,
             fail_health,
             health,
+            grpc: false,
+        };
+        upstream.wait_serving()?;
+        Ok(upstream)
+    }
+
+    /// Starts `e2e/grpc/server.py` ([`crate::grpc`]) as this cluster's service, with the
+    /// same log and record files as [`Upstream::start`], and waits until it accepts
+    /// connections. [`Upstream::fail_health_checks`] has no effect on it.
+    pub fn start_grpc(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
+        let stem = format!("upstream-{}", spec.cluster);
+        let records = out.file(&format!("{stem}.records.jsonl"));
+        let process = crate::grpc::server_spec(
+            &stem,
+            &spec.cluster,
+            spec.listen,
+            &records,
+            out.file(&format!("{stem}.log")),
+        )?
+        .spawn()?;
+        let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
+        let mut upstream = Upstream {
+            fail_health: out.file(&format!("{stem}.fail-health")),
+            spec,
+            process,
+            records,
+            health,
+            grpc: true,
         };
         upstream.wait_serving()?;
         Ok(upstream)
@@ -128,6 +169,9 @@ impl Upstream {
     }
 
     fn wait_serving(&mut self) -> Result<()> {
+        if self.grpc {
+            return crate::grpc::wait_accepting(&mut self.process, self.spec.listen, START_TIMEOUT);
+        }
         wait_answering(&mut self.process, &self.health, HEALTH_PATH, START_TIMEOUT)
     }
 
