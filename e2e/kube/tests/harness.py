@@ -262,6 +262,8 @@ class Kube:
     def __init__(self, server: str, ca: Path, cert: tuple[Path, Path] | None = None, token: str | None = None):
         self.server = server
         self.token = token
+        # The API server's `Warning` headers, as kubectl prints them.
+        self.warnings: list[str] = []
         self.tls = ssl.create_default_context(cafile=str(ca))
         if cert:
             self.tls.load_cert_chain(str(cert[0]), str(cert[1]))
@@ -279,6 +281,7 @@ class Kube:
         try:
             with urllib.request.urlopen(req, context=self.tls, timeout=30) as resp:
                 text = resp.read()
+                self.warnings += resp.headers.get_all("Warning") or []
                 if "json" not in resp.headers.get("Content-Type", ""):
                     return text.decode(errors="replace")  # /readyz and the like
         except urllib.error.HTTPError as e:
