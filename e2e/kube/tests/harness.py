@@ -492,12 +492,11 @@ class ApiServer:
 class Gateway:
     """A member cluster's east-west gateway as far as health checks go: HTTPS with the
     gateway certificate `detour certs init` issued, a client certificate from the
-    federation CA required, and `GET /healthz` answered 200 for every service not
-    listed in `down`. It records the Host of every check."""
+    federation CA required, and every check answered 200. It records the Host of every
+    check."""
 
     def __init__(self, address: str, port: int, certs: Path, cluster: str):
         self.address = address
-        self.down: set[str] = set()
         self.hosts: list[str] = []
         gateway = self
 
@@ -505,11 +504,9 @@ class Gateway:
             protocol_version = "HTTP/1.1"
 
             def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
-                host = self.headers.get("Host", "")
-                gateway.hosts.append(host)
-                status = 503 if host in gateway.down else 200
-                body = b"ok" if status == 200 else b"down"
-                self.send_response(status)
+                gateway.hosts.append(self.headers.get("Host", ""))
+                body = b"ok"
+                self.send_response(200)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -47,6 +47,9 @@ ENDPOINTS = {"east": "192.0.2.41", "west": "192.0.2.42", "south": "192.0.2.43"}
 # changed, read every RETRY_PERIOD_S.
 LEASE_DURATION_S = 15
 RETRY_PERIOD_S = 2
+# A follower sees the Lease's last change up to one read period late, and counts the
+# lease duration from then; beyond that, time for the API calls on a busy machine.
+SLACK_S = 2
 
 
 @dataclass
@@ -231,6 +234,22 @@ def test_emptying_the_primarys_endpoints_fails_over_with_an_event(federation: Fe
     assert back["type"] == "Normal"
 
 
+@pytest.mark.xfail(strict=True, reason=(
+    "found by this test: a primary Unhealthy for lack of ready endpoints is Healthy again "
+    "the moment they return, without failback.stableFor (controller/src/tables.rs "
+    "target_health: the probes' verdict never changed, so nothing starts the window)"))
+def test_failback_after_the_endpoints_return_waits_for_stable_for(federation: Federation):
+    kube = federation.east
+    kube.apply(endpoint_slice("apps", "foo", []))
+    wait_for("apps/foo failed over", lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 1, 20)
+    kube.apply(endpoint_slice("apps", "foo", [ENDPOINTS["east"]]))
+    back = time.monotonic()
+    wait_for("apps/foo failed back", lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 0, 20,
+             every=0.05)
+    stable_for = 2.0  # scheme()'s failback.stableFor
+    assert time.monotonic() - back >= stable_for * 0.9
+
+
 def test_a_scheme_the_schema_cannot_judge_is_invalid_naming_the_field(federation: Federation):
     kube = federation.east
     for name in ("east", "west"):
@@ -350,8 +369,9 @@ def test_two_replicas_one_leader_and_a_hand_over_within_the_lease_duration(feder
     kube.apply(endpoint_slice("apps", "foo", []))
     wait_for("replica b takes the Lease over", lambda: lease(federation).get("holderIdentity") == "b",
              LEASE_DURATION_S + RETRY_PERIOD_S + 5, every=0.1)
-    took_over = time.time()
-    assert took_over - frozen <= LEASE_DURATION_S + RETRY_PERIOD_S + 1.5, took_over - frozen
+    # When b took it, as b wrote it (the same machine's clock as the audit log's).
+    took_over = timestamp(lease(federation)["acquireTime"]).timestamp()
+    assert took_over - frozen <= LEASE_DURATION_S + RETRY_PERIOD_S + SLACK_S, took_over - frozen
     wait_for("the new leader writes the failover",
              lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 1, 15)
     assert any(e["objectRef"]["resource"] == "failoverschemes" and e["objectRef"].get("subresource") == "status"
@@ -365,7 +385,7 @@ def test_two_replicas_one_leader_and_a_hand_over_within_the_lease_duration(feder
     wait_for("the failback written by b",
              lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 0, 20)
     time.sleep(2 * RETRY_PERIOD_S)
-    late = writes(federation, "a", since=took_over - 0.5)
+    late = writes(federation, "a", since=took_over)
     assert not late, [(e["verb"], e["objectRef"], e["requestReceivedTimestamp"]) for e in late]
     assert lease(federation)["holderIdentity"] == "b"
 
@@ -374,7 +394,8 @@ def test_two_replicas_one_leader_and_a_hand_over_within_the_lease_duration(feder
     killed = time.time()
     wait_for("replica a takes the Lease back", lambda: lease(federation).get("holderIdentity") == "a",
              LEASE_DURATION_S + RETRY_PERIOD_S + 5, every=0.1)
-    assert time.time() - killed <= LEASE_DURATION_S + RETRY_PERIOD_S + 1.5
+    taken_back = timestamp(lease(federation)["acquireTime"]).timestamp()
+    assert taken_back - killed <= LEASE_DURATION_S + RETRY_PERIOD_S + SLACK_S, taken_back - killed
     kube.apply(endpoint_slice("apps", "foo", []))
     wait_for("the new leader writes",
              lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 1, 15)

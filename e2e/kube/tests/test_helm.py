@@ -110,7 +110,7 @@ def upgrade_values(setup: Setup) -> dict[str, Any]:
 
 def test_install_creates_every_object_and_the_crds(setup: Setup, config: helm.Config):
     release = config.install(CHART, RELEASE, INSTALL_VALUES, namespace=NAMESPACE, timeout=60)
-    assert release["info"]["status"] == "deployed", release["info"]
+    assert release["status"] == "deployed" and release["revision"] == 1, release
     objs = manifest_objects(release)
     kinds = {o["kind"] for o in objs}
     assert {"Deployment", "Service", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role",
@@ -125,7 +125,7 @@ def test_install_creates_every_object_and_the_crds(setup: Setup, config: helm.Co
 
 def test_upgrade_with_changed_values_changes_the_objects(setup: Setup, config: helm.Config):
     release = config.upgrade(CHART, RELEASE, upgrade_values(setup), namespace=NAMESPACE, timeout=60)
-    assert release["info"]["status"] == "deployed" and release["version"] == 2, release["info"]
+    assert release["status"] == "deployed" and release["revision"] == 2, release
     objs = manifest_objects(release)
     assert_exist(setup.kube, objs)
     deployment = setup.kube.get("Deployment", "detour", NAMESPACE)
