@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import copy
 import re
-from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 import yaml
 
-from harness import ROOT, ApiError, ApiServer, detour
+from harness import ROOT, ApiError, ApiServer
 
 EXAMPLES = sorted((ROOT / "controller" / "examples" / "config").glob("*.yaml"))
 DOCUMENTED = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")),
