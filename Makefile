@@ -63,8 +63,8 @@ BENCH_COMPARE += $(if $(BENCH_BASELINE),--compare before=$(BASELINE_WASM) --comp
 
 # `make kube`: kube-apiserver and etcd for `make test-kube`, built with Go (1.26) from the
 # Go module proxy at the versions e2e/kube/go.mod pins (no prebuilt binary is fetched);
-# rebuilt only when e2e/kube changes. Go's own build cache (~/.cache/go-build) makes a
-# rebuild after `make clean` take a minute instead of the first build's quarter hour.
+# rebuilt only when e2e/kube changes. The first build takes about 10 CPU-minutes; Go's
+# own build cache (~/.cache/go-build) makes a rebuild after `make clean` half a minute.
 GO ?= go
 KUBE_DIR := e2e/kube
 KUBE_BIN := $(abspath $(TARGET_DIR))/kube/bin
