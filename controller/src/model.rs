@@ -179,6 +179,52 @@ pub struct Service {
     pub name: ServiceName,
     pub port: u16,
     pub endpoints: Vec<Address>,
+    /// What its pods speak; the same in every Envoy hop that carries its requests.
+    pub protocol: Protocol,
+}
+
+/// What a service's pods speak, and so what Envoy speaks to them and, for a remote
+/// target, to that cluster's gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    #[default]
+    Http,
+    /// HTTP/2 without TLS, with prior knowledge (h2c).
+    Http2,
+    /// gRPC: h2c, as `Http2`, named apart because checks and users treat it apart.
+    Grpc,
+}
+
+impl Protocol {
+    /// Whether Envoy must speak HTTP/2 to it (an HTTP/1.1 connection cannot carry
+    /// gRPC's trailers, and an h2c-only server refuses HTTP/1.1).
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Protocol::Http2 | Protocol::Grpc)
+    }
+
+    /// Every protocol, in the order documents list them.
+    pub const ALL: [Protocol; 3] = [Protocol::Http, Protocol::Http2, Protocol::Grpc];
+
+    /// As documents write it (`http`, `http2`, `grpc`).
+    pub fn parse(text: &str) -> Option<Protocol> {
+        Protocol::ALL.into_iter().find(|p| p.as_str() == text)
+    }
+
+    /// As documents write it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+        }
+    }
+}
+
+impl fmt::Display for Protocol {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -215,7 +261,8 @@ pub struct WeightedTarget {
 /// one checker.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct HealthCheck {
-    pub path: String,
+    /// What one check asks.
+    pub kind: CheckKind,
     pub interval: Duration,
     pub timeout: Duration,
     pub unhealthy_threshold: u32,
@@ -225,11 +272,43 @@ pub struct HealthCheck {
 impl Default for HealthCheck {
     fn default() -> Self {
         HealthCheck {
-            path: "/healthz".into(),
+            kind: CheckKind::default(),
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
             unhealthy_threshold: 2,
             healthy_threshold: 2,
+        }
+    }
+}
+
+/// What one health check asks the target, through its cluster's gateway.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum CheckKind {
+    /// `GET path`; a 2xx answer passes.
+    Http { path: String },
+    /// `grpc.health.v1.Health/Check` for `service_name` (empty: the server as a whole);
+    /// SERVING passes.
+    Grpc { service_name: String },
+}
+
+/// The path checked when a document names neither `path` nor `grpc`.
+pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+
+impl Default for CheckKind {
+    fn default() -> Self {
+        CheckKind::Http {
+            path: DEFAULT_HEALTH_PATH.into(),
+        }
+    }
+}
+
+impl fmt::Display for CheckKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CheckKind::Http { path } => write!(f, "GET {path}"),
+            CheckKind::Grpc { service_name } => {
+                write!(f, "gRPC Health/Check of {service_name:?}")
+            }
         }
     }
 }
@@ -252,7 +331,10 @@ impl Default for Failback {
 pub struct Replay {
     /// Upper-case.
     pub methods: Vec<String>,
+    /// Largest request body Envoy buffers for a retry.
     pub max_body_bytes: u64,
+    /// An attempt of one of `methods` hanging this long goes on.
+    pub per_try_timeout: Option<Duration>,
 }
 
 impl Default for Replay {
@@ -262,6 +344,7 @@ impl Default for Replay {
                 .map(String::from)
                 .to_vec(),
             max_body_bytes: 65536,
+            per_try_timeout: None,
         }
     }
 }
@@ -297,6 +380,16 @@ impl Model {
             .iter()
             .flat_map(|s| s.targets().filter_map(move |t| self.probe_spec(s, t)))
             .collect()
+    }
+
+    /// The protocol of `target`'s service in its own cluster (the default when the model
+    /// does not know it, which a validated model rules out).
+    pub fn protocol(&self, target: &TargetRef) -> Protocol {
+        self.clusters
+            .get(&target.cluster)
+            .and_then(|c| c.services.get(&target.service))
+            .map(|s| s.protocol)
+            .unwrap_or_default()
     }
 
     /// The scheme whose primary is `service` in `cluster`.
@@ -352,5 +445,28 @@ mod tests {
             istio_cluster(&t.service, 8080),
             "outbound|8080||foo.apps.svc.cluster.local"
         );
+    }
+
+    #[test]
+    fn checks_say_what_they_ask() {
+        assert_eq!(CheckKind::default().to_string(), "GET /healthz");
+        let grpc = CheckKind::Grpc {
+            service_name: String::new(),
+        };
+        assert_eq!(grpc.to_string(), "gRPC Health/Check of \"\"");
+    }
+
+    #[test]
+    fn http2_and_grpc_speak_http2() {
+        assert_eq!(Protocol::default(), Protocol::Http);
+        assert!(!Protocol::Http.is_http2());
+        assert!(Protocol::Http2.is_http2());
+        assert!(Protocol::Grpc.is_http2());
+        assert_eq!(Protocol::Grpc.to_string(), "grpc");
+        for p in Protocol::ALL {
+            assert_eq!(Protocol::parse(p.as_str()), Some(p));
+        }
+        assert_eq!(Protocol::parse("GRPC"), None);
+        assert_eq!(Protocol::parse("h2c"), None);
     }
 }

@@ -125,11 +125,16 @@ pub fn target_health(
 }
 
 /// The health `scheme`'s table publishes for `target`: [`target_health`], except that
-/// while the primary has no verdict yet (a controller that just started, a scheme just
-/// added) every target is published as Unknown. Otherwise a failover target checked a
-/// moment before the primary would pull traffic away from a primary that is fine (Unknown
-/// is not Healthy); with everything Unknown the filter keeps sending to the primary, and
-/// its own passive detection still covers a primary that is really down.
+///
+/// * while the primary has no verdict yet (a controller that just started, a scheme just
+///   added) every target is published as Unknown. Otherwise a failover target checked a
+///   moment before the primary would pull traffic away from a primary that is fine
+///   (Unknown is not Healthy); with everything Unknown the filter keeps sending to the
+///   primary, and its own passive detection still covers a primary that is really down;
+/// * a target in the table's own cluster (the primary's) whose checks failed only because
+///   its gateway gave no answer is published Healthy: that cluster's Envoy reaches it
+///   without the gateway, and its own per-instance state and passive detection judge it
+///   (a gateway is not the service it fronts). Its checks' verdict still shows in status.
 pub fn published_health(
     model: &Model,
     scheme: &Scheme,
@@ -144,7 +149,26 @@ pub fn published_health(
             why: HealthBasis::Unchecked,
         };
     }
-    target_health(model, scheme, target, board, now)
+    let effective = target_health(model, scheme, target, board, now);
+    let gateway_only = || {
+        model
+            .probe_spec(scheme, target)
+            .and_then(|spec| board.get(&spec))
+            .is_some_and(|state| state.failed_behind_gateway())
+    };
+    match effective.why {
+        HealthBasis::Checked { .. } | HealthBasis::Recovering { .. }
+            if target.cluster == scheme.primary.cluster
+                && effective.health != Health::Healthy
+                && gateway_only() =>
+        {
+            EffectiveHealth {
+                health: Health::Healthy,
+                ..effective
+            }
+        }
+        _ => effective,
+    }
 }
 
 /// Builds every member cluster's table from the health board as of `now`.
@@ -389,5 +413,46 @@ mod tests {
         let after = build(&model, &board, back + stable_for);
         assert_eq!(primary(&after), Health::Healthy);
         assert_eq!(after.next_change, None);
+    }
+
+    #[test]
+    fn a_gateway_is_not_the_service_it_fronts() {
+        use crate::health::state::{Cause, Check};
+        let model = example_model();
+        let p = model.schemes[0].health_check.clone();
+        let mut board = HashMap::new();
+        let now = Instant::now();
+        let gateway_down = Check::Failed(Cause::Gateway);
+        state_of(&model, &mut board, "west").observe(true, &p, now);
+        // East's gateway never answered (not listening yet): east stays Unknown, and in
+        // east's own table it is what east's Envoy should keep using.
+        for _ in 0..3 {
+            state_of(&model, &mut board, "east").observe(gateway_down, &p, now);
+        }
+        let healths = |board: &HealthMap| -> Vec<Health> {
+            build(&model, board, now).tables["east"].schemes[0]
+                .groups
+                .iter()
+                .flatten()
+                .map(|t| t.health)
+                .collect()
+        };
+        assert_eq!(healths(&board)[0], Health::Healthy);
+        let view = crate::status::scheme_view(&model, &model.schemes[0], &board, now);
+        assert_eq!(view.active_group, 0);
+        // Its service then answers, then the gateway dies: still east's traffic stays.
+        state_of(&model, &mut board, "east").observe(true, &p, now);
+        for _ in 0..3 {
+            state_of(&model, &mut board, "east").observe(gateway_down, &p, now);
+        }
+        assert_eq!(state_of(&model, &mut board, "east").health, Health::Unhealthy);
+        assert_eq!(healths(&board)[0], Health::Healthy);
+        // But a gateway that answers that the service failed: east's traffic leaves.
+        for _ in 0..3 {
+            state_of(&model, &mut board, "east").observe(false, &p, now);
+        }
+        assert_eq!(healths(&board)[0], Health::Unhealthy);
+        let view = crate::status::scheme_view(&model, &model.schemes[0], &board, now);
+        assert_eq!(view.active_group, 1);
     }
 }

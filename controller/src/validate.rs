@@ -9,8 +9,8 @@ use crate::docs::{
     Document, FailoverSchemeSpec, MemberClusterSpec, Object, Origin, Problem, ServiceSpec,
 };
 use crate::model::{
-    Address, Cluster, Failback, HealthCheck, Host, Model, Replay, Scheme, Service, ServiceName,
-    TargetRef, WeightedTarget, parse_host,
+    Address, CheckKind, Cluster, DEFAULT_HEALTH_PATH, Failback, HealthCheck, Host, Model, Protocol,
+    Replay, Scheme, Service, ServiceName, TargetRef, WeightedTarget, parse_host,
 };
 use detour_filter::duration::parse_duration;
 use std::collections::{BTreeMap, HashMap};
@@ -214,6 +214,22 @@ impl Validator {
                 "at least one HOST:PORT is required in file mode",
             );
         }
+        let protocol = match s.protocol.as_deref().map(|p| (p, Protocol::parse(p))) {
+            None => Protocol::default(),
+            Some((_, Some(p))) => p,
+            Some((text, None)) => {
+                let known: Vec<&str> = Protocol::ALL.iter().map(Protocol::as_str).collect();
+                self.report(
+                    at,
+                    format!("{path}.protocol"),
+                    format!(
+                        "{text:?} is not a protocol detour knows ({})",
+                        known.join(", ")
+                    ),
+                );
+                Protocol::default()
+            }
+        };
         let mut endpoints: Vec<Address> = Vec::new();
         for (j, e) in s.endpoints.iter().enumerate() {
             let epath = format!("{path}.endpoints[{j}]");
@@ -229,6 +245,7 @@ impl Validator {
             name: ServiceName::new(&s.namespace, &s.name),
             port: s.port,
             endpoints,
+            protocol,
         })
     }
 
@@ -431,14 +448,32 @@ impl Validator {
             return Some(default);
         };
         let before = self.problems.len();
-        let path = h.path.clone().unwrap_or(default.path);
-        if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
-            self.report(
-                at,
-                "spec.healthCheck.path",
-                format!("{path:?} must start with '/' and hold no spaces"),
-            );
-        }
+        let kind = match (&h.path, &h.grpc) {
+            (Some(_), Some(_)) => {
+                self.report(
+                    at,
+                    "spec.healthCheck.grpc",
+                    "a check is either an HTTP GET of `path` or a gRPC `grpc` check, not both: remove one",
+                );
+                None
+            }
+            (_, Some(grpc)) => Some(CheckKind::Grpc {
+                service_name: grpc.service_name.clone().unwrap_or_default(),
+            }),
+            (path, None) => {
+                let path = path.as_deref().unwrap_or(DEFAULT_HEALTH_PATH);
+                if !path.starts_with('/') || !path.bytes().all(|b| b.is_ascii_graphic()) {
+                    self.report(
+                        at,
+                        "spec.healthCheck.path",
+                        format!("{path:?} must start with '/' and hold no spaces"),
+                    );
+                }
+                Some(CheckKind::Http {
+                    path: path.to_string(),
+                })
+            }
+        };
         let interval = self.duration(
             at,
             "spec.healthCheck.interval",
@@ -488,7 +523,7 @@ impl Validator {
             return None;
         }
         Some(HealthCheck {
-            path,
+            kind: kind?,
             interval: interval?,
             timeout: timeout?,
             unhealthy_threshold: unhealthy,
@@ -532,9 +567,26 @@ impl Validator {
                 methods.push(m);
             }
         }
+        let per_try_timeout = match r.per_try_timeout.as_deref() {
+            None => None,
+            Some(text) => {
+                let timeout =
+                    self.duration(at, "spec.replay.perTryTimeout", Some(text), Duration::ZERO)?;
+                if timeout.is_zero() {
+                    self.report(
+                        at,
+                        "spec.replay.perTryTimeout",
+                        "must be positive".to_string(),
+                    );
+                    return None;
+                }
+                Some(timeout)
+            }
+        };
         ok.then(|| Replay {
             methods,
             max_body_bytes: r.max_body_bytes.unwrap_or(default.max_body_bytes),
+            per_try_timeout,
         })
     }
 
@@ -678,9 +730,80 @@ mod tests {
         let (docs, _) = parse_file("c.yaml", &text);
         let s = build_model(&docs).unwrap().schemes.remove(0);
         assert_eq!(s.health_check.interval, Duration::from_millis(100));
-        assert_eq!(s.health_check.path, "/healthz");
+        assert_eq!(
+            s.health_check.kind,
+            CheckKind::Http {
+                path: "/healthz".into()
+            }
+        );
         assert_eq!(s.failback.stable_for, Duration::from_secs(10));
         assert_eq!(s.replay.methods.len(), 5);
+    }
+
+    #[test]
+    fn protocols_default_to_http_and_grpc_checks_are_read() {
+        let m = example_model();
+        assert_eq!(
+            m.clusters["west"].services[&ServiceName::new("apps", "foo")].protocol,
+            Protocol::Http
+        );
+        let text = EXAMPLE
+            .replacen(
+                "port: 8080, endpoints",
+                "port: 8080, protocol: grpc, endpoints",
+                1,
+            )
+            .replacen(
+                "port: 8080, endpoints: [\"127.0.2.10",
+                "port: 8080, protocol: http2, endpoints: [\"127.0.2.10",
+                1,
+            )
+            .replacen("{path: /healthz,", "{grpc: {serviceName: foo.v1.Foo},", 1);
+        let (docs, problems) = parse_file("c.yaml", &text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let m = build_model(&docs).unwrap();
+        let foo = ServiceName::new("apps", "foo");
+        assert_eq!(m.clusters["east"].services[&foo].protocol, Protocol::Grpc);
+        assert_eq!(m.clusters["west"].services[&foo].protocol, Protocol::Http2);
+        assert_eq!(
+            m.schemes[0].health_check.kind,
+            CheckKind::Grpc {
+                service_name: "foo.v1.Foo".into()
+            }
+        );
+        // `grpc: {}` checks the server as a whole.
+        let text = EXAMPLE.replacen("{path: /healthz,", "{grpc: {},", 1);
+        let (docs, _) = parse_file("c.yaml", &text);
+        assert_eq!(
+            build_model(&docs).unwrap().schemes[0].health_check.kind,
+            CheckKind::Grpc {
+                service_name: String::new()
+            }
+        );
+    }
+
+    #[test]
+    fn an_unknown_protocol_is_one_problem_at_its_field() {
+        assert_one(
+            &problems(
+                "port: 8080, endpoints",
+                "port: 8080, protocol: h2c, endpoints",
+            ),
+            "c.yaml: document 1 (MemberCluster east): spec.services[0].protocol: \"h2c\" is not a protocol detour knows (http, http2, grpc)",
+        );
+    }
+
+    #[test]
+    fn a_check_is_http_or_grpc_not_both() {
+        assert_one(
+            &problems(
+                "{path: /healthz,",
+                "{path: /healthz, grpc: {serviceName: \"\"},",
+            ),
+            &format!(
+                "{FOO}spec.healthCheck.grpc: a check is either an HTTP GET of `path` or a gRPC `grpc` check, not both"
+            ),
+        );
     }
 
     #[test]

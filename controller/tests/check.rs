@@ -70,7 +70,7 @@ fn refuses_an_unknown_field() {
         "maxBodyBytes: 65536}",
         "maxBodyBytes: 65536, maxBodyByte: 1}",
         FOO,
-        "spec.replay.maxBodyByte: unknown field `maxBodyByte`, expected `methods` or `maxBodyBytes` (line 16, column",
+        "spec.replay.maxBodyByte: unknown field `maxBodyByte`, expected one of `methods`, `maxBodyBytes`, `perTryTimeout` (line 16, column",
     );
 }
 
@@ -210,6 +210,44 @@ fn refuses_what_else_users_get_wrong() {
     for (file, from, to, document, rest) in cases {
         assert_refused(file, from, to, document, rest);
     }
+}
+
+#[test]
+fn refuses_a_bad_protocol_and_a_check_that_is_both_http_and_grpc() {
+    assert_refused(
+        "clusters.yaml",
+        "port: 8080, endpoints: [\"127.0.2.10:8080\"]",
+        "port: 8080, protocol: tcp, endpoints: [\"127.0.2.10:8080\"]",
+        "document 2 (MemberCluster west)",
+        "spec.services[0].protocol: \"tcp\" is not a protocol detour knows (http, http2, grpc)",
+    );
+    assert_refused(
+        "foo.yaml",
+        "healthCheck: {path: /healthz,",
+        "healthCheck: {path: /healthz, grpc: {},",
+        FOO,
+        "spec.healthCheck.grpc: a check is either an HTTP GET of `path` or a gRPC `grpc` check, not both",
+    );
+    assert_refused(
+        "foo.yaml",
+        "healthCheck: {path: /healthz,",
+        "healthCheck: {grpc: {service: foo},",
+        FOO,
+        "spec.healthCheck.grpc.service: unknown field `service`, expected `serviceName`",
+    );
+    // Each alone passes.
+    let (code, err, _) = check_edited(
+        "clusters.yaml",
+        "port: 8080, endpoints: [\"127.0.2.10:8080\"]",
+        "port: 8080, protocol: grpc, endpoints: [\"127.0.2.10:8080\"]",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, err, _) = check_edited(
+        "foo.yaml",
+        "healthCheck: {path: /healthz,",
+        "healthCheck: {grpc: {serviceName: \"\"},",
+    );
+    assert_eq!(code, 0, "{err}");
 }
 
 #[test]

@@ -271,31 +271,59 @@ fn the_route_patch_reroutes_each_primary_on_the_filters_header() {
         mutation["typed_config"]["mutations"][0]["remove"].as_str(),
         Some(config.route_header.as_str())
     );
-    let mut patched = BTreeSet::new();
+    // Then, per primary, a route per start group (header = the group's index; none for
+    // the primary), inserted before Istio's own route, whose chain begins at that group.
+    let mut starts: BTreeMap<_, Vec<Option<String>>> = BTreeMap::new();
     for patch in routes {
         assert_eq!(patch["applyTo"].as_str(), Some("HTTP_ROUTE"));
-        assert_eq!(patch["patch"]["operation"].as_str(), Some("INSERT_FIRST"));
+        assert_eq!(patch["patch"]["operation"].as_str(), Some("INSERT_BEFORE"));
+        assert_eq!(
+            patch["match"]["routeConfiguration"]["vhost"]["route"]["name"].as_str(),
+            Some("default")
+        );
         let vhost = text(
             &patch["match"]["routeConfiguration"]["vhost"]["name"],
             "vhost",
         );
         let (host, port) = vhost.rsplit_once(':').expect("HOST:PORT");
         port.parse::<u16>().expect("a port");
-        let service = fed
+        let primary = fed
             .primaries
             .iter()
-            .map(|p| &p.service)
-            .find(|s| format!("{}.{}.svc.cluster.local", s.name, s.namespace) == host)
+            .find(|p| {
+                format!(
+                    "{}.{}.svc.cluster.local",
+                    p.service.name, p.service.namespace
+                ) == host
+            })
             .unwrap_or_else(|| panic!("{vhost}: no scheme's primary in {}", config.cluster));
-        patched.insert(service.clone());
+        let service = &primary.service;
         let route = &patch["patch"]["value"];
-        let header = &route["match"]["headers"][0];
-        assert_eq!(header["name"].as_str(), Some(config.route_header.as_str()));
-        assert_eq!(header["present_match"].as_bool(), Some(true));
         assert_eq!(route["match"]["prefix"].as_str(), Some("/"));
+        let start = route["match"]["headers"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .find(|h| h["name"].as_str() == Some(config.route_header.as_str()))
+            .map(|h| text(&h["string_match"]["exact"], "start").to_string());
+        let plugin = &route["route"]["inline_cluster_specifier_plugin"]["extension"];
         assert_eq!(
-            route["route"]["cluster_header"].as_str(),
-            Some(config.route_header.as_str())
+            plugin["name"].as_str(),
+            Some("envoy.router.cluster_specifier_plugin.priority_group")
+        );
+        let first = text(
+            &plugin["typed_config"]["priority_groups"][0]["clusters"][0]["cluster_name"],
+            "first cluster",
+        );
+        if start.is_none() {
+            // Without the header, the primary under Istio's name comes first.
+            assert_eq!(first, format!("outbound|{port}||{host}"));
+        } else {
+            assert!(first.starts_with("detour|"), "{first}");
+        }
+        assert_eq!(
+            route["route"]["retry_policy"]["refresh_cluster_on_retry"].as_bool(),
+            Some(true)
         );
         // The remote gateway routes by NAME.NAMESPACE.
         assert_eq!(
@@ -306,6 +334,12 @@ fn the_route_patch_reroutes_each_primary_on_the_filters_header() {
             route["request_headers_to_remove"][0].as_str(),
             Some(config.route_header.as_str())
         );
+        starts.entry(service.clone()).or_default().push(start);
+    }
+    let patched: BTreeSet<_> = starts.keys().cloned().collect();
+    for (service, list) in &starts {
+        // The route without the header comes last: it would match every request.
+        assert_eq!(list.last(), Some(&None), "{service:?}: {list:?}");
     }
     let primaries: BTreeSet<_> = fed.primaries.iter().map(|p| p.service.clone()).collect();
     assert_eq!(patched, primaries, "one route patch per primary");

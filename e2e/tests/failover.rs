@@ -69,6 +69,9 @@ fn kill_and_fail_over(t: &mut Topology, cluster: &str, next: &str) -> Result<()>
         "the controller calls {cluster} Unhealthy after {}",
         secs(killed.elapsed())
     );
+    // And east's filter holds that verdict (tens of ms later): from here on, failback
+    // damping is the controller's and the filter's to keep.
+    t.wait_filter_current("east")?;
     Ok(())
 }
 

@@ -1,9 +1,10 @@
 //! Issue 3, "no spoofing": a client of the ingress cannot choose where its request goes
 //! by sending detour's internal headers, neither while the primary is healthy nor
 //! during a failover; and it cannot use them to reach another Envoy cluster (such as
-//! the controller, which this Envoy reaches with its own table certificate). Both when
-//! Envoy removes them before the filter (as `detour render envoy` configures it) and
-//! when the filter has to (as under Istio, where Envoy removes only the route header).
+//! the controller, which this Envoy reaches with its own table certificate), nor set
+//! Envoy's retries and timeouts with `x-envoy-*` headers (issue 12). Both when Envoy
+//! removes them before the filter (as `detour render envoy` configures it) and when the
+//! filter has to (as under Istio, where Envoy removes only the route header).
 
 use anyhow::{Context, Result, ensure};
 use detour_e2e::client::{HttpClient, Request};
@@ -16,7 +17,11 @@ use std::net::Ipv4Addr;
 /// Internal headers a client might forge, each with the value most likely to mislead.
 fn forgeries(setup: &Setup) -> Vec<(&'static str, String)> {
     vec![
-        // "Send me to south" (a target of the scheme, but not the one detour picks).
+        // "Start me at south" (group 2: a target of the scheme, but not the one detour
+        // picks), or at the primary (dead, during the failover below).
+        ("x-detour-route", "2".to_string()),
+        ("x-detour-route", "0".to_string()),
+        // "Send me to south" by its Envoy cluster name.
         ("x-detour-route", setup.service.envoy_cluster("south")),
         // Any capitalisation.
         ("X-Detour-Route", setup.service.envoy_cluster("south")),
@@ -29,6 +34,11 @@ fn forgeries(setup: &Setup) -> Vec<(&'static str, String)> {
         // "The gateway could not reach its service" (a response header, sent as a
         // request header: stripped all the same).
         ("x-detour-gateway-flags", "UF".to_string()),
+        // Envoy's router's own knobs: no retries, a 1 ms timeout, retry every 5xx.
+        ("x-envoy-max-retries", "0".to_string()),
+        ("x-envoy-upstream-rq-timeout-ms", "1".to_string()),
+        ("x-envoy-upstream-rq-per-try-timeout-ms", "1".to_string()),
+        ("x-envoy-retry-on", "5xx".to_string()),
     ]
 }
 
@@ -76,7 +86,7 @@ fn start_filter_stripping_ingress(t: &mut Topology) -> Result<HttpClient> {
     let mutations = hcm["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
         .as_sequence_mut()
         .context("the rendered ingress removes no header early")?;
-    mutations.retain(|m| m.get("remove_on_match").is_none());
+    mutations.retain(|m| m.get("remove").and_then(|v| v.as_str()) == Some("x-detour-route"));
     ensure!(mutations.len() == 1, "{mutations:?}");
     let config = merge_filter_config(
         &serde_norway::to_string(&config)?,

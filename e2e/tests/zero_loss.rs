@@ -136,20 +136,24 @@ fn killing_the_primary_under_get_load_loses_no_request() {
         summaries(slow)
     );
 
-    // What the filter counted, as Prometheus scrapes it.
+    // Envoy's router carried the rescued requests on (retries), and the filter, having
+    // seen east fail, started later requests at west; as Prometheus scrapes it.
+    let service = t.setup().service.envoy_cluster("east");
     let envoy = t.envoy("east").unwrap();
     let metric = |name: &str| envoy.metric(name).unwrap();
+    let retries = envoy
+        .stat(&format!("cluster.{service}.upstream_rq_retry"))
+        .unwrap()
+        .unwrap_or(0);
     eprintln!(
-        "east's Envoy: replays ok {} failed {} refused {}; ejections {}; failed over to group 1: {}",
-        metric("detour_replay_ok"),
-        metric("detour_replay_failed"),
-        metric("detour_replay_refused"),
+        "east's Envoy: retries {retries}; ejections {}; failed over to group 1: {}",
         metric("detour_ejections"),
         metric("detour_failover_apps_foo_group_1"),
     );
-    assert!(metric("detour_replay_ok") >= rescued as f64);
-    assert_eq!(metric("detour_replay_failed"), 0.0);
-    assert_eq!(metric("detour_replay_refused"), 0.0);
+    assert!(
+        retries >= rescued as u64,
+        "{retries} retries, {rescued} rescued"
+    );
     assert!(metric("detour_ejections") >= 1.0);
     assert!(metric("detour_failover_apps_foo_group_1") >= 1.0);
 }
@@ -253,16 +257,13 @@ fn posts_are_never_delivered_twice_and_those_cut_off_by_the_kill_say_why() {
         .collect();
     assert!(get_failures.is_empty(), "{:#?}", summaries(get_failures));
 
-    // The filter refused to replay exactly those, and counted it.
     let envoy = t.envoy("east").unwrap();
-    let refused = envoy.metric("detour_replay_refused").unwrap();
     eprintln!(
-        "cut off by the kill: {} POSTs, e.g. {:?}; refused replays counted: {refused}",
+        "cut off by the kill: {} POSTs, e.g. {:?}",
         cut_off.len(),
         cut_off[0].reason()
     );
-    assert_eq!(refused, cut_off.len() as f64);
-    // The first of those failures ejected east: later requests went straight to west.
+    // East's failure was seen: later requests went straight to west.
     assert!(envoy.metric("detour_ejections").unwrap() >= 1.0);
     assert!(envoy.metric("detour_failover_apps_foo_group_1").unwrap() >= 1.0);
 }

@@ -8,18 +8,16 @@ use serde::Deserialize;
 use std::fmt;
 use std::time::Duration;
 
-/// Header the filter sets to re-route a request (a `cluster_header` route matches it).
+/// Header the filter sets, to the index of the priority group a request starts at, when
+/// that is not the primary (a rendered route per group matches it).
 pub const DEFAULT_ROUTE_HEADER: &str = "x-detour-route";
-/// Response header explaining a 503 the filter produced.
-pub const REASON_HEADER: &str = "x-detour-reason";
 /// Request header an east-west gateway adds: the request already crossed clusters.
 pub const VIA_HEADER: &str = "x-detour-via";
-/// Response header a gateway adds with its `%RESPONSE_FLAGS%` when it could not reach
-/// its service, so the calling filter knows the request never got there.
+/// Response header a gateway adds with its `%RESPONSE_FLAGS%` when it answers itself (it
+/// could not hand the request to its service), so the calling Envoy's router knows
+/// whether the request got there. Believed only from a detour gateway: local service
+/// clusters remove it from their answers before the router reads them.
 pub const GATEWAY_FLAGS_HEADER: &str = "x-detour-gateway-flags";
-/// Response header the Envoy configuration adds (`local_reply_config`) to every answer
-/// Envoy makes itself for a failure, with its `%RESPONSE_FLAGS%` (`envoyFlagsLocalReplies`).
-pub const LOCAL_FLAGS_HEADER: &str = "x-detour-local-flags";
 /// Every header starting with this is detour's own; clients may not send them.
 pub const INTERNAL_HEADER_PREFIX: &str = "x-detour-";
 
@@ -30,21 +28,12 @@ pub struct FilterConfig {
     pub cluster: String,
     pub controller: ControllerConfig,
     pub route_header: String,
-    /// The Envoy configuration removes every `x-detour-*` header a client sends before
-    /// the filter runs (as `detour render envoy` writes it), so the filter need not read
-    /// all the headers of every request to remove them itself: it still checks the two
-    /// headers that steer it (the route header, and `x-detour-via` on a request of a
-    /// scheme). False (the default): the filter removes them itself.
+    /// The Envoy configuration removes every header a client may not send (`x-detour-*`,
+    /// the route header, `x-envoy-*` retry and timeout headers) before routing, as
+    /// `detour render envoy` writes it, so the filter need not read every request's
+    /// headers. False (the default): the filter removes them itself.
     pub envoy_removes_client_headers: bool,
-    /// The Envoy configuration marks every answer Envoy makes itself for a failure with
-    /// [`LOCAL_FLAGS_HEADER`] (as `detour render envoy` writes it), so the filter reads
-    /// the status of a response only when that header or [`GATEWAY_FLAGS_HEADER`] is
-    /// there: on the healthy path it asks for two absent headers, which costs less than
-    /// reading one that is present. False (the default): every response's status is read.
-    pub envoy_flags_local_replies: bool,
     pub passive: PassiveConfig,
-    /// Timeout of one replayed attempt.
-    pub replay_timeout: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -68,11 +57,12 @@ pub struct ControllerConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct PassiveConfig {
-    /// Passive detection and replay (the default). Off, the filter routes by the
-    /// controller's table alone: it does not watch how attempts end, ejects nothing and
-    /// replays nothing (a failed request reaches the client as Envoy answered it).
+    /// Passive detection (the default). Off, the filter starts requests by the
+    /// controller's table alone and ejects nothing; Envoy's router still carries every
+    /// request on through the chain.
     pub enabled: bool,
-    /// First ejection of a target that failed under this Envoy's eyes.
+    /// First ejection of a target that failed under this Envoy's eyes. Requests of a
+    /// scheme stay watched for `maxEjection` after an ejection ran out.
     pub base_ejection: Duration,
     /// Ejections double on repeated failures, up to this.
     pub max_ejection: Duration,
@@ -114,10 +104,8 @@ struct RawConfig {
     controller: RawController,
     route_header: Option<String>,
     envoy_removes_client_headers: Option<bool>,
-    envoy_flags_local_replies: Option<bool>,
     #[serde(default)]
     passive: RawPassive,
-    replay_timeout: Option<DurationField>,
 }
 
 #[derive(Deserialize, Default)]
@@ -252,11 +240,6 @@ impl FilterConfig {
                 "passive: baseEjection must be positive and not above maxEjection".into(),
             ));
         }
-        let replay_timeout =
-            duration("replayTimeout", raw.replay_timeout, Duration::from_secs(15))?;
-        if replay_timeout.is_zero() {
-            return Err(ConfigError("replayTimeout: must be positive".into()));
-        }
 
         Ok(FilterConfig {
             cluster,
@@ -271,13 +254,11 @@ impl FilterConfig {
             },
             route_header,
             envoy_removes_client_headers: raw.envoy_removes_client_headers.unwrap_or(false),
-            envoy_flags_local_replies: raw.envoy_flags_local_replies.unwrap_or(false),
             passive: PassiveConfig {
                 enabled: raw.passive.enabled.unwrap_or(true),
                 base_ejection,
                 max_ejection,
             },
-            replay_timeout,
         })
     }
 }
@@ -297,19 +278,16 @@ mod tests {
         assert_eq!(c.passive.base_ejection, Duration::from_secs(2));
         assert!(c.passive.enabled);
         assert!(!c.envoy_removes_client_headers);
-        assert!(!c.envoy_flags_local_replies);
     }
 
     #[test]
     fn passive_detection_and_header_removal_can_be_switched() {
         let c = FilterConfig::parse(
-            br#"{"cluster":"east","passive":{"enabled":false},"envoyRemovesClientHeaders":true,
-                 "envoyFlagsLocalReplies":true}"#,
+            br#"{"cluster":"east","passive":{"enabled":false},"envoyRemovesClientHeaders":true}"#,
         )
         .unwrap();
         assert!(!c.passive.enabled);
         assert!(c.envoy_removes_client_headers);
-        assert!(c.envoy_flags_local_replies);
         assert_eq!(c.passive.base_ejection, Duration::from_secs(2));
     }
 
@@ -349,7 +327,11 @@ mod tests {
                 br#"{"cluster":"east","routeHeader":":authority"}"#,
                 "routeHeader",
             ),
-            (br#"{"cluster":"east","replayTimeout":-1}"#, "replayTimeout"),
+            // Gone with the in-filter replay: refused, not silently ignored.
+            (
+                br#"{"cluster":"east","replayTimeout":"1s"}"#,
+                "unknown field",
+            ),
         ];
         for (json, needle) in cases {
             let err = FilterConfig::parse(json).unwrap_err().to_string();

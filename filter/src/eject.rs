@@ -64,12 +64,6 @@ impl Ejections {
             .any(|e| e.envoy_cluster == envoy_cluster && now_ms < e.until_ms)
     }
 
-    /// The end of the latest ejection, if any: at or after it, nothing is ejected (so
-    /// a request need not even read the clock).
-    pub fn last_until_ms(&self) -> Option<u64> {
-        self.entries.iter().map(|e| e.until_ms).max()
-    }
-
     /// Records a failure of `envoy_cluster` at `now_ms`. A target that fails again
     /// soon after its last ejection ended is ejected for twice as long, up to `max`;
     /// one that stayed good for `max` starts again from `base`. Returns the ejection
@@ -121,8 +115,6 @@ mod tests {
         assert!(e.is_ejected("a", 1_999));
         assert!(!e.is_ejected("a", 2_000));
         assert!(!e.is_ejected("b", 1_500));
-        assert_eq!(e.last_until_ms(), Some(2_000));
-        assert_eq!(Ejections::default().last_until_ms(), None);
     }
 
     #[test]

@@ -178,6 +178,17 @@ pub enum Answer {
     Failed(FetchError),
 }
 
+/// Header Envoy's router adds to every answer that came from an upstream, also on the
+/// calls a filter dispatches; Envoy's own error answers lack it.
+pub const UPSTREAM_SERVICE_TIME_HEADER: &str = "x-envoy-upstream-service-time";
+
+/// The `:status` of an answer's header map.
+pub fn status_of(headers: &crate::pairs::Pairs) -> Option<u32> {
+    headers
+        .get(":status")
+        .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
+}
+
 /// Reads the status of a fetch. Envoy answers a call it could not deliver (controller
 /// down, connect timeout) itself, with a 5xx that lacks the
 /// [`x-envoy-upstream-service-time`](crate::attempt::UPSTREAM_SERVICE_TIME_HEADER)

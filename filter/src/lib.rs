@@ -4,7 +4,7 @@
 //! on wasm32, and the controller links it so that `detour explain` decides exactly as the
 //! filter does. [`wasm`] is the proxy-wasm glue, built only for `wasm32`.
 
-pub mod attempt;
+pub mod chain;
 pub mod config;
 pub mod duration;
 pub mod eject;
@@ -13,10 +13,10 @@ pub mod health;
 pub mod lease;
 pub mod metrics;
 pub mod pairs;
-pub mod replay;
+pub mod request;
 pub mod rng;
-pub mod route;
 pub mod select;
+pub mod start;
 pub mod table;
 
 // Not in test builds: the wasm32 test binaries run under Node's WASI, which has no

@@ -3,14 +3,11 @@
 //!
 //! Envoy puts stats a Wasm module defines under its `wasmcustom` namespace: `/stats`
 //! lists them by the names below, `/stats/prometheus` as the same names with `.`
-//! turned into `_` (e.g. `detour_replay_ok`), without the `envoy_` prefix.
+//! turned into `_` (e.g. `detour_ejections`), without the `envoy_` prefix.
 //!
 //! | name | type | meaning |
 //! |---|---|---|
 //! | `detour.failover.<ns>_<name>.group_<n>` | counter | requests of scheme `ns/name` sent to failover group n (n ≥ 1) |
-//! | `detour.replay.ok` | counter | failed attempts replayed, the client got the replayed answer |
-//! | `detour.replay.failed` | counter | replays that failed too; the client got a 503 with `x-detour-reason` |
-//! | `detour.replay.refused` | counter | failed attempts not replayed (method, body, no target); 503 with `x-detour-reason` |
 //! | `detour.ejections` | counter | targets ejected by passive detection (this Envoy, all workers) |
 //! | `detour.headers_stripped` | counter | requests from which client-sent `x-detour-*` headers were removed |
 //! | `detour.table.version` | gauge | version of the table in use ([`version_gauge`]) |

@@ -13,6 +13,10 @@ use std::fmt;
 /// last good one kept), so an old filter never misreads a newer controller.
 pub const TABLE_API_VERSION: &str = "detour.dev/table/v1";
 
+/// The most priority groups a scheme may have, the primary's included: the filter names
+/// the start group in the route header, and the rendered routes cover this many.
+pub const MAX_GROUPS: usize = 16;
+
 /// Refuse tables larger than this unless the filter configuration says otherwise.
 pub const DEFAULT_MAX_TABLE_BYTES: usize = 4 * 1024 * 1024;
 
@@ -219,6 +223,13 @@ impl Table {
                 return Err(TableError::Invalid(format!(
                     "scheme {:?} has no primary target",
                     s.name
+                )));
+            }
+            if s.groups.len() > MAX_GROUPS {
+                return Err(TableError::Invalid(format!(
+                    "scheme {:?} has {} priority groups; a route can start at {MAX_GROUPS} at most",
+                    s.name,
+                    s.groups.len()
                 )));
             }
             for envoy_cluster in &s.envoy_clusters {

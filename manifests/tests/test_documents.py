@@ -67,8 +67,23 @@ def cluster_with(edit) -> dict:
         (cluster_with(lambda s: s.pop("gateway")), "spec: 'gateway' is a required property"),
         (cluster_with(lambda s: s["gateway"].update(port=0)), "spec.gateway.port"),
         (cluster_with(lambda s: s["gateway"].update(port="15443")), "spec.gateway.port"),
+        (cluster_with(lambda s: s["services"][0].update(protocol="tcp")), "spec.services.0.protocol"),
+        (scheme_with(lambda s: s["healthCheck"].update(grpc={"service": "x"})),
+         "spec.healthCheck.grpc: Additional properties"),
     ],
 )
 def test_invalid_documents_are_refused_with_the_field(doc, field):
     errors = crd_errors(doc)
     assert any(e.startswith(field) for e in errors), errors
+
+
+def test_protocols_and_grpc_checks_are_accepted():
+    for protocol in ["http", "http2", "grpc"]:
+        doc = cluster_with(lambda s: s["services"][0].update(protocol=protocol))
+        assert crd_errors(doc) == [], protocol
+
+    def grpc_check(spec):
+        spec["healthCheck"].pop("path")
+        spec["healthCheck"]["grpc"] = {"serviceName": ""}
+
+    assert crd_errors(scheme_with(grpc_check)) == []

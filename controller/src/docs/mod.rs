@@ -121,6 +121,24 @@ pub struct ServiceSpec {
     /// `HOST:PORT` of each instance (file mode).
     #[serde(default)]
     pub endpoints: Vec<String>,
+    /// What the pods speak: `http` (HTTP/1.1, the default), `http2` (h2c) or `grpc`
+    /// (h2c). In Kubernetes: from the Service port's `appProtocol`, else its name.
+    // A string, read by validation like durations: a misspelt value is then one problem
+    // at this field, not a MemberCluster that fails to parse (whose schemes would all
+    // also report it unknown). The schema still lists the values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(with = "ServiceProtocol")]
+    pub protocol: Option<String>,
+}
+
+/// The values of a service's `protocol`, for the CRD schema
+/// ([`crate::model::Protocol::parse`] reads them).
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ServiceProtocol {
+    Http,
+    Http2,
+    Grpc,
 }
 
 /// A primary service in one cluster and, in priority order, where its requests go when
@@ -202,10 +220,14 @@ pub struct ServiceRefSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct HealthCheckSpec {
-    /// HTTP path (default `/healthz`).
+    /// HTTP path checked with a GET (default `/healthz`). Not with `grpc`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = r"^/[!-~]*$"))]
     pub path: Option<String>,
+    /// Check with the gRPC health checking protocol (`grpc.health.v1.Health/Check`,
+    /// SERVING passes) instead of an HTTP GET of `path`. Not with `path`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcHealthCheckSpec>,
     /// Between checks (default `1s`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
@@ -222,6 +244,15 @@ pub struct HealthCheckSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub healthy_threshold: Option<u32>,
+}
+
+/// `healthCheck.grpc`.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcHealthCheckSpec {
+    /// The `service` of the HealthCheckRequest (default `""`: the server as a whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Default, JsonSchema)]
@@ -241,9 +272,15 @@ pub struct ReplaySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(inner(regex(pattern = r"^[A-Za-z-]+$")))]
     pub methods: Option<Vec<String>>,
-    /// Largest request body kept for a replay (default 65536).
+    /// Largest request body Envoy keeps for a retry (default 65536); a larger request is
+    /// sent once and never retried.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,
+    /// An attempt of one of `methods` that hangs this long goes on to the next instance
+    /// or group (absent: no per-try timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = DURATION_PATTERN))]
+    pub per_try_timeout: Option<String>,
 }
 
 /// What the controller decided about a scheme (Kubernetes status; `detour explain`).

@@ -1,6 +1,7 @@
 //! Active health checking: one task per [`ProbeSpec`] probes on its interval and records
 //! the result on the shared [`HealthBoard`]; the table builder watches the board.
 
+pub mod grpc;
 pub mod probe;
 pub mod state;
 
@@ -82,7 +83,7 @@ impl HealthBoard {
             let Some(state) = map.get_mut(spec) else {
                 return false; // forgotten while the probe was in flight
             };
-            let transition = state.observe(result.passed(), &spec.check, Instant::now());
+            let transition = state.observe(result.check(), &spec.check, Instant::now());
             state.last = Some(result.to_string());
             if let Some(t) = transition {
                 changed = Some((t.from, state.clone()));
@@ -126,6 +127,7 @@ impl Checker {
                 cluster = %spec.target.cluster,
                 service = %spec.target.service,
                 gateway = %spec.gateway,
+                check = %spec.check.kind,
             );
             let task = tokio::spawn(
                 check_forever(

@@ -2,12 +2,19 @@
 //! east-west gateway, so a check passes only when the gateway and the service both work
 //! (the path failover traffic takes). Used by the checker and by `detour explain`.
 //!
+//! A gRPC check (`healthCheck.grpc`) takes the same way, as gRPC: a `POST` of
+//! `/grpc.health.v1.Health/Check` over HTTP/2 with `:authority` NAME.NS, passed when the
+//! answer says SERVING with `grpc-status` 0 (see [`super::grpc`]).
+//!
 //! With mTLS the probe speaks HTTPS to the gateway, presents the controller's probe
 //! certificate and verifies the gateway's certificate against the federation CA and the
 //! gateway's address (its certificate names it).
 
-use crate::client::{ClientError, Connections, HttpClient, drain};
-use crate::model::ProbeSpec;
+use super::grpc::{self, ServingStatus};
+use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
+use super::state::{Cause, Check};
+use crate::model::{CheckKind, ProbeSpec};
+use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,18 +37,45 @@ pub enum ProbeResult {
     Timeout(Duration),
     /// No answer: connection refused, reset, ...
     Error(String),
+    /// gRPC: the service says SERVING.
+    Serving {
+        elapsed: Duration,
+    },
+    /// gRPC: an answer with a status other than SERVING.
+    NotServing(ServingStatus),
+    /// gRPC: the call failed (a gateway that cannot reach the service says 14,
+    /// UNAVAILABLE; a server without the health service says 12, UNIMPLEMENTED).
+    GrpcStatus {
+        code: u32,
+        message: String,
+    },
 }
 
 impl ProbeResult {
+    /// The result as the health state machine takes it: a pass, a failure the gateway
+    /// answered (the service failed behind it), or no answer from the gateway at all.
+    pub fn check(&self) -> Check {
+        match self {
+            _ if self.passed() => Check::Passed,
+            ProbeResult::Timeout(_) | ProbeResult::Error(_) => Check::Failed(Cause::Gateway),
+            _ => Check::Failed(Cause::Service),
+        }
+    }
+
     pub fn passed(&self) -> bool {
-        matches!(self, ProbeResult::Passed { .. })
+        matches!(
+            self,
+            ProbeResult::Passed { .. } | ProbeResult::Serving { .. }
+        )
     }
 
     /// Metric label.
     pub fn label(&self) -> &'static str {
         match self {
-            ProbeResult::Passed { .. } => "success",
-            ProbeResult::BadStatus { .. } => "failure",
+            ProbeResult::Passed { .. } | ProbeResult::Serving { .. } => "success",
+            ProbeResult::BadStatus { .. }
+            | ProbeResult::NotServing(_)
+            | ProbeResult::GrpcStatus { .. } => "failure",
             ProbeResult::Timeout(_) => "timeout",
             ProbeResult::Error(_) => "error",
         }
@@ -57,6 +91,17 @@ impl fmt::Display for ProbeResult {
             ProbeResult::BadStatus { status } => write!(f, "HTTP {status}"),
             ProbeResult::Timeout(t) => write!(f, "no answer within {}ms", t.as_millis()),
             ProbeResult::Error(e) => f.write_str(e),
+            ProbeResult::Serving { elapsed } => {
+                write!(f, "gRPC SERVING in {}ms", elapsed.as_millis())
+            }
+            ProbeResult::NotServing(status) => write!(f, "gRPC {status}"),
+            ProbeResult::GrpcStatus { code, message } => {
+                write!(f, "gRPC status {code} ({})", grpc::code_name(*code))?;
+                if !message.is_empty() {
+                    write!(f, ": {message}")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -68,7 +113,8 @@ pub struct Prober {
 
 #[derive(Clone, Debug)]
 enum ProbeClient {
-    Plain(HttpClient),
+    // Behind an Arc as the other: a client with HTTP/2 settings is a few hundred bytes.
+    Plain(Arc<HttpClient>),
     /// The newest mTLS client: rebuilt when the probe certificate is renewed.
     Tls(watch::Receiver<Arc<HttpClient>>),
 }
@@ -82,7 +128,7 @@ impl Default for Prober {
 impl Prober {
     pub fn new() -> Prober {
         Prober {
-            client: ProbeClient::Plain(HttpClient::plain(Connections::Reused)),
+            client: ProbeClient::Plain(Arc::new(HttpClient::plain(Connections::Reused))),
         }
     }
 
@@ -101,10 +147,16 @@ impl Prober {
 
     pub async fn probe(&self, spec: &ProbeSpec) -> ProbeResult {
         let (client, scheme) = match &self.client {
-            ProbeClient::Plain(c) => (c.clone(), "http"),
+            ProbeClient::Plain(c) => ((**c).clone(), "http"),
             ProbeClient::Tls(rx) => ((**rx.borrow()).clone(), "https"),
         };
-        let uri = format!("{scheme}://{}{}", spec.gateway, spec.check.path);
+        let path = match &spec.check.kind {
+            CheckKind::Http { path } => path,
+            CheckKind::Grpc { service_name } => {
+                return probe_grpc(&client, scheme, spec, service_name).await;
+            }
+        };
+        let uri = format!("{scheme}://{}{path}", spec.gateway);
         let host = spec.target.service.authority();
         let started = Instant::now();
         let headers = [
@@ -130,6 +182,212 @@ impl Prober {
             ProbeResult::BadStatus {
                 status: status.as_u16(),
             }
+        }
+    }
+}
+
+/// A gRPC check: `Check` for `service_name`, sent to the gateway with `:authority`
+/// NAME.NS. The answer passes only when the HTTP status is 200, `grpc-status` is 0 and
+/// the message says SERVING.
+async fn probe_grpc(
+    client: &HttpClient,
+    scheme: &str,
+    spec: &ProbeSpec,
+    service_name: &str,
+) -> ProbeResult {
+    let server = format!("{scheme}://{}", spec.gateway);
+    let uri = format!(
+        "{scheme}://{}{}",
+        spec.target.service.authority(),
+        grpc::CHECK_PATH
+    );
+    // The server must answer within the check's timeout (`grpc-timeout`'s unit `m` is
+    // milliseconds): a server that knows it cannot stops working on a dead check.
+    let deadline = format!("{}m", spec.check.timeout.as_millis().max(1));
+    let headers = [
+        ("content-type", "application/grpc"),
+        // gRPC requires it: the caller reads trailers (proxies may drop them otherwise).
+        ("te", "trailers"),
+        ("user-agent", "detour-health-check"),
+        ("grpc-timeout", deadline.as_str()),
+    ];
+    let started = Instant::now();
+    let body = Bytes::from(grpc::encode_request(service_name));
+    let answer = match client
+        .post_http2(
+            &server,
+            &uri,
+            &headers,
+            body,
+            spec.check.timeout,
+            MAX_BODY_BYTES,
+        )
+        .await
+    {
+        Ok(answer) => answer,
+        Err(ClientError::Timeout(t)) => return ProbeResult::Timeout(t),
+        Err(e) => return ProbeResult::Error(e.to_string()),
+    };
+    grpc_result(&answer, started.elapsed())
+}
+
+/// What a whole `Check` answer means (`elapsed`: since the check began).
+fn grpc_result(answer: &Http2Answer, elapsed: Duration) -> ProbeResult {
+    if answer.status != hyper::StatusCode::OK {
+        return ProbeResult::BadStatus {
+            status: answer.status.as_u16(),
+        };
+    }
+    // In the trailers; in the headers of an answer that is only headers (how a server or
+    // an Envoy that failed before any message answers).
+    let field = |name: &str| {
+        answer
+            .trailers
+            .get(name)
+            .or_else(|| answer.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let Some(code) = field("grpc-status") else {
+        return ProbeResult::Error("the gRPC answer has no grpc-status".into());
+    };
+    let Ok(code) = code.trim().parse::<u32>() else {
+        return ProbeResult::Error(format!(
+            "the gRPC answer's grpc-status {code:?} is no number"
+        ));
+    };
+    if code != 0 {
+        return ProbeResult::GrpcStatus {
+            code,
+            message: field("grpc-message").unwrap_or_default(),
+        };
+    }
+    match grpc::decode_response(&answer.body) {
+        Ok(ServingStatus::Serving) => ProbeResult::Serving { elapsed },
+        Ok(status) => ProbeResult::NotServing(status),
+        Err(e) => ProbeResult::Error(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hyper::header::{HeaderMap, HeaderValue};
+
+    fn answer(
+        status: u16,
+        headers: &[(&str, &str)],
+        trailers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Http2Answer {
+        let map = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.insert(
+                    hyper::header::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                    HeaderValue::from_str(v).unwrap(),
+                );
+            }
+            m
+        };
+        Http2Answer {
+            status: hyper::StatusCode::from_u16(status).unwrap(),
+            headers: map(headers),
+            body: Bytes::copy_from_slice(body),
+            trailers: map(trailers),
+        }
+    }
+
+    const SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 1];
+    const NOT_SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 2];
+    const MS: Duration = Duration::from_millis(3);
+
+    #[test]
+    fn serving_with_status_0_passes_and_nothing_else_does() {
+        let ok = grpc_result(&answer(200, &[], &[("grpc-status", "0")], SERVING), MS);
+        assert_eq!(ok, ProbeResult::Serving { elapsed: MS });
+        assert!(ok.passed());
+        assert_eq!(ok.label(), "success");
+        assert_eq!(ok.to_string(), "gRPC SERVING in 3ms");
+
+        let not = grpc_result(&answer(200, &[], &[("grpc-status", "0")], NOT_SERVING), MS);
+        assert_eq!(not, ProbeResult::NotServing(ServingStatus::NotServing));
+        assert_eq!(not.to_string(), "gRPC NOT_SERVING");
+        assert!(!not.passed());
+
+        // A non-zero status fails whatever the body says.
+        let failed = grpc_result(
+            &answer(
+                200,
+                &[],
+                &[
+                    ("grpc-status", "14"),
+                    ("grpc-message", "upstream connect error"),
+                ],
+                SERVING,
+            ),
+            MS,
+        );
+        assert_eq!(
+            failed,
+            ProbeResult::GrpcStatus {
+                code: 14,
+                message: "upstream connect error".into()
+            }
+        );
+        assert_eq!(
+            failed.to_string(),
+            "gRPC status 14 (UNAVAILABLE): upstream connect error"
+        );
+        assert_eq!(failed.label(), "failure");
+    }
+
+    #[test]
+    fn a_headers_only_answer_carries_its_status_in_the_headers() {
+        let r = grpc_result(&answer(200, &[("grpc-status", "12")], &[], &[]), MS);
+        assert!(
+            matches!(r, ProbeResult::GrpcStatus { code: 12, .. }),
+            "{r:?}"
+        );
+        assert_eq!(r.to_string(), "gRPC status 12 (UNIMPLEMENTED)");
+        // The trailers, when there are some, are what counts.
+        let r = grpc_result(
+            &answer(
+                200,
+                &[("grpc-status", "0")],
+                &[("grpc-status", "2")],
+                SERVING,
+            ),
+            MS,
+        );
+        assert!(
+            matches!(r, ProbeResult::GrpcStatus { code: 2, .. }),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn answers_that_are_not_grpc_fail() {
+        assert_eq!(
+            grpc_result(&answer(503, &[], &[], b"no healthy upstream"), MS),
+            ProbeResult::BadStatus { status: 503 }
+        );
+        for (trailers, body, why) in [
+            (&[][..], SERVING, "no grpc-status"),
+            (&[("grpc-status", "ok")][..], SERVING, "is no number"),
+            (&[("grpc-status", "0")][..], &[][..], "has no message"),
+            (
+                &[("grpc-status", "0")][..],
+                &[1, 0, 0, 0, 0][..],
+                "compressed",
+            ),
+        ] {
+            let r = grpc_result(&answer(200, &[], trailers, body), MS);
+            assert!(
+                matches!(&r, ProbeResult::Error(e) if e.contains(why)),
+                "{trailers:?} {body:?}: {r:?}"
+            );
+            assert!(!r.passed());
         }
     }
 }

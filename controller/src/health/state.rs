@@ -4,15 +4,50 @@
 //! * A target starts `Unknown`.
 //! * From `Unknown`, one passing check makes it `Healthy` (there is no earlier verdict to
 //!   protect), while `unhealthyThreshold` consecutive failures make it `Unhealthy` (one
-//!   blip at start-up does not condemn it).
+//!   blip at start-up does not condemn it) — but only once its gateway has answered at
+//!   least once: a gateway that is not listening yet (everything started together) says
+//!   nothing about the service behind it, so the target stays `Unknown`.
 //! * `Healthy` → `Unhealthy` after `unhealthyThreshold` consecutive failures;
 //!   `Unhealthy` → `Healthy` after `healthyThreshold` consecutive passes. That second
-//!   transition is a *recovery*: each scheme then reports the target Healthy only once it
-//!   has stayed Healthy for the scheme's `failback.stableFor` ([`TargetState::effective`]).
+//!   transition is a *recovery* when the target had been Healthy before: each scheme then
+//!   reports it Healthy only once it has stayed Healthy for the scheme's
+//!   `failback.stableFor` ([`TargetState::effective`]). A target's first Healthy verdict
+//!   is never held back.
+//! * Each failure has a [`Cause`]: the gateway gave no answer (the path from other
+//!   clusters is down), or it answered that the service failed. The target's own cluster
+//!   reaches the service without that gateway, so only the second kind concerns it
+//!   ([`TargetState::failed_behind_gateway`]).
 
 use crate::model::HealthCheck;
 use detour_filter::health::Health;
 use std::time::{Duration, Instant, SystemTime};
+
+/// One check's result as the state machine needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    Passed,
+    Failed(Cause),
+}
+
+/// Why a check failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// No answer from the gateway (connection refused or reset, TLS refused, timeout).
+    Gateway,
+    /// The gateway answered, and the answer says the service failed.
+    Service,
+}
+
+impl From<bool> for Check {
+    /// A plain pass or fail: a failure the gateway answered.
+    fn from(passed: bool) -> Check {
+        if passed {
+            Check::Passed
+        } else {
+            Check::Failed(Cause::Service)
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TargetState {
@@ -21,8 +56,16 @@ pub struct TargetState {
     pub since: Instant,
     /// The same moment on the wall clock, for people.
     pub since_wall: SystemTime,
-    /// The current Healthy run follows an Unhealthy one (failback damping applies).
+    /// The current Healthy run follows an Unhealthy one that followed a Healthy one
+    /// (failback damping applies).
     pub recovered: bool,
+    /// Why the latest failures failed (kept through a recovery, so that a target whose
+    /// only trouble was its gateway is not held back in its own cluster either).
+    pub cause: Option<Cause>,
+    /// Some check got an answer from the gateway.
+    answered: bool,
+    /// The target was Healthy at some point.
+    ever_healthy: bool,
     /// Checks done so far.
     pub checks: u64,
     /// What the last check saw, for logs and `explain`.
@@ -45,6 +88,9 @@ impl TargetState {
             since: now,
             since_wall: SystemTime::now(),
             recovered: false,
+            cause: None,
+            answered: false,
+            ever_healthy: false,
             checks: 0,
             last: None,
             successes: 0,
@@ -55,13 +101,31 @@ impl TargetState {
     /// Records one check result; returns the transition it caused, if any.
     pub fn observe(
         &mut self,
-        passed: bool,
+        check: impl Into<Check>,
         policy: &HealthCheck,
         now: Instant,
     ) -> Option<Transition> {
+        let check = check.into();
         self.checks += 1;
+        self.answered |= check != Check::Failed(Cause::Gateway);
         let from = self.health;
-        let to = if passed {
+        let to = if let Check::Failed(cause) = check {
+            self.failures = self.failures.saturating_add(1);
+            self.successes = 0;
+            self.cause = Some(match (self.failures, self.cause) {
+                // A run of failures is the service's if any of them says so.
+                (2.., Some(Cause::Service)) => Cause::Service,
+                _ => cause,
+            });
+            match from {
+                Health::Unknown | Health::Healthy
+                    if self.failures >= policy.unhealthy_threshold && self.answered =>
+                {
+                    Health::Unhealthy
+                }
+                other => other,
+            }
+        } else {
             self.successes = self.successes.saturating_add(1);
             self.failures = 0;
             match from {
@@ -69,26 +133,24 @@ impl TargetState {
                 Health::Unhealthy if self.successes >= policy.healthy_threshold => Health::Healthy,
                 other => other,
             }
-        } else {
-            self.failures = self.failures.saturating_add(1);
-            self.successes = 0;
-            match from {
-                Health::Unknown | Health::Healthy
-                    if self.failures >= policy.unhealthy_threshold =>
-                {
-                    Health::Unhealthy
-                }
-                other => other,
-            }
         };
         if to == from {
             return None;
         }
-        self.recovered = from == Health::Unhealthy && to == Health::Healthy;
+        self.recovered = from == Health::Unhealthy && to == Health::Healthy && self.ever_healthy;
+        self.ever_healthy |= to == Health::Healthy;
         self.health = to;
         self.since = now;
         self.since_wall = SystemTime::now();
         Some(Transition { from, to })
+    }
+
+    /// The checks failed (or the target is recovering from failures) only because its
+    /// gateway gave no answer: the service itself was never seen failing. Its own
+    /// cluster's Envoy reaches it directly, so its traffic need not move.
+    pub fn failed_behind_gateway(&self) -> bool {
+        self.health != Health::Healthy && self.cause == Some(Cause::Gateway)
+            || self.recovered && self.cause == Some(Cause::Gateway)
     }
 
     /// The health a scheme with `stable_for` reports now, and when that may change by
@@ -213,5 +275,64 @@ mod tests {
         assert_eq!(s.effective(ten, back + ten), (Healthy, None));
         // Another scheme with no damping sees it Healthy at once.
         assert_eq!(s.effective(Duration::ZERO, back), (Healthy, None));
+    }
+
+    #[test]
+    fn a_gateway_that_never_answered_leaves_the_target_unknown() {
+        let t0 = Instant::now();
+        let p = policy(2, 2);
+        let mut s = TargetState::new(t0);
+        let gateway_down = Check::Failed(Cause::Gateway);
+        for i in 0..5 {
+            s.observe(gateway_down, &p, t0 + Duration::from_secs(i));
+        }
+        assert_eq!(s.health, Unknown);
+        assert!(s.failed_behind_gateway());
+        // Then it answers: the first Healthy verdict, not held back by damping.
+        s.observe(true, &p, t0 + Duration::from_secs(6));
+        assert_eq!(s.health, Healthy);
+        assert!(!s.recovered);
+        let later = t0 + Duration::from_secs(6);
+        assert_eq!(s.effective(Duration::from_secs(10), later), (Healthy, None));
+    }
+
+    #[test]
+    fn a_first_healthy_verdict_after_a_failing_service_is_not_damped() {
+        let t0 = Instant::now();
+        let p = policy(2, 1);
+        let mut s = TargetState::new(t0);
+        // The gateway answers, the service behind it is not up yet: Unhealthy...
+        run(&mut s, t0, &[false, false], &p);
+        assert_eq!(s.health, Unhealthy);
+        // ...then up: Healthy at once, never having been Healthy before.
+        s.observe(true, &p, t0 + Duration::from_secs(3));
+        assert_eq!(
+            s.effective(Duration::from_secs(10), t0 + Duration::from_secs(3)),
+            (Healthy, None)
+        );
+    }
+
+    #[test]
+    fn a_gateway_going_down_is_not_the_services_failure() {
+        let t0 = Instant::now();
+        let p = policy(2, 1);
+        let mut s = TargetState::new(t0);
+        s.observe(true, &p, t0);
+        let gateway_down = Check::Failed(Cause::Gateway);
+        s.observe(gateway_down, &p, t0 + Duration::from_secs(1));
+        s.observe(gateway_down, &p, t0 + Duration::from_secs(2));
+        // Other clusters cannot reach it: Unhealthy for them...
+        assert_eq!(s.health, Unhealthy);
+        // ...but the service was never seen failing.
+        assert!(s.failed_behind_gateway());
+        // Back: a recovery (damped for the others), still the gateway's doing.
+        s.observe(true, &p, t0 + Duration::from_secs(3));
+        assert!(s.recovered);
+        assert!(s.failed_behind_gateway());
+        // The service itself fails: that is the service's.
+        s.observe(false, &p, t0 + Duration::from_secs(4));
+        s.observe(gateway_down, &p, t0 + Duration::from_secs(5));
+        assert_eq!(s.health, Unhealthy);
+        assert!(!s.failed_behind_gateway());
     }
 }

@@ -1,7 +1,7 @@
 //! The checker against a real local HTTP server that is stopped and restarted.
 
 use super::*;
-use crate::model::{Address, HealthCheck, Host, ServiceName, TargetRef};
+use crate::model::{Address, CheckKind, HealthCheck, Host, ServiceName, TargetRef};
 use crate::testing::{FakeGateway, eventually};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,7 +17,9 @@ fn spec(gateway: &FakeGateway, interval_ms: u64, unhealthy: u32, healthy: u32) -
             port: gateway.addr.port(),
         },
         check: HealthCheck {
-            path: "/healthz".into(),
+            kind: CheckKind::Http {
+                path: "/healthz".into(),
+            },
             interval: Duration::from_millis(interval_ms),
             timeout: Duration::from_millis(interval_ms),
             unhealthy_threshold: unhealthy,
@@ -170,7 +172,9 @@ async fn reconcile_keeps_state_of_kept_targets_and_drops_the_rest() {
     let (mut checker, board, _) = checker();
     let a = spec(&gateway, 20, 1, 1);
     let mut b = a.clone();
-    b.check.path = "/ready".into();
+    b.check.kind = CheckKind::Http {
+        path: "/ready".into(),
+    };
     checker.reconcile(&BTreeSet::from([a.clone(), b.clone()]));
     eventually("both checked", LIMIT, || {
         health(&board, &a) == Health::Healthy && health(&board, &b) == Health::Healthy

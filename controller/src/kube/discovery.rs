@@ -9,11 +9,14 @@
 //!   (the resolved `targetPort`). An unknown readiness counts as ready, as the API says
 //!   consumers should assume; terminating endpoints are not ready.
 //! * ExternalName Services have no endpoints to fail over between and are skipped.
+//! * Its protocol comes from that port, as Istio reads it: the port's `appProtocol`
+//!   (`kubernetes.io/h2c` or `http2` → http2, `grpc` → grpc, `http` → http), else the
+//!   port's name (`grpc` or `grpc-*` → grpc, `http2` or `http2-*` → http2), else http.
 //!
 //! Pure: apply/delete/reset of plain objects, as the watches deliver them.
 
 use crate::docs::ServiceSpec;
-use crate::model::{Address, Host, ServiceName};
+use crate::model::{Address, Host, Protocol, ServiceName};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
@@ -93,6 +96,7 @@ impl ClusterServices {
                 namespace: namespace.clone(),
                 port: number,
                 endpoints: self.ready_endpoints(namespace, name, port.name.as_deref()),
+                protocol: Some(port_protocol(port).as_str().to_string()),
             });
         }
         out
@@ -166,6 +170,27 @@ fn service_port(ports: &[ServicePort]) -> Option<&ServicePort> {
         .or_else(|| ports.iter().find(tcp))
 }
 
+/// What a Service port speaks: its `appProtocol` when detour knows it, else what its
+/// name says (Istio's convention, `PROTOCOL` or `PROTOCOL-suffix`), else HTTP/1.1. Both
+/// are compared without case, as Istio does.
+fn port_protocol(port: &ServicePort) -> Protocol {
+    let app = port.app_protocol.as_deref().map(str::to_ascii_lowercase);
+    match app.as_deref() {
+        Some("kubernetes.io/h2c" | "http2") => return Protocol::Http2,
+        Some("grpc") => return Protocol::Grpc,
+        Some("http") => return Protocol::Http,
+        // Anything else (`kubernetes.io/ws`, a vendor's name...): the name may say more.
+        _ => {}
+    }
+    let name = port.name.as_deref().unwrap_or("").to_ascii_lowercase();
+    let prefix = name.split('-').next().unwrap_or("");
+    match prefix {
+        "grpc" => Protocol::Grpc,
+        "http2" => Protocol::Http2,
+        _ => Protocol::Http,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -224,8 +249,65 @@ mod tests {
                     "10.0.0.2:80".into(),
                     "[fd00::1]:80".into()
                 ],
+                protocol: Some("http".into()),
             }]
         );
+    }
+
+    fn port(name: &str, app_protocol: Option<&str>) -> ServicePort {
+        ServicePort {
+            name: (!name.is_empty()).then(|| name.to_string()),
+            app_protocol: app_protocol.map(str::to_string),
+            port: 80,
+            ..ServicePort::default()
+        }
+    }
+
+    #[test]
+    fn the_protocol_comes_from_app_protocol_then_the_port_name() {
+        use Protocol::{Grpc, Http, Http2};
+        for (name, app, expected) in [
+            // appProtocol wins over the name.
+            ("", Some("kubernetes.io/h2c"), Http2),
+            ("grpc", Some("kubernetes.io/h2c"), Http2),
+            ("web", Some("grpc"), Grpc),
+            ("grpc-api", Some("http"), Http),
+            ("", Some("HTTP2"), Http2),
+            // An appProtocol detour does not know leaves it to the name.
+            ("grpc-api", Some("kubernetes.io/ws"), Grpc),
+            ("grpc", None, Grpc),
+            ("grpc-api", None, Grpc),
+            ("GRPC-Api", None, Grpc),
+            ("http2", None, Http2),
+            ("http2-web", None, Http2),
+            ("http", None, Http),
+            ("http-web", None, Http),
+            ("grpcweb", None, Http),
+            ("web-grpc", None, Http),
+            ("", None, Http),
+        ] {
+            assert_eq!(
+                port_protocol(&port(name, app)),
+                expected,
+                "name {name:?}, appProtocol {app:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_services_protocol_is_its_chosen_ports() {
+        let mut c = ClusterServices::default();
+        let mut svc = mk_service("apps", "foo", &[("grpc-api", 9090)]);
+        c.apply_service(svc.clone());
+        assert_eq!(c.specs(all)[0].protocol.as_deref(), Some("grpc"));
+        if let Some(p) = svc.spec.as_mut().and_then(|s| s.ports.as_mut()) {
+            p[0].app_protocol = Some("kubernetes.io/h2c".into());
+        }
+        c.apply_service(svc);
+        assert_eq!(c.specs(all)[0].protocol.as_deref(), Some("http2"));
+        // With an `http` port, that is the one used, and what it says.
+        c.apply_service(mk_service("apps", "foo", &[("grpc", 9090), ("http", 8080)]));
+        assert_eq!(c.specs(all)[0].protocol.as_deref(), Some("http"));
     }
 
     #[test]

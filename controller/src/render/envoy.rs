@@ -27,14 +27,18 @@
 //! Checking identities by URI SAN rather than by address keeps one gateway from
 //! impersonating another even when they share a load balancer's address.
 
-use crate::model::{Address, CONTROLLER_CLUSTER, Host, Model, ServiceName, TargetRef};
+use super::clusters::harden;
+use super::routes::{gateway_route, local_route, scheme_routes};
+use crate::model::{
+    Address, CONTROLLER_CLUSTER, Host, Model, Protocol, Scheme, ServiceName, TargetRef,
+};
 use crate::tls::files::{FileError, read_pair, read_roots};
 use crate::tls::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
 use crate::tls::layout::Layout;
 use detour_filter::config::{
-    DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, LOCAL_FLAGS_HEADER,
-    VIA_HEADER,
+    DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, VIA_HEADER,
 };
+use detour_filter::request::ENVOY_STEERING_HEADERS;
 use serde_norway::{Mapping, Value};
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -44,10 +48,11 @@ use std::path::PathBuf;
 pub const DEFAULT_WASM: &str = "target/wasm32-wasip1/release/detour_filter.wasm";
 
 /// Connecting to a local service, a remote gateway or the controller: loopback or one
-/// network hop, so a second is long; failing fast is what lets the filter replay.
+/// network hop, so a second is long; failing fast is what lets the router go on.
 const CONNECT_TIMEOUT: &str = "1s";
-/// Whole-request timeout of the ingress and gateway routes.
-const ROUTE_TIMEOUT: &str = "15s";
+/// Response header telling a client why Envoy answered a request itself (its response
+/// flags), on the ingress; a gateway's says which gateway.
+pub const REASON_HEADER: &str = "x-detour-reason";
 
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
@@ -71,15 +76,6 @@ pub enum RenderError {
     },
     #[error("cannot write YAML: {0}")]
     Yaml(#[from] serde_norway::Error),
-}
-
-macro_rules! map {
-    ($($key:expr => $value:expr),* $(,)?) => {{
-        #[allow(unused_mut)]
-        let mut m = Mapping::new();
-        $( m.insert(Value::from($key), Value::from($value)); )*
-        Value::Mapping(m)
-    }};
 }
 
 /// Checks that the files a config rendered with `--certs` for `cluster` names are there
@@ -133,38 +129,28 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         service: service.clone(),
     };
 
-    // Ingress: every service of this cluster.
+    // Ingress: every service of this cluster; a scheme's primary with a route per start
+    // group (the filter names the start in the route header).
     let ingress_hosts: Vec<Value> = cluster
         .services
         .keys()
         .map(|service| {
+            let envoy_cluster = local(service).envoy_cluster();
+            let routes = match model.scheme_for_primary(&cluster.name, service) {
+                Some(scheme) => scheme_routes(
+                    scheme,
+                    &envoy_cluster,
+                    &hosts_per_group(model, scheme),
+                    DEFAULT_ROUTE_HEADER,
+                ),
+                None => vec![local_route(&envoy_cluster)],
+            };
             map! {
                 "name" => service.authority(),
                 "domains" => domains(service),
-                "routes" => vec![
-                    map! {
-                        "match" => map! {
-                            "prefix" => "/",
-                            "headers" => vec![map! {
-                                "name" => DEFAULT_ROUTE_HEADER,
-                                "present_match" => true,
-                            }],
-                        },
-                        "route" => map! {
-                            "cluster_header" => DEFAULT_ROUTE_HEADER,
-                            "timeout" => ROUTE_TIMEOUT,
-                        },
-                        // Routing is done; the next hop has no use for the header.
-                        "request_headers_to_remove" => vec![DEFAULT_ROUTE_HEADER],
-                    },
-                    map! {
-                        "match" => map! { "prefix" => "/" },
-                        "route" => map! {
-                            "cluster" => local(service).envoy_cluster(),
-                            "timeout" => ROUTE_TIMEOUT,
-                        },
-                    },
-                ],
+                "routes" => routes,
+                // Meant for this Envoy's router, not for the client.
+                "response_headers_to_remove" => vec![GATEWAY_FLAGS_HEADER],
             }
         })
         .collect();
@@ -183,19 +169,11 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             map! {
                 "name" => service.authority(),
                 "domains" => domains(service),
-                "routes" => vec![map! {
-                    "match" => map! { "prefix" => "/" },
-                    "route" => map! {
-                        "cluster" => local(service).envoy_cluster(),
-                        "timeout" => ROUTE_TIMEOUT,
-                    },
-                }],
+                "routes" => vec![gateway_route(&local(service).envoy_cluster())],
                 "request_headers_to_add" => vec![map! {
                     "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
                     "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
                 }],
-                // Only the gateway may speak for the gateway.
-                "response_headers_to_remove" => vec![GATEWAY_FLAGS_HEADER],
             }
         })
         .collect();
@@ -207,11 +185,9 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             "authority": opts.controller.to_string(),
         },
         "routeHeader": DEFAULT_ROUTE_HEADER,
-        // The ingress removes them all before the filter runs, and marks its own failure
-        // answers (below): the filter need not read every request's headers, nor every
-        // response's status.
+        // The ingress removes every header a client may not send before routing (below):
+        // the filter need not read every request's headers.
         "envoyRemovesClientHeaders": true,
-        "envoyFlagsLocalReplies": true,
     })
     .to_string();
     let wasm = std::path::absolute(&opts.wasm).unwrap_or_else(|_| opts.wasm.clone());
@@ -246,21 +222,25 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                 },
                 router(),
             ],
-            // The route header must be gone before Envoy picks the route: the filter
-            // can strip it only after the route was matched with it, and then cannot
-            // learn which cluster the route would take without it (`xds.cluster_name`
-            // keeps the client's choice), so the request would lose its failover. Every
-            // other `x-detour-*` header a client sends goes too, so that the filter
-            // (`envoyRemovesClientHeaders`) reads only the headers it needs.
+            // A client must not choose the start group (the route header), nor speak
+            // for detour (`x-detour-*`), nor set the router's retries and timeouts
+            // (`x-envoy-retry-on`, ...): all removed before Envoy picks the route, so the
+            // filter (`envoyRemovesClientHeaders`) reads none of them.
             vec![
                 (
                     "early_header_mutation_extensions",
-                    early_removal(&[DEFAULT_ROUTE_HEADER], INTERNAL_HEADER_PREFIX),
+                    early_removal(
+                        &[&[DEFAULT_ROUTE_HEADER], ENVOY_STEERING_HEADERS].concat(),
+                        INTERNAL_HEADER_PREFIX,
+                    ),
                 ),
-                // Envoy's own answers to a failure (connect failure, no healthy upstream,
-                // reset, timeout) carry their response flags, so the filter can tell
-                // them from the service's answers without reading every status.
-                ("local_reply_config", flag_local_replies(LOCAL_FLAGS_HEADER)),
+                // When Envoy answers itself (every attempt failed, or one that may have
+                // reached the service cannot be sent again), the client learns why.
+                (
+                    "local_reply_config",
+                    flag_local_replies(&[(REASON_HEADER, "%RESPONSE_FLAGS%".to_string())]),
+                ),
+                ("upgrade_configs", upgrades()),
             ],
         ),
     );
@@ -273,18 +253,33 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             gateway_hosts,
             vec![router()],
             // Envoy's own answers (connect failure, no route, timeout...) carry response
-            // flags; the service's answers never reach this mapper.
-            vec![(
-                "local_reply_config",
-                flag_local_replies(GATEWAY_FLAGS_HEADER),
-            )],
+            // flags for the calling Envoy's router; the service's answers never reach
+            // this mapper.
+            vec![
+                (
+                    "local_reply_config",
+                    flag_local_replies(&[
+                        (GATEWAY_FLAGS_HEADER, "%RESPONSE_FLAGS%".to_string()),
+                        (
+                            REASON_HEADER,
+                            format!("gateway {}: %RESPONSE_FLAGS%", cluster.name),
+                        ),
+                    ]),
+                ),
+                ("upgrade_configs", upgrades()),
+            ],
         ),
     );
 
     let mut clusters: Vec<Value> = cluster
         .services
         .values()
-        .map(|s| envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None))
+        .map(|s| {
+            let c = envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None);
+            let mut c = speaking(s.protocol, c);
+            harden(&mut c, true);
+            c
+        })
         .collect();
     let remote: BTreeSet<&TargetRef> = model
         .schemes_of(&cluster.name)
@@ -293,7 +288,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .collect();
     for t in remote {
         if let Some(there) = model.cluster(&t.cluster) {
-            clusters.push(envoy_cluster(
+            let c = envoy_cluster(
                 &t.envoy_cluster(),
                 std::slice::from_ref(&there.gateway),
                 tls.as_ref().map(|tls| {
@@ -303,7 +298,12 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                         &there.gateway.host,
                     )
                 }),
-            ));
+            );
+            // The gateway passes requests on as they came: it must get what its
+            // service speaks.
+            let mut c = speaking(model.protocol(t), c);
+            harden(&mut c, false);
+            clusters.push(c);
         }
     }
     clusters.push(envoy_cluster(
@@ -340,6 +340,19 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
          # Between clusters and to the controller: {security}.\n{yaml}",
         cluster.name, opts.ingress, cluster.gateway, opts.admin, opts.controller
     ))
+}
+
+/// How many instances each group of `scheme` reaches from its primary's cluster: the
+/// primary's endpoints, then one gateway per failover group (a MemberCluster has one
+/// gateway address).
+fn hosts_per_group(model: &Model, scheme: &Scheme) -> Vec<usize> {
+    let endpoints = model
+        .cluster(&scheme.primary.cluster)
+        .and_then(|c| c.services.get(&scheme.primary.service))
+        .map_or(1, |s| s.endpoints.len());
+    std::iter::once(endpoints)
+        .chain(scheme.groups.iter().map(|_| 1))
+        .collect()
 }
 
 fn domains(service: &ServiceName) -> Vec<String> {
@@ -408,12 +421,21 @@ impl Tls {
             Tls::uri_san(map! { "safe_regex" => map! { "regex" => envoys } }),
             Tls::uri_san(map! { "exact" => Identity::Controller(ControllerRole::Probe).uri() }),
         ];
+        let mut context = self.context(ClusterRole::Gateway, peers);
+        // HTTP/2 for clusters (and gRPC checks) that ask for it by ALPN, HTTP/1.1 for
+        // the rest; the connection manager's AUTO codec follows what was agreed.
+        if let Value::Mapping(m) = &mut context {
+            m.insert(
+                Value::from("alpn_protocols"),
+                Value::from(vec![ALPN_H2, ALPN_HTTP11]),
+            );
+        }
         map! {
             "name" => "envoy.transport_sockets.tls",
             "typed_config" => map! {
                 "@type" => "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
                 "require_client_certificate" => true,
-                "common_tls_context" => self.context(ClusterRole::Gateway, peers),
+                "common_tls_context" => context,
             },
         }
     }
@@ -453,21 +475,29 @@ fn early_removal(headers: &[&str], prefix: &str) -> Value {
     }])
 }
 
-/// `local_reply_config` adding `header: %RESPONSE_FLAGS%` to every answer Envoy makes
-/// itself for a failure (one with response flags).
-fn flag_local_replies(header: &str) -> Value {
+/// `local_reply_config` adding `headers` (name, value with Envoy's substitution
+/// formatter) to every answer Envoy makes itself for a failure (one with response flags).
+fn flag_local_replies(headers: &[(&str, String)]) -> Value {
+    let headers_to_add: Vec<Value> = headers
+        .iter()
+        .map(|(key, value)| {
+            map! {
+                "header" => map! { "key" => *key, "value" => value.clone() },
+                "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        })
+        .collect();
     map! {
         "mappers" => vec![map! {
             "filter" => map! { "response_flag_filter" => Mapping::new() },
-            "headers_to_add" => vec![map! {
-                "header" => map! {
-                    "key" => header,
-                    "value" => "%RESPONSE_FLAGS%",
-                },
-                "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
-            }],
+            "headers_to_add" => headers_to_add,
         }],
     }
+}
+
+/// WebSocket upgrades pass through (the router carries them like any request).
+fn upgrades() -> Value {
+    Value::Sequence(vec![map! { "upgrade_type" => "websocket" }])
 }
 
 /// An HTTP connection manager with more fields of its own (`extra`: name, value).
@@ -530,6 +560,39 @@ fn envoy_cluster(name: &str, endpoints: &[Address], transport_socket: Option<Val
     cluster
 }
 
+const ALPN_H2: &str = "h2";
+const ALPN_HTTP11: &str = "http/1.1";
+
+/// `cluster` (from [`envoy_cluster`]) speaking what `protocol` needs: HTTP/2 for
+/// `http2` and `grpc` (h2c, or h2 agreed by ALPN when the cluster has TLS), Envoy's
+/// default HTTP/1.1 otherwise.
+fn speaking(protocol: Protocol, mut cluster: Value) -> Value {
+    if !protocol.is_http2() {
+        return cluster;
+    }
+    let Value::Mapping(m) = &mut cluster else {
+        return cluster;
+    };
+    m.insert(
+        Value::from("typed_extension_protocol_options"),
+        map! {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" => map! {
+                "@type" => "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config" => map! { "http2_protocol_options" => Mapping::new() },
+            },
+        },
+    );
+    let tls_context = m
+        .get_mut("transport_socket")
+        .and_then(|t| t.get_mut("typed_config"))
+        .and_then(|c| c.get_mut("common_tls_context"))
+        .and_then(Value::as_mapping_mut);
+    if let Some(context) = tls_context {
+        context.insert(Value::from("alpn_protocols"), Value::from(vec![ALPN_H2]));
+    }
+    cluster
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -585,13 +648,25 @@ mod tests {
         let hcm = &listeners[0]["filter_chains"][0]["filters"][0]["typed_config"];
         let vhost = &hcm["route_config"]["virtual_hosts"][0];
         assert_eq!(vhost["domains"][1].as_str(), Some("foo.apps:*"));
+        // A route per start group (routes.rs has the details): the last one, without
+        // the route header, starts at east's own foo.
+        let routes = vhost["routes"].as_sequence().unwrap();
         assert_eq!(
-            vhost["routes"][0]["route"]["cluster_header"].as_str(),
+            routes[0]["match"]["headers"][0]["name"].as_str(),
             Some("x-detour-route")
         );
+        let last = routes.last().unwrap();
+        assert!(last["match"].get("headers").is_none());
         assert_eq!(
-            vhost["routes"][1]["route"]["cluster"].as_str(),
+            last["route"]["inline_cluster_specifier_plugin"]["extension"]["typed_config"]
+                ["priority_groups"][0]["clusters"][0]["cluster_name"]
+                .as_str(),
             Some("detour|east|apps|foo")
+        );
+        // The router's business, not the client's.
+        assert_eq!(
+            vhost["response_headers_to_remove"][0].as_str(),
+            Some("x-detour-gateway-flags")
         );
         let wasm = &hcm["http_filters"][0]["typed_config"]["config"];
         assert_eq!(wasm["vm_config"]["vm_id"].as_str(), Some("detour"));
@@ -623,21 +698,27 @@ mod tests {
             early["typed_config"]["mutations"][0]["remove"].as_str(),
             Some("x-detour-route")
         );
-        // And every other detour header, so the filter can rely on it.
+        let mutations = early["typed_config"]["mutations"].as_sequence().unwrap();
+        // The router's retry and timeout knobs too...
+        let removed: Vec<&str> = mutations
+            .iter()
+            .filter_map(|m| m["remove"].as_str())
+            .collect();
+        assert!(removed.contains(&"x-envoy-retry-on"));
+        assert!(removed.contains(&"x-envoy-upstream-rq-timeout-ms"));
+        // ...and every other detour header, so the filter can rely on it.
         assert_eq!(
-            early["typed_config"]["mutations"][1]["remove_on_match"]["key_matcher"]["prefix"]
-                .as_str(),
+            mutations.last().unwrap()["remove_on_match"]["key_matcher"]["prefix"].as_str(),
             Some("x-detour-")
         );
         let filter = &hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
         let config = FilterConfig::parse(filter.as_str().unwrap().as_bytes()).unwrap();
         assert!(config.envoy_removes_client_headers);
-        // Envoy's own failure answers are marked for the filter.
-        assert!(config.envoy_flags_local_replies);
+        // When Envoy answers itself, the client learns why.
         let mapper = &hcm["local_reply_config"]["mappers"][0]["headers_to_add"][0]["header"];
         assert_eq!(
             (mapper["key"].as_str(), mapper["value"].as_str()),
-            (Some("x-detour-local-flags"), Some("%RESPONSE_FLAGS%"))
+            (Some("x-detour-reason"), Some("%RESPONSE_FLAGS%"))
         );
     }
 
@@ -743,6 +824,112 @@ mod tests {
                 .as_str(),
             Some("west-gw.example.com")
         );
+    }
+
+    /// The example with `apps/foo` speaking `protocol` in the clusters named.
+    fn speaking_model(protocol: &str, clusters: &[&str]) -> Model {
+        let mut text = EXAMPLE.to_string();
+        for c in clusters {
+            let at = text.find(&format!("metadata: {{name: {c}}}")).unwrap();
+            let rest = text[at..].replacen(
+                "port: 8080, endpoints",
+                &format!("port: 8080, protocol: {protocol}, endpoints"),
+                1,
+            );
+            text = format!("{}{rest}", &text[..at]);
+        }
+        build_model(&parse_file("t.yaml", &text).0).unwrap()
+    }
+
+    fn protocol_options(cluster: &Value) -> Option<&Value> {
+        cluster.get("typed_extension_protocol_options")
+    }
+
+    #[test]
+    fn http2_and_grpc_services_get_http2_locally_and_through_gateways() {
+        let http2 = |c: &Value| {
+            let options =
+                &protocol_options(c)?["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"];
+            assert_eq!(
+                options["@type"].as_str(),
+                Some("type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions")
+            );
+            Some(
+                options["explicit_http_config"]["http2_protocol_options"]
+                    .as_mapping()?
+                    .is_empty(),
+            )
+        };
+        // HTTP/1.1 services: no HTTP/2 (a local cluster names HTTP/1.1 explicitly, beside
+        // its upstream filters; a remote one says nothing).
+        let b = rendered("east");
+        for c in b["static_resources"]["clusters"].as_sequence().unwrap() {
+            assert_eq!(http2(c), None, "{c:?}");
+        }
+        // grpc in east and west, http2 in south: HTTP/2 to every one of them.
+        let mut model = speaking_model("grpc", &["east", "west"]);
+        let south = speaking_model("http2", &["south"]);
+        model
+            .clusters
+            .insert("south".into(), south.clusters["south"].clone());
+        let b: Value = serde_norway::from_str(&render(&model, &opts("east")).unwrap()).unwrap();
+        let clusters = &b["static_resources"]["clusters"];
+        for c in &clusters.as_sequence().unwrap()[..3] {
+            assert_eq!(http2(c), Some(true), "{:?}", c["name"]);
+        }
+        assert!(
+            protocol_options(&clusters[3]).is_none(),
+            "the controller speaks HTTP/1.1"
+        );
+
+        // A remote target speaks what its service speaks in its own cluster: west's foo
+        // is grpc while east's is HTTP/1.1.
+        let model = speaking_model("grpc", &["west"]);
+        let b: Value = serde_norway::from_str(&render(&model, &opts("east")).unwrap()).unwrap();
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(names(clusters)[0], "detour|east|apps|foo");
+        assert_eq!(http2(&clusters[0]), None);
+        assert!(
+            protocol_options(&clusters[1]).is_none(),
+            "south's foo is HTTP/1.1"
+        );
+        assert_eq!(names(clusters)[2], "detour|west|apps|foo");
+        assert_eq!(http2(&clusters[2]), Some(true));
+        // West's own Envoy speaks HTTP/2 to its pods (and so its gateway does).
+        let b: Value = serde_norway::from_str(&render(&model, &opts("west")).unwrap()).unwrap();
+        assert_eq!(http2(&b["static_resources"]["clusters"][0]), Some(true));
+    }
+
+    #[test]
+    fn with_certs_http2_is_agreed_by_alpn() {
+        let mut o = opts("east");
+        o.certs = Some("/certs".into());
+        let model = speaking_model("grpc", &["west"]);
+        let b: Value = serde_norway::from_str(&render(&model, &o).unwrap()).unwrap();
+        let alpn = |c: &Value| {
+            c["transport_socket"]["typed_config"]["common_tls_context"]
+                .get("alpn_protocols")
+                .cloned()
+        };
+        let gw = &b["static_resources"]["listeners"][1]["filter_chains"][0];
+        assert_eq!(
+            alpn(gw),
+            Some(Value::from(vec!["h2", "http/1.1"])),
+            "the gateway offers both"
+        );
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(names(clusters)[2], "detour|west|apps|foo");
+        assert_eq!(alpn(&clusters[2]), Some(Value::from(vec!["h2"])));
+        // Its certificates are untouched.
+        assert_eq!(
+            clusters[2]["transport_socket"]["typed_config"]["common_tls_context"]
+                ["tls_certificates"][0]["certificate_chain"]["filename"]
+                .as_str(),
+            Some("/certs/clusters/east/envoy.crt")
+        );
+        // HTTP/1.1 targets and the controller offer no ALPN, as before.
+        assert_eq!(alpn(&clusters[1]), None);
+        assert_eq!(alpn(&clusters[3]), None);
     }
 
     #[test]

@@ -1,6 +1,6 @@
-//! Two proxy-wasm hostcalls that move whole header maps, called directly.
+//! The proxy-wasm hostcall that moves a whole header map, called directly.
 //!
-//! The SDK's wrappers (`proxy-wasm` 0.2.5: `get_map`, `send_http_response`) convert every
+//! The SDK's wrapper (`proxy-wasm` 0.2.5: `get_map`) converts every
 //! name and value to `String` and `unwrap` the conversion: one client header value that
 //! is not UTF-8 (obs-text, which Envoy passes on) would panic and stop the worker's VM.
 //! `get_map` also allocates twice per header, on every request. Here the map stays in
@@ -27,17 +27,6 @@ unsafe extern "C" {
         return_map_data: *mut *mut u8,
         return_map_size: *mut usize,
     ) -> u32;
-
-    fn proxy_send_local_response(
-        status_code: u32,
-        status_code_details_data: *const u8,
-        status_code_details_size: usize,
-        body_data: *const u8,
-        body_size: usize,
-        headers_data: *const u8,
-        headers_size: usize,
-        grpc_status: i32,
-    ) -> u32;
 }
 
 /// A whole header map; `None` when the host refuses (e.g. the map does not exist in
@@ -60,24 +49,4 @@ pub fn header_map(map: MapType) -> Option<Pairs> {
     // with the allocator that made it.
     let bytes = unsafe { Vec::from_raw_parts(data, size, size) };
     Pairs::parse(bytes)
-}
-
-/// `send_http_response` with the headers as a map of bytes (Envoy sends it once the
-/// current callback returns); `Err` carries the host's status code.
-pub fn send_local_response(status: u32, headers: &Pairs, body: &[u8]) -> Result<(), u32> {
-    // SAFETY: every pointer/length pair describes a live slice (or nothing) for the
-    // duration of the call; the host copies what it keeps.
-    let result = unsafe {
-        proxy_send_local_response(
-            status,
-            std::ptr::null(),
-            0,
-            body.as_ptr(),
-            body.len(),
-            headers.as_bytes().as_ptr(),
-            headers.as_bytes().len(),
-            -1,
-        )
-    };
-    if result == OK { Ok(()) } else { Err(result) }
 }

@@ -1,11 +1,11 @@
 //! Passive ejections shared by every VM of this Envoy through `detour.ejections`.
 //!
-//! Requests read them through a stamp: `detour.ejections.stamp` holds an empty value
-//! that every writer sets again after changing the ejections, so its CAS token moves
-//! with them. Reading an empty value copies nothing into the VM, which makes the
-//! per-request check one cheap hostcall; the ejections themselves are read and decoded
-//! only when the stamp moved. Writes are compare-and-swap, retried when another worker
-//! wrote in between.
+//! A VM notices other VMs' ejections on its tick, through a stamp: `detour.ejections.stamp`
+//! holds an empty value that every writer sets again after changing the ejections, so its
+//! CAS token moves with them, and the ejections themselves are read and decoded only when
+//! it moved. Requests never read shared data: they read the worker's starts, which are
+//! computed again when the ejections change. Writes are compare-and-swap, retried when
+//! another worker wrote in between.
 
 use super::host;
 use super::log;
@@ -21,32 +21,28 @@ pub const STAMP_KEY: &str = "detour.ejections.stamp";
 /// A CAS race is lost only to another worker's write; a few rounds always suffice.
 const CAS_ROUNDS: usize = 8;
 
-/// The ejections as they are now.
-pub fn current(worker: &Worker) -> Rc<EjectionView> {
+/// Reads the ejections again when the stamp moved; true when they changed.
+pub fn tick(worker: &Worker) -> bool {
     let (_, stamp) = host::shared_get(STAMP_KEY);
-    if let Some(view) = worker.ejections.get()
-        && view.stamp == stamp
+    if worker
+        .ejections
+        .get()
+        .is_some_and(|view| view.stamp == stamp)
     {
-        return view;
+        return false;
     }
-    refresh(worker, stamp)
-}
-
-/// Reads the ejections again whatever the stamp says, so that a stamp that failed to
-/// move cannot hide an ejection for longer than a tick.
-pub fn tick(worker: &Worker) {
-    let (_, stamp) = host::shared_get(STAMP_KEY);
-    refresh(worker, stamp);
-}
-
-fn refresh(worker: &Worker, stamp: Option<u32>) -> Rc<EjectionView> {
     let ejections = host::shared_get(KEY)
         .0
         .map(|b| crate::eject::Ejections::decode(&b))
         .unwrap_or_default();
-    let view = Rc::new(EjectionView::new(stamp, ejections));
-    worker.ejections.set(view.clone());
-    view
+    let changed = worker
+        .ejections
+        .get()
+        .is_none_or(|view| view.ejections != ejections);
+    worker
+        .ejections
+        .set(Rc::new(EjectionView::new(stamp, ejections)));
+    changed
 }
 
 /// Ejects `envoy_cluster` for this whole Envoy. Returns how long, or `None` when it was

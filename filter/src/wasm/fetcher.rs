@@ -6,12 +6,11 @@ use super::host;
 use super::lease::LeaseKeeper;
 use super::log;
 use super::worker::Worker;
-use crate::attempt::UPSTREAM_SERVICE_TIME_HEADER;
 use crate::fetch::{
-    Answer, Change, FetchError, FetchResult, Fetcher, classify_answer, if_none_match, request_path,
+    Answer, Change, FetchError, FetchResult, Fetcher, UPSTREAM_SERVICE_TIME_HEADER,
+    classify_answer, if_none_match, request_path, status_of,
 };
 use crate::pairs::Pairs;
-use crate::replay::status_of;
 use crate::table::{Table, TableError};
 use proxy_wasm::types::{BufferType, MapType};
 

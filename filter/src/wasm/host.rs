@@ -38,18 +38,6 @@ pub fn string_property(path: &[&str]) -> Option<String> {
     property(path).and_then(|b| String::from_utf8(b).ok())
 }
 
-/// An integer property such as `response.flags` (Envoy encodes it as 8 bytes, little
-/// endian).
-pub fn u64_property(path: &[&str]) -> Option<u64> {
-    let bytes: [u8; 8] = property(path)?.try_into().ok()?;
-    Some(u64::from_le_bytes(bytes))
-}
-
-/// A boolean property such as `connection.mtls` (one byte, non-zero = true).
-pub fn bool_property(path: &[&str]) -> bool {
-    property(path).is_some_and(|b| b.first().is_some_and(|&v| v != 0))
-}
-
 /// A shared-data value and its CAS token (`None`, `None` when the key is not set).
 pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))
@@ -62,11 +50,6 @@ pub fn shared_set(key: &str, value: &[u8], cas: Option<u32>) -> Result<(), Statu
 /// A whole header map (empty if Envoy has none in this phase).
 pub fn header_map(map: MapType) -> Pairs {
     abi::header_map(map).unwrap_or_default()
-}
-
-/// One header's first value.
-pub fn header(map: MapType, name: &str) -> Option<Vec<u8>> {
-    hostcalls::get_map_value_bytes(map, name).ok().flatten()
 }
 
 pub fn set_header(map: MapType, name: &str, value: Option<&str>) {
@@ -90,9 +73,4 @@ pub fn dispatch(
     };
     hostcalls::dispatch_http_call(cluster, headers, body, vec![], timeout)
         .map_err(|status| format!("{status:?}"))
-}
-
-/// Answers the client from the filter (Envoy sends it after this callback returns).
-pub fn respond(status: u32, headers: &Pairs, body: &[u8]) -> Result<(), u32> {
-    abi::send_local_response(status, headers, body)
 }

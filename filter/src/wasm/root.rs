@@ -56,7 +56,9 @@ impl Context for Root {
             self.fetcher
                 .on_response(worker, &self.lease, token_id, num_headers, body_size);
             // Share the new table with this VM's requests now, not on the next tick.
-            self.sync.tick(worker);
+            if self.sync.tick(worker) {
+                worker.recompute_starts(worker.clock_ms());
+            }
         }
     }
 
@@ -82,7 +84,9 @@ impl RootContext for Root {
         let worker = Rc::new(Worker::new(config, host::random_u64()));
         // A VM started after a table was fetched (a new worker, a config update) uses
         // it at once.
-        self.sync.tick(&worker);
+        if self.sync.tick(&worker) {
+            worker.recompute_starts(worker.now_ms());
+        }
         self.worker = Some(worker);
         if hostcalls::set_tick_period(TICK).is_err() {
             log::critical(|| "detour: Envoy refused the tick period".into());
@@ -97,10 +101,13 @@ impl RootContext for Root {
             return;
         };
         let now_ms = worker.now_ms();
-        self.sync.tick(worker);
-        if worker.config.passive.enabled {
-            ejections::tick(worker);
+        let new_table = self.sync.tick(worker);
+        let new_ejections = worker.config.passive.enabled && ejections::tick(worker);
+        let ran_out = worker.starts.get().is_some_and(|s| s.stale_at(now_ms));
+        if new_table || new_ejections || ran_out {
+            worker.recompute_starts(now_ms);
         }
+        worker.sample.set(worker.config.passive.enabled);
         if self.lease.tick(now_ms) {
             self.fetcher.tick(worker, now_ms);
             if now_ms.saturating_sub(self.age_reported_ms) >= AGE_GAUGE_EVERY_MS {

@@ -32,9 +32,6 @@ impl Metric {
 }
 
 pub struct Stats {
-    pub replay_ok: Metric,
-    pub replay_failed: Metric,
-    pub replay_refused: Metric,
     pub ejections: Metric,
     pub headers_stripped: Metric,
     pub table_version: Metric,
@@ -48,9 +45,6 @@ impl Stats {
         let counter = |name: &str| Metric::define(MetricType::Counter, name);
         let gauge = |name: &str| Metric::define(MetricType::Gauge, name);
         Stats {
-            replay_ok: counter("detour.replay.ok"),
-            replay_failed: counter("detour.replay.failed"),
-            replay_refused: counter("detour.replay.refused"),
             ejections: counter("detour.ejections"),
             headers_stripped: counter("detour.headers_stripped"),
             table_version: gauge("detour.table.version"),

@@ -20,15 +20,16 @@ pub struct TableSync {
 }
 
 impl TableSync {
-    pub fn tick(&mut self, worker: &Worker) {
+    /// True when this VM adopted a new table.
+    pub fn tick(&mut self, worker: &Worker) -> bool {
         let Some(version) = host::shared_get(VERSION_KEY).0 else {
-            return;
+            return false;
         };
         if self.seen.as_deref() == Some(version.as_slice()) {
-            return;
+            return false;
         }
         let Some(bytes) = host::shared_get(TABLE_KEY).0 else {
-            return;
+            return false;
         };
         let config = &worker.config;
         match Table::parse(&bytes, &config.cluster, config.controller.max_table_bytes) {
@@ -36,19 +37,20 @@ impl TableSync {
                 // Normally equal; if the holder stored a newer table between our two
                 // reads, remember the table's own version so the next tick looks again.
                 self.seen = Some(table.version.as_bytes().to_vec());
-                self.adopt(worker, table);
+                self.adopt(worker, table)
             }
             Err(e) => {
                 self.seen = Some(version);
                 log::error(|| format!("detour: the shared table cannot be used here: {e}"));
+                false
             }
         }
     }
 
-    fn adopt(&mut self, worker: &Worker, table: Table) {
+    fn adopt(&mut self, worker: &Worker, table: Table) -> bool {
         let previous = worker.snapshot.get();
         if previous.as_ref().is_some_and(|p| p.table == table) {
-            return;
+            return false;
         }
         worker
             .stats
@@ -57,5 +59,6 @@ impl TableSync {
         let failover = self.counters.for_table(&table);
         log::debug(|| format!("detour: using table version {}", table.version));
         worker.snapshot.set(Rc::new(Snapshot { table, failover }));
+        true
     }
 }

@@ -6,6 +6,7 @@ use super::stats::{Metric, Stats};
 use crate::config::FilterConfig;
 use crate::eject::Ejections;
 use crate::rng::Rng;
+use crate::start::Starts;
 use crate::table::Table;
 use std::cell::Cell;
 use std::rc::Rc;
@@ -34,17 +35,11 @@ impl Snapshot {
 pub struct EjectionView {
     pub stamp: Option<u32>,
     pub ejections: Ejections,
-    /// When the latest ejection ends: from then on, nothing is ejected.
-    pub last_until_ms: Option<u64>,
 }
 
 impl EjectionView {
     pub fn new(stamp: Option<u32>, ejections: Ejections) -> EjectionView {
-        EjectionView {
-            stamp,
-            last_until_ms: ejections.last_until_ms(),
-            ejections,
-        }
+        EjectionView { stamp, ejections }
     }
 }
 
@@ -75,6 +70,12 @@ pub struct Worker {
     pub snapshot: Slot<Snapshot>,
     /// Last decoded passive ejections.
     pub ejections: Slot<EjectionView>,
+    /// Where each scheme's requests start: computed again when the table or the
+    /// ejections change, or when an ejection runs out; read (not computed) per request.
+    pub starts: Slot<Starts>,
+    /// Set on each tick: the next request is watched even when all is quiet (see
+    /// `crate::request::on_request_headers`).
+    pub sample: Cell<bool>,
     rng: Cell<Rng>,
     /// The wall clock (ms) as last read by this VM: at most a tick behind.
     clock: Cell<u64>,
@@ -87,6 +88,8 @@ impl Worker {
             stats: Stats::define(),
             snapshot: Slot::empty(),
             ejections: Slot::empty(),
+            starts: Slot::empty(),
+            sample: Cell::new(false),
             rng: Cell::new(Rng::new(seed)),
             clock: Cell::new(0),
         }
@@ -103,6 +106,25 @@ impl Worker {
     /// of the true time, so "this ejection ended before `clock_ms`" is always true too.
     pub fn clock_ms(&self) -> u64 {
         self.clock.get()
+    }
+
+    /// Computes where each scheme's requests start now, from the table in use and the
+    /// ejections as last read.
+    pub fn recompute_starts(&self, now_ms: u64) {
+        let Some(snapshot) = self.snapshot.get() else {
+            return;
+        };
+        let ejections = self.ejections.get();
+        let no_ejections = Ejections::default();
+        let ejections = ejections.as_ref().map_or(&no_ejections, |v| &v.ejections);
+        let watch_ms =
+            u64::try_from(self.config.passive.max_ejection.as_millis()).unwrap_or(u64::MAX);
+        self.starts.set(Rc::new(Starts::compute(
+            &snapshot.table,
+            ejections,
+            now_ms,
+            watch_ms,
+        )));
     }
 
     /// A number that differs between requests (spreads load by weight, jitters back-off).
