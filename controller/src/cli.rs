@@ -204,6 +204,10 @@ pub struct RenderEnvoyArgs {
     /// The member cluster this Envoy runs in.
     #[arg(long, value_name = "NAME")]
     pub cluster: String,
+    /// Which of the cluster's gateway addresses this Envoy's gateway listener binds, when
+    /// the MemberCluster lists several (`gateway.addresses`); default: the first.
+    #[arg(long, value_name = "ADDR:PORT", value_parser = address)]
+    pub gateway_address: Option<Address>,
     /// Address of the ingress listener (with the detour filter).
     #[arg(long, value_name = "ADDR:PORT", value_parser = address)]
     pub ingress: Address,
@@ -392,6 +396,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 &model,
                 &RenderOptions {
                     cluster: args.cluster,
+                    gateway: args.gateway_address,
                     ingress: args.ingress,
                     admin: args.admin,
                     controller: args.controller,

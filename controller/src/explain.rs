@@ -202,7 +202,10 @@ async fn probe_all(
         let prober = prober.clone();
         tasks.push(tokio::spawn(async move {
             let result = prober.probe(&spec).await;
-            (spec.target, (spec.gateway.to_string(), result))
+            {
+                let gateways = spec.gateway_list();
+                (spec.target, (gateways, result))
+            }
         }));
     }
     let mut out = BTreeMap::new();

@@ -170,8 +170,18 @@ pub struct Model {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Cluster {
     pub name: String,
+    /// The gateway's first (or only) instance: the one certificates and status name.
     pub gateway: Address,
+    /// Its other instances, in the order the document lists them.
+    pub more_gateways: Vec<Address>,
     pub services: BTreeMap<ServiceName, Service>,
+}
+
+impl Cluster {
+    /// Every instance of the cluster's east-west gateway, the first first.
+    pub fn gateways(&self) -> impl Iterator<Item = &Address> {
+        std::iter::once(&self.gateway).chain(&self.more_gateways)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -354,8 +364,20 @@ impl Default for Replay {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ProbeSpec {
     pub target: TargetRef,
-    pub gateway: Address,
+    /// The instances of the target's cluster's gateway, tried in turn until one answers.
+    pub gateways: Vec<Address>,
     pub check: HealthCheck,
+}
+
+impl ProbeSpec {
+    /// The gateway instances, as people read them (`a, b`).
+    pub fn gateway_list(&self) -> String {
+        self.gateways
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 impl Model {
@@ -369,7 +391,7 @@ impl Model {
         let cluster = self.clusters.get(&target.cluster)?;
         Some(ProbeSpec {
             target: target.clone(),
-            gateway: cluster.gateway.clone(),
+            gateways: cluster.gateways().cloned().collect(),
             check: scheme.health_check.clone(),
         })
     }

@@ -445,7 +445,10 @@ mod tests {
         for _ in 0..3 {
             state_of(&model, &mut board, "east").observe(gateway_down, &p, now);
         }
-        assert_eq!(state_of(&model, &mut board, "east").health, Health::Unhealthy);
+        assert_eq!(
+            state_of(&model, &mut board, "east").health,
+            Health::Unhealthy
+        );
         assert_eq!(healths(&board)[0], Health::Healthy);
         // But a gateway that answers that the service failed: east's traffic leaves.
         for _ in 0..3 {

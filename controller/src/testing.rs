@@ -121,6 +121,13 @@ impl FakeGateway {
         self.task = Some((task, stop));
     }
 
+    /// Answers 503 from now on, as a gateway does when its service behind it is down
+    /// (`fail_service(false)`: 200 again).
+    pub fn fail_service(&self, failing: bool) {
+        let status = if failing { 503 } else { 200 };
+        self.status.store(status, Ordering::Relaxed);
+    }
+
     /// Closes the listening socket and every connection, as a dying process would:
     /// connections are refused from now on.
     pub async fn stop(&mut self) {

@@ -6,7 +6,8 @@
 //! its own status, so [`build_partial`] serves every valid document and reports the rest.
 
 use crate::docs::{
-    Document, FailoverSchemeSpec, MemberClusterSpec, Object, Origin, Problem, ServiceSpec,
+    Document, FailoverSchemeSpec, GatewaySpec, MemberClusterSpec, Object, Origin, Problem,
+    ServiceSpec,
 };
 use crate::model::{
     Address, CheckKind, Cluster, DEFAULT_HEALTH_PATH, Failback, HealthCheck, Host, Model, Protocol,
@@ -145,30 +146,7 @@ impl Validator {
         self.cluster_docs
             .insert(name.to_string(), doc.origin.clone());
 
-        let gateway = match reachable_host(&spec.gateway.address)
-            .and_then(|host| Address::new(host, spec.gateway.port))
-        {
-            Ok(a) => Some(a),
-            Err(e) => {
-                let path = if spec.gateway.port == 0 {
-                    "spec.gateway.port"
-                } else {
-                    "spec.gateway.address"
-                };
-                self.report(&at, path, e);
-                None
-            }
-        };
-        if let Some(g) = &gateway {
-            if let Some(other) = self.gateways.get(g) {
-                let msg = format!(
-                    "{g} is already the gateway of MemberCluster {other:?}; each cluster needs its own"
-                );
-                self.report(&at, "spec.gateway", msg);
-            } else {
-                self.gateways.insert(g.clone(), name.to_string());
-            }
-        }
+        let gateways = self.gateways(&at, name, &spec.gateway);
 
         let mut services = BTreeMap::new();
         for (i, s) in spec.services.iter().enumerate() {
@@ -183,17 +161,86 @@ impl Validator {
             }
         }
         if self.problems.len() == before
-            && let Some(gateway) = gateway
+            && let Some((gateway, more_gateways)) = gateways
         {
             self.clusters.insert(
                 name.to_string(),
                 Cluster {
                     name: name.to_string(),
                     gateway,
+                    more_gateways,
                     services,
                 },
             );
         }
+    }
+
+    /// The gateway's instances (`address`, or `addresses`): the first, and the others.
+    fn gateways(
+        &mut self,
+        at: &At,
+        name: &str,
+        spec: &GatewaySpec,
+    ) -> Option<(Address, Vec<Address>)> {
+        let listed: Vec<(String, &str)> = match (&spec.address, spec.addresses.as_slice()) {
+            (Some(a), []) => vec![("spec.gateway.address".to_string(), a.as_str())],
+            (None, many) if !many.is_empty() => many
+                .iter()
+                .enumerate()
+                .map(|(i, a)| (format!("spec.gateway.addresses[{i}]"), a.as_str()))
+                .collect(),
+            (None, _) => {
+                self.report(at, "spec.gateway", "needs `address` (or `addresses`)");
+                return None;
+            }
+            (Some(_), _) => {
+                self.report(
+                    at,
+                    "spec.gateway",
+                    "`address` and `addresses` are two ways to say the same: give one",
+                );
+                return None;
+            }
+        };
+        let mut found = Vec::new();
+        for (path, text) in listed {
+            let address = match reachable_host(text).and_then(|h| Address::new(h, spec.port)) {
+                Ok(a) => a,
+                Err(e) => {
+                    let path = if spec.port == 0 {
+                        "spec.gateway.port".to_string()
+                    } else {
+                        path
+                    };
+                    self.report(at, path, e);
+                    continue;
+                }
+            };
+            if let Some(other) = self.gateways.get(&address) {
+                let msg = if other == name {
+                    format!("{address} is listed twice")
+                } else {
+                    format!(
+                        "{address} is already the gateway of MemberCluster {other:?}; each cluster needs its own"
+                    )
+                };
+                self.report(
+                    at,
+                    if other == name {
+                        path
+                    } else {
+                        "spec.gateway".into()
+                    },
+                    msg,
+                );
+                continue;
+            }
+            self.gateways.insert(address.clone(), name.to_string());
+            found.push(address);
+        }
+        let mut found = found.into_iter();
+        let first = found.next()?;
+        Some((first, found.collect()))
     }
 
     fn service(&mut self, at: &At, path: &str, s: &ServiceSpec) -> Option<Service> {
@@ -1003,6 +1050,37 @@ mod tests {
         assert_one(
             &problems(twice, &format!("{twice}{twice}")),
             "document 2 (MemberCluster west): spec.services[1]: service apps/foo is listed twice",
+        );
+        // Several gateway instances: `addresses`, never both forms, never one twice.
+        let several =
+            EXAMPLE.replacen("address: 127.0.2.1", "addresses: [127.0.2.1, 127.0.2.2]", 1);
+        let (docs, _) = parse_file("c.yaml", &several);
+        let model = build_model(&docs).unwrap();
+        let west = &model.clusters["west"];
+        assert_eq!(
+            west.gateways().map(ToString::to_string).collect::<Vec<_>>(),
+            ["127.0.2.1:15443", "127.0.2.2:15443"]
+        );
+        let spec = model.probe_spec(&model.schemes[0], &model.schemes[0].groups[0][0].target);
+        assert_eq!(spec.unwrap().gateways.len(), 2);
+        assert_one(
+            &problems(
+                "address: 127.0.2.1",
+                "address: 127.0.2.1, addresses: [127.0.2.2]",
+            ),
+            "document 2 (MemberCluster west): spec.gateway: `address` and `addresses` are two ways",
+        );
+        assert_one(
+            &problems("address: 127.0.2.1", "addresses: [127.0.2.1, 127.0.2.1]"),
+            "spec.gateway.addresses[1]: 127.0.2.1:15443 is listed twice",
+        );
+        assert_one(
+            &problems("address: 127.0.2.1", "addresses: [127.0.2.1, 127.0.1.1]"),
+            "spec.gateway: 127.0.1.1:15443 is already the gateway of MemberCluster \"east\"",
+        );
+        assert_one(
+            &problems("address: 127.0.2.1", "addresses: []"),
+            "spec.gateway: needs `address` (or `addresses`)",
         );
         let west = "apiVersion: detour.dev/v1alpha1\nkind: MemberCluster\nmetadata: {name: west}\nspec:\n  gateway: {address: 127.0.9.1}\n";
         let found = problems_of(&format!("{EXAMPLE}---\n{west}"));

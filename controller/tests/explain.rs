@@ -41,7 +41,7 @@ fn config(g: &[FakeGateway; 3]) -> ConfigDir {
 async fn probes_every_target_and_decides_as_the_filter_does() {
     let gateways = three().await;
     let dir = config(&gateways);
-    let [mut east, _west, _south] = gateways;
+    let [east, _west, _south] = gateways;
 
     let out = explain(&dir, &["--service", "apps/foo"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
@@ -59,7 +59,8 @@ async fn probes_every_target_and_decides_as_the_filter_does() {
         "probed through east's gateway"
     );
 
-    east.stop().await;
+    // East's service dies behind its gateway, which says so.
+    east.fail_service(true);
     let out = explain(&dir, &["--service", "apps/foo"]).await;
     assert!(out.status.success(), "{}", stderr(&out));
     let text = stdout(&out);
@@ -76,7 +77,7 @@ async fn probes_every_target_and_decides_as_the_filter_does() {
         .find(|l| l.trim_start().starts_with("east"))
         .unwrap();
     assert!(
-        east_line.contains("Unhealthy") && east_line.contains("refused"),
+        east_line.contains("Unhealthy") && east_line.contains("HTTP 503"),
         "{text}"
     );
     assert!(text.contains("→ group 1"), "{text}");
@@ -86,8 +87,8 @@ async fn probes_every_target_and_decides_as_the_filter_does() {
 async fn reads_the_table_of_a_running_controller() {
     let gateways = three().await;
     let dir = config(&gateways);
-    let [mut east, _west, _south] = gateways;
-    east.stop().await;
+    let [east, _west, _south] = gateways;
+    east.fail_service(true);
     let c = Controller::start(dir.path()).await;
     c.wait_east_health(["Unhealthy", "Healthy", "Healthy"])
         .await;

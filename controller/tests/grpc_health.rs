@@ -108,10 +108,10 @@ fn spec(gateway: SocketAddr, service_name: &str) -> ProbeSpec {
             cluster: "west".into(),
             service: ServiceName::new("apps", "foo"),
         },
-        gateway: Address {
+        gateways: vec![Address {
             host: Host::Ip(gateway.ip()),
             port: gateway.port(),
-        },
+        }],
         check: HealthCheck {
             kind: CheckKind::Grpc {
                 service_name: service_name.into(),

@@ -213,14 +213,16 @@ async fn a_bad_edit_changes_nothing_served_and_a_good_edit_does() {
 async fn health_follows_thresholds_and_failback_is_damped() {
     let s = setup(20, "600ms").await;
     let c = &s.controller;
-    let [mut east, _west, _south] = s.gateways;
+    let [east, _west, _south] = s.gateways;
     c.wait_east_health(["Healthy", "Healthy", "Healthy"]).await;
 
-    east.stop().await;
+    // East's service fails behind its gateway (a gateway that is merely gone would not
+    // move east's own traffic: its Envoy reaches the service without it).
+    east.fail_service(true);
     c.wait_east_health(["Unhealthy", "Healthy", "Healthy"])
         .await;
 
-    east.restart().await;
+    east.fail_service(false);
     let back = Instant::now();
     // The checker sees east again within a few intervals, but the table keeps it out
     // until it has been Healthy for stableFor.

@@ -415,7 +415,7 @@ spec:
         let m = messages(&text);
         assert_eq!(m.len(), 1, "{m:?}");
         assert!(
-            m[0].starts_with("c.yaml: document 1 (MemberCluster west): spec.gateway.bogus: unknown field `bogus`, expected `address` or `port`"),
+            m[0].starts_with("c.yaml: document 1 (MemberCluster west): spec.gateway.bogus: unknown field `bogus`, expected one of `address`, `addresses`, `port`"),
             "{m:?}"
         );
         assert!(m[0].contains("(line 5,"), "{m:?}");

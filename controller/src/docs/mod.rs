@@ -94,10 +94,22 @@ impl KubeconfigSecretRef {
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+// The API server refuses a gateway with both forms or neither, as `detour check` does.
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.address) != has(self.addresses)",
+    "message": "give gateway.address or gateway.addresses (several instances), not both"
+}]))]
 pub struct GatewaySpec {
-    /// IP address or DNS name.
+    /// IP address or DNS name of the gateway (or use `addresses` for several instances).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
-    pub address: String,
+    pub address: Option<String>,
+    /// IP addresses or DNS names of the gateway's instances, all on `port`: a failed
+    /// attempt through one goes to another, and the cluster is unreachable only when
+    /// none answers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(inner(length(min = 1, max = 253)))]
+    pub addresses: Vec<String>,
     /// Port of the gateway's mTLS listener (default 15443).
     #[serde(default = "default_gateway_port")]
     #[schemars(range(min = 1, max = 65535))]

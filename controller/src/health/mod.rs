@@ -62,7 +62,7 @@ impl HealthBoard {
             }
             let state = map
                 .iter()
-                .find(|(s, _)| s.target == spec.target && s.gateway == spec.gateway)
+                .find(|(s, _)| s.target == spec.target && s.gateways == spec.gateways)
                 .map(|(_, state)| state.clone())
                 .unwrap_or_else(|| TargetState::new(Instant::now()));
             health = state.health;
@@ -126,7 +126,7 @@ impl Checker {
                 "health_check",
                 cluster = %spec.target.cluster,
                 service = %spec.target.service,
-                gateway = %spec.gateway,
+                gateway = %spec.gateway_list(),
                 check = %spec.check.kind,
             );
             let task = tokio::spawn(

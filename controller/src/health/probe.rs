@@ -11,9 +11,9 @@
 //! gateway's address (its certificate names it).
 
 use super::grpc::{self, ServingStatus};
-use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
 use super::state::{Cause, Check};
-use crate::model::{CheckKind, ProbeSpec};
+use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
+use crate::model::{Address, CheckKind, ProbeSpec};
 use bytes::Bytes;
 use std::fmt;
 use std::sync::Arc;
@@ -145,7 +145,21 @@ impl Prober {
         }
     }
 
+    /// Checks `spec`'s target through its gateway's instances in turn: one that gives no
+    /// answer at all (refused, reset) is not the service's failure, so the next is tried
+    /// — a check fails for the gateway only when none answers.
     pub async fn probe(&self, spec: &ProbeSpec) -> ProbeResult {
+        let mut result = ProbeResult::Error("the target's cluster has no gateway".into());
+        for gateway in &spec.gateways {
+            result = self.probe_through(spec, gateway).await;
+            if !matches!(result, ProbeResult::Error(_)) {
+                break;
+            }
+        }
+        result
+    }
+
+    async fn probe_through(&self, spec: &ProbeSpec, gateway: &Address) -> ProbeResult {
         let (client, scheme) = match &self.client {
             ProbeClient::Plain(c) => ((**c).clone(), "http"),
             ProbeClient::Tls(rx) => ((**rx.borrow()).clone(), "https"),
@@ -153,10 +167,10 @@ impl Prober {
         let path = match &spec.check.kind {
             CheckKind::Http { path } => path,
             CheckKind::Grpc { service_name } => {
-                return probe_grpc(&client, scheme, spec, service_name).await;
+                return probe_grpc(&client, scheme, spec, gateway, service_name).await;
             }
         };
-        let uri = format!("{scheme}://{}{path}", spec.gateway);
+        let uri = format!("{scheme}://{gateway}{path}");
         let host = spec.target.service.authority();
         let started = Instant::now();
         let headers = [
@@ -193,9 +207,10 @@ async fn probe_grpc(
     client: &HttpClient,
     scheme: &str,
     spec: &ProbeSpec,
+    gateway: &Address,
     service_name: &str,
 ) -> ProbeResult {
-    let server = format!("{scheme}://{}", spec.gateway);
+    let server = format!("{scheme}://{gateway}");
     let uri = format!(
         "{scheme}://{}{}",
         spec.target.service.authority(),

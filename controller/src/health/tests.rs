@@ -12,10 +12,10 @@ fn spec(gateway: &FakeGateway, interval_ms: u64, unhealthy: u32, healthy: u32) -
             cluster: "west".into(),
             service: ServiceName::new("apps", "foo"),
         },
-        gateway: Address {
+        gateways: vec![Address {
             host: Host::Ip(gateway.addr.ip()),
             port: gateway.addr.port(),
-        },
+        }],
         check: HealthCheck {
             kind: CheckKind::Http {
                 path: "/healthz".into(),
@@ -67,6 +67,37 @@ async fn checks_reuse_one_connection_and_a_restarted_gateway_gets_a_new_one() {
     gateway.restart().await;
     assert!(prober.probe(&s).await.passed());
     assert_eq!(gateway.connections(), 2);
+}
+
+#[tokio::test]
+async fn a_dead_gateway_instance_does_not_fail_a_check_another_instance_answers() {
+    let mut first = FakeGateway::start().await;
+    let second = FakeGateway::start().await;
+    let mut s = spec(&first, 1000, 1, 1);
+    s.gateways.push(Address {
+        host: Host::Ip(second.addr.ip()),
+        port: second.addr.port(),
+    });
+    let prober = Prober::new();
+    first.stop().await;
+    assert!(prober.probe(&s).await.passed());
+    assert_eq!(second.hosts(), ["foo.apps"]);
+    // An instance that answers decides, even when it says the service failed.
+    first.restart().await;
+    first.fail_service(true);
+    assert_eq!(
+        prober.probe(&s).await,
+        ProbeResult::BadStatus { status: 503 }
+    );
+    assert_eq!(second.hosts().len(), 1);
+    // None answers: the gateway's failure, not the service's.
+    first.stop().await;
+    let mut second = second;
+    second.stop().await;
+    assert_eq!(
+        prober.probe(&s).await.check(),
+        state::Check::Failed(state::Cause::Gateway)
+    );
 }
 
 #[tokio::test]

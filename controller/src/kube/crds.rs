@@ -186,7 +186,16 @@ mod tests {
         let spec = &s["properties"]["spec"];
         assert_eq!(required(spec), ["gateway"]);
         let gateway = &spec["properties"]["gateway"];
-        assert_eq!(required(gateway), ["address"]);
+        // `address` or `addresses`: exactly one, which the server checks by CEL.
+        assert!(required(gateway).is_empty());
+        assert_eq!(
+            gateway["x-kubernetes-validations"][0]["rule"],
+            "has(self.address) != has(self.addresses)"
+        );
+        assert_eq!(
+            gateway["properties"]["addresses"]["items"]["maxLength"].as_f64(),
+            Some(253.0)
+        );
         assert_eq!(gateway["properties"]["port"]["minimum"].as_f64(), Some(1.0));
         assert_eq!(
             gateway["properties"]["port"]["maximum"].as_f64(),

@@ -217,7 +217,8 @@ pub fn render(opts: &RegisterOptions) -> anyhow::Result<String> {
         name,
         MemberClusterSpec {
             gateway: GatewaySpec {
-                address: opts.gateway_address.clone(),
+                address: Some(opts.gateway_address.clone()),
+                addresses: Vec::new(),
                 port: opts.gateway_port,
             },
             services: Vec::new(),
@@ -393,7 +394,7 @@ mod tests {
             spec.kubeconfig_secret.as_ref().unwrap().name,
             "west-kubeconfig"
         );
-        assert_eq!(spec.gateway.address, "gw.west.example");
+        assert_eq!(spec.gateway.address.as_deref(), Some("gw.west.example"));
     }
 
     fn text_of_last(text: &str) -> String {

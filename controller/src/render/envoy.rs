@@ -57,6 +57,9 @@ pub const REASON_HEADER: &str = "x-detour-reason";
 #[derive(Debug, Clone)]
 pub struct RenderOptions {
     pub cluster: String,
+    /// Which of the cluster's gateway addresses this Envoy's gateway listener binds
+    /// (one Envoy per gateway instance); `None`: the first.
+    pub gateway: Option<Address>,
     pub ingress: Address,
     pub admin: Address,
     pub controller: Address,
@@ -68,6 +71,14 @@ pub struct RenderOptions {
 pub enum RenderError {
     #[error("unknown cluster {name:?} (MemberClusters: {known})")]
     UnknownCluster { name: String, known: String },
+    #[error(
+        "--gateway-address {addr} is not one of MemberCluster {cluster:?}'s gateway addresses ({known})"
+    )]
+    UnknownGateway {
+        addr: Address,
+        cluster: String,
+        known: String,
+    },
     #[error("{a} and {b} are both {addr}; each listener needs its own address")]
     AddressClash {
         a: &'static str,
@@ -107,10 +118,24 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
                 .join(", "),
         });
     };
+    let gateway = match &opts.gateway {
+        None => &cluster.gateway,
+        Some(wanted) => cluster.gateways().find(|g| *g == wanted).ok_or_else(|| {
+            RenderError::UnknownGateway {
+                addr: wanted.clone(),
+                cluster: cluster.name.clone(),
+                known: cluster
+                    .gateways()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }
+        })?,
+    };
     let listeners = [
         ("--ingress", &opts.ingress),
         ("--admin", &opts.admin),
-        ("the MemberCluster's gateway", &cluster.gateway),
+        ("the MemberCluster's gateway", gateway),
     ];
     for (i, (a, x)) in listeners.iter().enumerate() {
         for (b, y) in &listeners[i + 1..] {
@@ -244,9 +269,9 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             ],
         ),
     );
-    let gateway = listener(
+    let gateway_listener = listener(
         "detour_gateway",
-        &cluster.gateway,
+        gateway,
         tls.as_ref().map(Tls::gateway_listener),
         hcm(
             "detour_gateway",
@@ -288,9 +313,10 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .collect();
     for t in remote {
         if let Some(there) = model.cluster(&t.cluster) {
+            let gateways: Vec<Address> = there.gateways().cloned().collect();
             let c = envoy_cluster(
                 &t.envoy_cluster(),
-                std::slice::from_ref(&there.gateway),
+                &gateways,
                 tls.as_ref().map(|tls| {
                     tls.upstream(
                         ClusterRole::Envoy,
@@ -322,7 +348,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         "node" => map! { "id" => format!("detour-{}", cluster.name), "cluster" => cluster.name.clone() },
         "admin" => map! { "address" => socket_address(&opts.admin) },
         "static_resources" => map! {
-            "listeners" => vec![ingress, gateway],
+            "listeners" => vec![ingress, gateway_listener],
             "clusters" => clusters,
         },
     };
@@ -338,20 +364,30 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         "# Envoy bootstrap for detour member cluster {:?}, rendered by `detour render envoy`.\n\
          # Listeners: ingress {} (detour filter), gateway {}, admin {}; controller {}.\n\
          # Between clusters and to the controller: {security}.\n{yaml}",
-        cluster.name, opts.ingress, cluster.gateway, opts.admin, opts.controller
+        cluster.name, opts.ingress, gateway, opts.admin, opts.controller
     ))
 }
 
 /// How many instances each group of `scheme` reaches from its primary's cluster: the
-/// primary's endpoints, then one gateway per failover group (a MemberCluster has one
-/// gateway address).
+/// primary's endpoints, then for each failover group the fewest gateway instances among
+/// its targets' clusters.
 fn hosts_per_group(model: &Model, scheme: &Scheme) -> Vec<usize> {
     let endpoints = model
         .cluster(&scheme.primary.cluster)
         .and_then(|c| c.services.get(&scheme.primary.service))
         .map_or(1, |s| s.endpoints.len());
+    let gateways = |t: &TargetRef| {
+        model
+            .cluster(&t.cluster)
+            .map_or(1, |c| c.gateways().count())
+    };
     std::iter::once(endpoints)
-        .chain(scheme.groups.iter().map(|_| 1))
+        .chain(
+            scheme
+                .groups
+                .iter()
+                .map(|g| g.iter().map(|w| gateways(&w.target)).min().unwrap_or(1)),
+        )
         .collect()
 }
 
@@ -605,6 +641,7 @@ mod tests {
     fn opts(cluster: &str) -> RenderOptions {
         RenderOptions {
             cluster: cluster.into(),
+            gateway: None,
             ingress: Address::parse("127.0.0.1:10000").unwrap(),
             admin: Address::parse("127.0.0.1:9901").unwrap(),
             controller: Address::parse("127.0.0.1:8080").unwrap(),
@@ -947,6 +984,58 @@ mod tests {
                 .unwrap_err()
                 .to_string()
                 .contains("--ingress and the MemberCluster's gateway are both 127.0.1.1:15443")
+        );
+    }
+
+    #[test]
+    fn a_gateway_of_several_instances_is_reached_through_each_and_bound_by_one() {
+        let text = EXAMPLE.replacen("address: 127.0.2.1", "addresses: [127.0.2.1, 127.0.2.2]", 1);
+        let model = build_model(&parse_file("t.yaml", &text).0).unwrap();
+        // East reaches west's gateway through both instances, and gives that group a
+        // second attempt (another instance) before moving on to south.
+        let b: Value = serde_norway::from_str(&render(&model, &opts("east")).unwrap()).unwrap();
+        let clusters = &b["static_resources"]["clusters"];
+        assert_eq!(names(clusters)[2], "detour|west|apps|foo");
+        let endpoints = clusters[2]["load_assignment"]["endpoints"][0]["lb_endpoints"]
+            .as_sequence()
+            .unwrap();
+        assert_eq!(endpoints.len(), 2);
+        let routes = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+            ["route_config"]["virtual_hosts"][0]["routes"];
+        let default = routes.as_sequence().unwrap().last().unwrap();
+        let chain: Vec<&str> = default["route"]["inline_cluster_specifier_plugin"]["extension"]
+            ["typed_config"]["priority_groups"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .map(|g| g["clusters"][0]["cluster_name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            chain,
+            [
+                "detour|east|apps|foo",
+                "detour|west|apps|foo",
+                "detour|west|apps|foo",
+                "detour|south|apps|foo"
+            ]
+        );
+        // Each of west's Envoys binds one of the addresses.
+        let mut o = opts("west");
+        let first: Value = serde_norway::from_str(&render(&model, &o).unwrap()).unwrap();
+        let bound = |b: &Value| {
+            b["static_resources"]["listeners"][1]["address"]["socket_address"]["address"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(bound(&first), "127.0.2.1");
+        o.gateway = Some(Address::parse("127.0.2.2:15443").unwrap());
+        let second: Value = serde_norway::from_str(&render(&model, &o).unwrap()).unwrap();
+        assert_eq!(bound(&second), "127.0.2.2");
+        o.gateway = Some(Address::parse("127.0.2.9:15443").unwrap());
+        assert_eq!(
+            render(&model, &o).unwrap_err().to_string(),
+            "--gateway-address 127.0.2.9:15443 is not one of MemberCluster \"west\"'s gateway addresses (127.0.2.1:15443, 127.0.2.2:15443)"
         );
     }
 }

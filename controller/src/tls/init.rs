@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 /// Every leaf a federation needs: per member cluster a gateway server certificate
-/// (naming its gateway's host), an Envoy client certificate and a table client
+/// (naming its gateway's hosts), an Envoy client certificate and a table client
 /// certificate; the controller's server certificate (naming `controller_hosts`) and its
 /// probe client certificate. Sorted by identity.
 pub fn leaves(model: &Model, controller_hosts: &[Host]) -> Vec<LeafSpec> {
@@ -22,7 +22,16 @@ pub fn leaves(model: &Model, controller_hosts: &[Host]) -> Vec<LeafSpec> {
     for cluster in model.clusters.values() {
         for role in ClusterRole::ALL {
             let hosts = match role {
-                ClusterRole::Gateway => vec![cluster.gateway.host.clone()],
+                // Every instance presents the same certificate, naming them all.
+                ClusterRole::Gateway => {
+                    let mut hosts: Vec<Host> = Vec::new();
+                    for g in cluster.gateways() {
+                        if !hosts.contains(&g.host) {
+                            hosts.push(g.host.clone());
+                        }
+                    }
+                    hosts
+                }
                 ClusterRole::Envoy | ClusterRole::Table => vec![],
             };
             out.push(LeafSpec::new(Identity::cluster(&cluster.name, role), hosts));
