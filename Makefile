@@ -66,6 +66,24 @@ BASELINE_WASM := $(BASELINE_DIR)/detour_filter.wasm
 BASELINE_PATCH := {"envoyRemovesClientHeaders":null,"envoyFlagsLocalReplies":null}
 BENCH_COMPARE += $(if $(BENCH_BASELINE),--compare before=$(BASELINE_WASM) --compare-config 'before=$(BASELINE_PATCH)')
 
+# `make kube`: kube-apiserver and etcd for `make test-kube`, built with Go (1.26) from the
+# Go module proxy at the versions e2e/kube/go.mod pins (no prebuilt binary is fetched);
+# rebuilt only when e2e/kube changes. The first build takes about 10 CPU-minutes; Go's
+# own build cache (~/.cache/go-build) makes a rebuild after `make clean` half a minute.
+GO ?= go
+KUBE_DIR := e2e/kube
+KUBE_BIN := $(abspath $(TARGET_DIR))/kube/bin
+KUBE_STAMP := $(KUBE_BIN)/.built
+KUBE_SOURCES := $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum $(KUBE_DIR)/etcd/main.go
+# The release go.mod pins, stamped into the binary as Kubernetes' own build does (a plain
+# `go build` reports v0.0.0, which Helm refuses against the chart's kubeVersion).
+KUBE_VERSION := $(shell sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\)$$|\1|p' $(KUBE_DIR)/go.mod)
+KUBE_VERSION_PARTS := $(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) \
+	-X k8s.io/component-base/version.gitTreeState=clean
+
 # Fuzzing (filter/fuzz, its own cargo workspace) needs a nightly toolchain: libFuzzer's
 # coverage instrumentation and AddressSanitizer are nightly-only. The targets are built
 # with plain `cargo +nightly build` and the flags cargo-fuzz would pass, so no
@@ -85,7 +103,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm wasm-target bench-tools envoy browser test test-unit test-wasm test-e2e test-fuzz test-manifests fuzz fuzz-build demo lint crds bench clean distclean
+.PHONY: all build wasm wasm-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-fuzz test-manifests test-kube fuzz fuzz-build demo lint crds bench clean distclean
 
 all: build wasm
 
@@ -142,9 +160,9 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## test: unit tests (native and the filter core on wasm32 under node), manifests (Helm
-## chart, CRDs, documents), a short run of each fuzz target (when a nightly toolchain is
+## chart, CRDs, documents), Kubernetes (a real API server), a short run of each fuzz target (when a nightly toolchain is
 ## installed), then e2e
-test: envoy browser wasm build test-unit test-wasm test-manifests test-fuzz test-e2e
+test: envoy browser wasm build test-unit test-wasm test-manifests test-kube test-fuzz test-e2e
 
 test-unit:
 ifeq ($(NEXTEST),yes)
@@ -166,6 +184,24 @@ $(MANIFESTS_STAMP): $(MANIFESTS_REQUIREMENTS)
 	$(PYTHON) -m venv $(MANIFESTS_VENV)
 	$(MANIFESTS_VENV)/bin/pip install --disable-pip-version-check --quiet -r $(MANIFESTS_REQUIREMENTS)
 	touch $@
+
+## kube: kube-apiserver and etcd (see KUBE_DIR) into $(KUBE_BIN)
+kube: $(KUBE_STAMP)
+
+$(KUBE_STAMP): $(KUBE_SOURCES)
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make kube: needs Go 1.26 or newer (and the Go module proxy): see README.md" >&2; exit 1; }
+	mkdir -p $(KUBE_BIN)
+	cd $(KUBE_DIR) && time $(GO) build -trimpath -buildvcs=false -ldflags "$(KUBE_LDFLAGS)" \
+		-o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver ./etcd
+	$(KUBE_BIN)/kube-apiserver --version
+	touch $@
+
+## test-kube: the CRDs, `detour serve --kubernetes`, leader election and the Helm chart
+## against real kube-apiservers (one etcd; e2e/kube/tests, logs in e2e/out/kube)
+test-kube: kube $(MANIFESTS_STAMP)
+	$(CARGO) build -p detour --bin detour
+	DETOUR_BIN=$(abspath $(TARGET_DIR))/debug/detour DETOUR_KUBE_BIN=$(KUBE_BIN) \
+		$(MANIFESTS_VENV)/bin/python -m pytest -q -p no:cacheprovider e2e/kube/tests
 
 # Needs `envoy wasm build`; `make test` runs them first.
 test-e2e: browser
