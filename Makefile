@@ -53,9 +53,8 @@ BENCH_REQUIREMENTS := bench/requirements.txt
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PERF_DIR := $(TARGET_DIR)/perf
 BENCH_ARGS ?=
-# Side by side with detour as rendered: the same .wasm with passive detection and replay
-# off (what zero-loss failover costs on the healthy path: the request headers kept for a
-# replay, the ejections read, the response classified).
+# Side by side with detour as rendered: the same .wasm with passive detection off (what
+# the one sampled request per worker and tick costs on the healthy path).
 BENCH_COMPARE := --compare passive-off=$(WASM) --compare-config 'passive-off={"passive":{"enabled":false}}'
 # And, with `make bench BENCH_BASELINE=<commit>`, the filter built from that commit (with
 # `git archive`), e.g. 8f21f2d, before issue 7's optimisations of the healthy path.
@@ -285,18 +284,22 @@ bench: wasm-target envoy bench-tools $(BENCH_STAMP) $(if $(BENCH_BASELINE),$(BAS
 		$(BENCH_VENV)/bin/python bench/plot_failover.py bench/out/failover.json bench/failover.png \
 		&& echo "bench: bench/report.md, bench/failover.png"; fi
 
-# wrk (Debian package `wrk`) drives the request-overhead stage: installed with apt-get
-# when missing and running as root, otherwise a clear error.
+# wrk (Debian package `wrk`) drives the request-overhead stage, h2load (`nghttp2-client`)
+# its gRPC row: installed with apt-get when missing and running as root, otherwise a
+# clear error.
 bench-tools:
-	@if ! command -v wrk >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "make bench: installing the Debian package wrk"; \
-			apt-get update -qq && apt-get install -y -qq wrk; \
-		else \
-			echo "make bench: wrk not found; install the Debian package wrk (apt-get install wrk)" >&2; \
-			exit 1; \
+	@for tool in wrk:wrk h2load:nghttp2-client; do \
+		program=$${tool%%:*}; package=$${tool##*:}; \
+		if ! command -v $$program >/dev/null 2>&1; then \
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+				echo "make bench: installing the Debian package $$package"; \
+				apt-get update -qq && apt-get install -y -qq $$package; \
+			else \
+				echo "make bench: $$program not found; install the Debian package $$package" >&2; \
+				exit 1; \
+			fi; \
 		fi; \
-	fi
+	done
 
 $(BASELINE_WASM): | wasm-target
 	rm -rf $(BASELINE_DIR)/src

@@ -19,14 +19,18 @@
 //!
 //! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, as
 //! `protocol: http2` services do, and `GET /ws` with `Upgrade: websocket` becomes a
-//! WebSocket that echoes every message.
+//! WebSocket that echoes every message. A request with `content-type: application/grpc`
+//! gets a gRPC answer: its own message echoed in one frame, then the trailer
+//! `grpc-status: 0` (the bench's gRPC load; not recorded, as `make bench` sends many).
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use detour_e2e::client::{SERVED_BY, TEST_ID};
 use detour_e2e::upstream::{Answer, HEALTH_PATH, Record, WEBSOCKET_PATH, download_byte};
 use futures_util::{SinkExt, StreamExt};
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response, StatusCode};
@@ -112,13 +116,40 @@ async fn main() -> Result<()> {
         let (stream, _) = listener.accept().await?;
         let server = server.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(server.clone(), request));
+            let service = service_fn(move |request| serve(server.clone(), request));
             // A client hanging up mid-request is not this server's failure.
             let _ = auto::Builder::new(TokioExecutor::new())
                 .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
+}
+
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+async fn serve(server: Arc<Server>, request: Request<Incoming>) -> Result<Response<Body>> {
+    let is_grpc = request
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc {
+        return grpc_echo(&server, request).await;
+    }
+    Ok(handle(server, request).await?.map(BodyExt::boxed))
+}
+
+/// A unary gRPC answer: the request's framed message back, then `grpc-status: 0`.
+async fn grpc_echo(server: &Server, request: Request<Incoming>) -> Result<Response<Body>> {
+    let message = request.into_body().collect().await?.to_bytes();
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+    let frames: [Result<Frame<Bytes>, std::convert::Infallible>; 2] =
+        [Ok(Frame::data(message)), Ok(Frame::trailers(trailers))];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    Ok(Response::builder()
+        .header(SERVED_BY, &server.cluster)
+        .header("content-type", "application/grpc")
+        .body(BodyExt::boxed(body))?)
 }
 
 async fn handle(
