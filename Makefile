@@ -53,9 +53,8 @@ BENCH_REQUIREMENTS := bench/requirements.txt
 BENCH_STAMP := $(BENCH_VENV)/.installed
 PERF_DIR := $(TARGET_DIR)/perf
 BENCH_ARGS ?=
-# Side by side with detour as rendered: the same .wasm with passive detection and replay
-# off (what zero-loss failover costs on the healthy path: the request headers kept for a
-# replay, the ejections read, the response classified).
+# Side by side with detour as rendered: the same .wasm with passive detection off (what
+# the one sampled request per worker and tick costs on the healthy path).
 BENCH_COMPARE := --compare passive-off=$(WASM) --compare-config 'passive-off={"passive":{"enabled":false}}'
 # And, with `make bench BENCH_BASELINE=<commit>`, the filter built from that commit (with
 # `git archive`), e.g. 8f21f2d, before issue 7's optimisations of the healthy path.
@@ -65,6 +64,24 @@ BASELINE_WASM := $(BASELINE_DIR)/detour_filter.wasm
 # Its configuration predates these fields.
 BASELINE_PATCH := {"envoyRemovesClientHeaders":null,"envoyFlagsLocalReplies":null}
 BENCH_COMPARE += $(if $(BENCH_BASELINE),--compare before=$(BASELINE_WASM) --compare-config 'before=$(BASELINE_PATCH)')
+
+# `make kube`: kube-apiserver and etcd for `make test-kube`, built with Go (1.26) from the
+# Go module proxy at the versions e2e/kube/go.mod pins (no prebuilt binary is fetched);
+# rebuilt only when e2e/kube changes. The first build takes about 10 CPU-minutes; Go's
+# own build cache (~/.cache/go-build) makes a rebuild after `make clean` half a minute.
+GO ?= go
+KUBE_DIR := e2e/kube
+KUBE_BIN := $(abspath $(TARGET_DIR))/kube/bin
+KUBE_STAMP := $(KUBE_BIN)/.built
+KUBE_SOURCES := $(KUBE_DIR)/go.mod $(KUBE_DIR)/go.sum $(KUBE_DIR)/etcd/main.go
+# The release go.mod pins, stamped into the binary as Kubernetes' own build does (a plain
+# `go build` reports v0.0.0, which Helm refuses against the chart's kubeVersion).
+KUBE_VERSION := $(shell sed -n 's|^[[:space:]]*k8s.io/kubernetes \(v[0-9.]*\)$$|\1|p' $(KUBE_DIR)/go.mod)
+KUBE_VERSION_PARTS := $(subst ., ,$(patsubst v%,%,$(KUBE_VERSION)))
+KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
+	-X k8s.io/component-base/version.gitMajor=$(word 1,$(KUBE_VERSION_PARTS)) \
+	-X k8s.io/component-base/version.gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) \
+	-X k8s.io/component-base/version.gitTreeState=clean
 
 # Fuzzing (filter/fuzz, its own cargo workspace) needs a nightly toolchain: libFuzzer's
 # coverage instrumentation and AddressSanitizer are nightly-only. The targets are built
@@ -85,7 +102,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm wasm-target bench-tools envoy browser test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests fuzz fuzz-build demo soak lint crds bench clean distclean
+.PHONY: all build wasm wasm-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests test-kube fuzz fuzz-build demo soak lint crds bench clean distclean
 
 all: build wasm
 
@@ -142,9 +159,9 @@ build:
 	$(CARGO) build --workspace --bins
 
 ## test: unit tests (native and the filter core on wasm32 under node), manifests (Helm
-## chart, CRDs, documents), a short run of each fuzz target (when a nightly toolchain is
+## chart, CRDs, documents), Kubernetes (a real API server), a short run of each fuzz target (when a nightly toolchain is
 ## installed), e2e, then a one-minute chaos soak
-test: envoy browser wasm build test-unit test-wasm test-manifests test-fuzz test-e2e test-soak
+test: envoy browser wasm build test-unit test-wasm test-manifests test-kube test-fuzz test-e2e test-soak
 
 test-unit:
 ifeq ($(NEXTEST),yes)
@@ -166,6 +183,24 @@ $(MANIFESTS_STAMP): $(MANIFESTS_REQUIREMENTS)
 	$(PYTHON) -m venv $(MANIFESTS_VENV)
 	$(MANIFESTS_VENV)/bin/pip install --disable-pip-version-check --quiet -r $(MANIFESTS_REQUIREMENTS)
 	touch $@
+
+## kube: kube-apiserver and etcd (see KUBE_DIR) into $(KUBE_BIN)
+kube: $(KUBE_STAMP)
+
+$(KUBE_STAMP): $(KUBE_SOURCES)
+	@command -v $(GO) >/dev/null 2>&1 || { echo "make kube: needs Go 1.26 or newer (and the Go module proxy): see README.md" >&2; exit 1; }
+	mkdir -p $(KUBE_BIN)
+	cd $(KUBE_DIR) && time $(GO) build -trimpath -buildvcs=false -ldflags "$(KUBE_LDFLAGS)" \
+		-o $(KUBE_BIN)/ k8s.io/kubernetes/cmd/kube-apiserver ./etcd
+	$(KUBE_BIN)/kube-apiserver --version
+	touch $@
+
+## test-kube: the CRDs, `detour serve --kubernetes`, leader election and the Helm chart
+## against real kube-apiservers (one etcd; e2e/kube/tests, logs in e2e/out/kube)
+test-kube: kube $(MANIFESTS_STAMP)
+	$(CARGO) build -p detour --bin detour
+	DETOUR_BIN=$(abspath $(TARGET_DIR))/debug/detour DETOUR_KUBE_BIN=$(KUBE_BIN) \
+		$(MANIFESTS_VENV)/bin/python -m pytest -q -p no:cacheprovider e2e/kube/tests
 
 # Needs `envoy wasm build`; `make test` runs them first.
 test-e2e: browser
@@ -262,18 +297,22 @@ bench: wasm-target envoy bench-tools $(BENCH_STAMP) $(if $(BENCH_BASELINE),$(BAS
 		$(BENCH_VENV)/bin/python bench/plot_failover.py bench/out/failover.json bench/failover.png \
 		&& echo "bench: bench/report.md, bench/failover.png"; fi
 
-# wrk (Debian package `wrk`) drives the request-overhead stage: installed with apt-get
-# when missing and running as root, otherwise a clear error.
+# wrk (Debian package `wrk`) drives the request-overhead stage, h2load (`nghttp2-client`)
+# its gRPC row: installed with apt-get when missing and running as root, otherwise a
+# clear error.
 bench-tools:
-	@if ! command -v wrk >/dev/null 2>&1; then \
-		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "make bench: installing the Debian package wrk"; \
-			apt-get update -qq && apt-get install -y -qq wrk; \
-		else \
-			echo "make bench: wrk not found; install the Debian package wrk (apt-get install wrk)" >&2; \
-			exit 1; \
+	@for tool in wrk:wrk h2load:nghttp2-client; do \
+		program=$${tool%%:*}; package=$${tool##*:}; \
+		if ! command -v $$program >/dev/null 2>&1; then \
+			if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+				echo "make bench: installing the Debian package $$package"; \
+				apt-get update -qq && apt-get install -y -qq $$package; \
+			else \
+				echo "make bench: $$program not found; install the Debian package $$package" >&2; \
+				exit 1; \
+			fi; \
 		fi; \
-	fi
+	done
 
 $(BASELINE_WASM): | wasm-target
 	rm -rf $(BASELINE_DIR)/src

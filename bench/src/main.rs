@@ -16,6 +16,7 @@ mod controller;
 mod failover;
 mod footprint;
 mod gateways;
+mod h2load;
 mod ingress;
 mod machine;
 mod overhead;
@@ -85,6 +86,8 @@ enum Helper {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum Stage {
     Overhead,
+    /// The overhead stage again, with gRPC calls over HTTP/2 (h2load) instead of wrk.
+    Grpc,
     Footprint,
     Failover,
     Controller,
@@ -162,6 +165,9 @@ fn run(cli: &Cli) -> Result<()> {
         bail!("--compare-config {name}=...: no --compare {name}=WASM");
     }
     tools::wrk()?;
+    if stages.contains(&Stage::Grpc) {
+        tools::on_path("h2load", "nghttp2-client")?;
+    }
     let machine = machine::describe()?;
     eprintln!("bench: {}", machine.one_line());
 
@@ -170,14 +176,23 @@ fn run(cli: &Cli) -> Result<()> {
         let at = Instant::now();
         eprintln!("\nbench: stage {stage:?}");
         match stage {
-            Stage::Overhead => {
+            Stage::Overhead | Stage::Grpc => {
                 let options = overhead::Options {
+                    load: if stage == Stage::Grpc {
+                        overhead::Load::Grpc
+                    } else {
+                        overhead::Load::Http1
+                    },
                     rounds: cli.rounds,
                     seconds: cli.seconds,
                     compare: compare.clone(),
                     hold: cli.hold,
                 };
-                report.overhead = Some(overhead::run(&options)?);
+                let result = overhead::run(&options)?;
+                match stage {
+                    Stage::Grpc => report.grpc = Some(result),
+                    _ => report.overhead = Some(result),
+                }
             }
             Stage::Footprint => report.footprint = Some(footprint::run()?),
             Stage::Failover => {

@@ -22,6 +22,8 @@ pub fn write_output(path: &Path, contents: &[u8]) -> Result<()> {
 pub struct Report {
     pub machine: Machine,
     pub overhead: Option<Overhead>,
+    /// The overhead stage with gRPC load.
+    pub grpc: Option<Overhead>,
     pub footprint: Option<Footprint>,
     pub failover: Option<Failover>,
     pub controller: Option<ControllerScale>,
@@ -34,6 +36,7 @@ impl Report {
         Report {
             machine,
             overhead: None,
+            grpc: None,
             footprint: None,
             failover: None,
             controller: None,
@@ -63,6 +66,9 @@ impl Report {
         let _ = writeln!(out, "| Envoy | {} |", m.envoy);
         let _ = writeln!(out, "| load average at start | {} |\n", m.load_at_start);
         if let Some(o) = &self.overhead {
+            out.push_str(&o.markdown());
+        }
+        if let Some(o) = &self.grpc {
             out.push_str(&o.markdown());
         }
         if let Some(f) = &self.failover {

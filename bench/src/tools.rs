@@ -27,7 +27,7 @@ pub fn noop_wasm() -> Result<PathBuf> {
     Ok(path)
 }
 
-fn on_path(program: &str, debian_package: &str) -> Result<PathBuf> {
+pub fn on_path(program: &str, debian_package: &str) -> Result<PathBuf> {
     let dirs = std::env::var_os("PATH").unwrap_or_default();
     for dir in std::env::split_paths(&dirs).chain([PathBuf::from("/usr/bin")]) {
         let candidate = dir.join(program);

@@ -142,6 +142,10 @@ pub struct ServeArgs {
     /// Kubernetes: namespace of the mTLS Secret in every member cluster.
     #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
     pub member_namespace: String,
+    /// Kubernetes: lifetime of the certificates the leader issues into member clusters'
+    /// mTLS Secrets (with `ca.key` in --certs); each is renewed two thirds into it.
+    #[arg(long, value_name = "DURATION", default_value = "2160h", value_parser = duration)]
+    pub member_cert_lifetime: Duration,
     /// Address of the table API, and of /healthz, /readyz and /metrics unless
     /// --ops-listen is given (port 0: any free port).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:8080")]
@@ -319,6 +323,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     member_namespace: args.member_namespace,
                     timing: Timing::default(),
                     issuer: args.certs.clone(),
+                    member_cert_lifetime: args.member_cert_lifetime,
                 }),
             };
             runtime()?.block_on(serve(ServeOptions {
@@ -525,6 +530,23 @@ mod tests {
     #[test]
     fn the_command_line_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn member_certificates_live_as_long_as_certs_init_makes_them_unless_told() {
+        let serve = |extra: &[&str]| {
+            let mut argv = vec!["detour", "serve", "--kubernetes"];
+            argv.extend_from_slice(extra);
+            match Cli::try_parse_from(argv).unwrap().command {
+                Command::Serve(args) => args.member_cert_lifetime,
+                other => panic!("not serve: {other:?}"),
+            }
+        };
+        assert_eq!(serve(&[]), crate::kube::issuer::LEAF_LIFETIME);
+        assert_eq!(
+            serve(&["--member-cert-lifetime", "30s"]),
+            Duration::from_secs(30)
+        );
     }
 
     #[test]

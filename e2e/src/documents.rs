@@ -3,7 +3,7 @@
 //! file so a test can edit one of them (hot reload) without touching the others.
 
 use crate::layout::{Layout, MemberAddrs};
-use crate::setup::Setup;
+use crate::setup::{Protocol, Setup};
 use anyhow::{Context, Result};
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -56,6 +56,11 @@ pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
         .map(|e| format!("\"{e}\""))
         .collect::<Vec<_>>()
         .join(", ");
+    // The default protocol is left out, as an operator would.
+    let protocol = match setup.protocol {
+        Protocol::Http => String::new(),
+        other => format!("protocol: {}, ", other.as_str()),
+    };
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
@@ -63,7 +68,7 @@ metadata: {{name: {name}}}
 spec:
   gateway: {{{gateway}, port: {gw_port}}}
   services:
-  - {{name: {svc}, namespace: {ns}, port: {port}, endpoints: [{endpoints}]}}
+  - {{name: {svc}, namespace: {ns}, port: {port}, {protocol}endpoints: [{endpoints}]}}
 ",
         name = member.name,
         gw_port = member.gateway.port(),
@@ -99,6 +104,16 @@ pub fn failover_scheme_named(setup: &Setup, scheme: &str) -> String {
         }
     }
     let health = &setup.health;
+    // A gRPC service is checked the gRPC way (the whole server's status), others by path.
+    let check = match setup.protocol {
+        Protocol::Grpc => "grpc: {serviceName: \"\"}".to_string(),
+        Protocol::Http | Protocol::Http2 => format!("path: {}", health.path),
+    };
+    let per_try_timeout = setup
+        .replay
+        .per_try_timeout
+        .map(|t| format!(", perTryTimeout: {}", duration(t)))
+        .unwrap_or_default();
     format!(
         "apiVersion: detour.dev/v1alpha1
 kind: FailoverScheme
@@ -106,15 +121,14 @@ metadata: {{name: {scheme}, namespace: {ns}}}
 spec:
   primary: {{cluster: {primary}, name: {name}, namespace: {ns}}}
   failoverGroups:
-{groups}  healthCheck: {{path: {path}, interval: {interval}, timeout: {timeout},
+{groups}  healthCheck: {{{check}, interval: {interval}, timeout: {timeout},
                 unhealthyThreshold: {unhealthy}, healthyThreshold: {healthy}}}
   failback: {{stableFor: {stable_for}}}
-  replay: {{methods: [{methods}], maxBodyBytes: {max_body}{per_try}}}
+  replay: {{methods: [{methods}], maxBodyBytes: {max_body}{per_try_timeout}}}
 ",
         name = service.name,
         ns = service.namespace,
         primary = setup.primary,
-        path = health.path,
         interval = duration(health.interval),
         timeout = duration(health.timeout),
         unhealthy = health.unhealthy_threshold,
@@ -122,11 +136,6 @@ spec:
         stable_for = duration(setup.stable_for),
         methods = setup.replay.methods.join(", "),
         max_body = setup.replay.max_body_bytes,
-        per_try = setup
-            .replay
-            .per_try_timeout
-            .map(|t| format!(", perTryTimeout: {}", duration(t)))
-            .unwrap_or_default(),
     )
 }
 
@@ -145,10 +154,9 @@ mod tests {
     use super::*;
     use crate::layout::MemberAddrs;
 
-    #[test]
-    fn documents_have_the_shape_of_the_design() {
-        let setup = Setup::for_tests();
-        let west = MemberAddrs {
+    /// West with one gateway instance and one service instance.
+    fn west() -> MemberAddrs {
+        MemberAddrs {
             name: "west".into(),
             ingress: "127.0.2.1:20001".parse().unwrap(),
             gateway: "127.0.2.1:15443".parse().unwrap(),
@@ -157,9 +165,14 @@ mod tests {
             services: vec!["127.0.2.10:8080".parse().unwrap()],
             gateways: vec!["127.0.2.1:15443".parse().unwrap()],
             gateway_envoys: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn documents_have_the_shape_of_the_design() {
+        let setup = Setup::for_tests();
         assert_eq!(
-            member_cluster(&setup, &west),
+            member_cluster(&setup, &west()),
             r#"apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
 metadata: {name: west}
@@ -194,11 +207,6 @@ spec:
         let mut setup = Setup::for_tests();
         setup.replay.per_try_timeout = Some(Duration::from_millis(500));
         let west = MemberAddrs {
-            name: "west".into(),
-            ingress: "127.0.2.1:20001".parse().unwrap(),
-            gateway: "127.0.2.1:15443".parse().unwrap(),
-            admin: "127.0.2.1:20002".parse().unwrap(),
-            service: "127.0.2.10:8080".parse().unwrap(),
             services: vec![
                 "127.0.2.10:8080".parse().unwrap(),
                 "127.0.2.11:8081".parse().unwrap(),
@@ -207,7 +215,7 @@ spec:
                 "127.0.2.1:15443".parse().unwrap(),
                 "127.0.2.2:15443".parse().unwrap(),
             ],
-            gateway_envoys: Vec::new(),
+            ..west()
         };
         let member = member_cluster(&setup, &west);
         assert!(
@@ -219,6 +227,24 @@ spec:
             "{member}"
         );
         assert!(failover_scheme(&setup).contains("maxBodyBytes: 65536, perTryTimeout: 500ms}"));
+    }
+
+    #[test]
+    fn a_grpc_service_is_declared_and_checked_as_such() {
+        let setup = Setup {
+            protocol: Protocol::Grpc,
+            replay: crate::setup::Replay {
+                per_try_timeout: Some(Duration::from_millis(300)),
+                ..Setup::for_tests().replay
+            },
+            ..Setup::for_tests()
+        };
+        assert!(member_cluster(&setup, &west()).contains(
+            r#"- {name: foo, namespace: apps, port: 8080, protocol: grpc, endpoints: ["127.0.2.10:8080"]}"#
+        ));
+        let scheme = failover_scheme(&setup);
+        assert!(scheme.contains(r#"healthCheck: {grpc: {serviceName: ""}, interval: 200ms"#));
+        assert!(scheme.contains("maxBodyBytes: 65536, perTryTimeout: 300ms}"));
     }
 
     #[test]

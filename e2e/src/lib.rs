@@ -10,6 +10,9 @@
 //!   and [`ready`]; [`fake_controller`] serves made-up [`table`]s in-process;
 //!   [`envoy_log`] reads what Envoy logged, by thread and time;
 //! - [`client`], [`load`]: requests as users send them, one at a time or as steady load;
+//! - [`grpc`], [`h2c`], [`websocket`], [`download`]: other protocols through the
+//!   ingress (real grpcio servers and clients, HTTP/2 prior knowledge, upgrades, large
+//!   answers read as they stream);
 //! - [`browser`]: headless Chromium for the controller's status page;
 //! - [`paths`], [`ports`], [`out`], [`wait`]: where things are, and waiting without sleeps.
 
@@ -19,9 +22,12 @@ pub mod client;
 pub mod controller;
 pub mod deliveries;
 pub mod documents;
+pub mod download;
 pub mod envoy;
 pub mod envoy_log;
 pub mod fake_controller;
+pub mod grpc;
+pub mod h2c;
 pub mod layout;
 pub mod load;
 pub mod out;
@@ -36,3 +42,4 @@ pub mod table;
 pub mod topology;
 pub mod upstream;
 pub mod wait;
+pub mod websocket;

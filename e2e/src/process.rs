@@ -115,7 +115,7 @@ impl Process {
 
     /// Its resident memory now (`VmRSS`), `None` when it is not running.
     pub fn rss_bytes(&self) -> Option<u64> {
-        self.pid().and_then(rss_bytes)
+        self.pid().and_then(|pid| rss_bytes(pid).ok())
     }
 
     fn start(&mut self) -> Result<()> {
@@ -235,12 +235,16 @@ pub fn signal(pid: u32, sig: libc::c_int) -> bool {
     rc == 0
 }
 
-/// The resident memory of process `pid` (`VmRSS` of `/proc/<pid>/status`), in bytes.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+/// Resident memory (VmRSS of /proc/PID/status) in bytes.
+pub fn rss_bytes(pid: u32) -> Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kib = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .with_context(|| format!("no VmRSS in /proc/{pid}/status"))?;
+    Ok(kib * 1024)
 }
 
 /// Whether a process with this pid exists (and is not a zombie we could still reap).

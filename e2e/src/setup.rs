@@ -51,9 +51,33 @@ pub struct HealthCheck {
 pub struct Replay {
     pub methods: Vec<String>,
     pub max_body_bytes: u64,
-    /// `replay.perTryTimeout`: how long an attempt of a replayable request may hang
-    /// (e.g. on a frozen instance) before it goes on; `None` leaves it out.
+    /// `perTryTimeout`: an attempt of a replayable request hanging this long goes on;
+    /// `None` writes no field (no per-try timeout).
     pub per_try_timeout: Option<Duration>,
+}
+
+/// What the service speaks (`services[].protocol`), and so which server a member runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1 (the default; the field is not written): the `upstream` binary.
+    #[default]
+    Http,
+    /// h2c: the `upstream` binary, which speaks HTTP/1.1 and HTTP/2 alike.
+    Http2,
+    /// gRPC: `e2e/grpc/server.py` (grpcio from `.venv`), checked with grpc.health.v1
+    /// (`healthCheck.grpc` instead of `path`).
+    Grpc,
+}
+
+impl Protocol {
+    /// The value of `services[].protocol`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+        }
+    }
 }
 
 /// Which table server the Envoys poll.
@@ -75,6 +99,8 @@ pub struct Setup {
     pub clusters: Vec<String>,
     /// The service every cluster runs, and the scheme protects.
     pub service: Service,
+    /// What the service speaks in every member cluster.
+    pub protocol: Protocol,
     /// The cluster whose service is the scheme's primary.
     pub primary: String,
     /// The scheme's failover groups in priority order, each a list of clusters.
@@ -123,6 +149,7 @@ impl Setup {
         Setup {
             clusters: vec!["east".into(), "west".into(), "south".into()],
             service: Service::new("apps", "foo"),
+            protocol: Protocol::Http,
             primary: "east".into(),
             failover_groups: vec![vec!["west".into()], vec!["south".into()]],
             health: HealthCheck {

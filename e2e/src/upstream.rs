@@ -21,6 +21,16 @@ use std::time::Duration;
 /// The path health checks use; not recorded.
 pub const HEALTH_PATH: &str = "/healthz";
 
+/// The upstream's WebSocket echo endpoint.
+pub const WEBSOCKET_PATH: &str = "/ws";
+
+/// Byte `i` of a `?download=N` answer: a pattern with a period (251, a prime) that no
+/// power-of-two chunking lines up with, so a lost, repeated or reordered chunk shows.
+pub fn download_byte(i: u64) -> u8 {
+    // The remainder is below 251: the cast keeps it whole.
+    (i % 251) as u8
+}
+
 /// How long a (re)started upstream may take to answer its health check.
 const START_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,6 +92,9 @@ pub struct Upstream {
     health: HttpClient,
     /// Stopped with SIGSTOP and not yet continued.
     frozen: bool,
+    /// A gRPC server (`e2e/grpc/server.py`) rather than the `upstream` binary: it counts
+    /// as serving once it accepts connections (it has no HTTP/1.1 `/healthz`).
+    grpc: bool,
 }
 
 impl Upstream {
@@ -122,6 +135,41 @@ impl Upstream {
             fail_health,
             health,
             frozen: false,
+            grpc: false,
+        })
+    }
+
+    /// Starts `e2e/grpc/server.py` ([`crate::grpc`]) as this cluster's service, with the
+    /// same log and record files as [`Upstream::start`], and waits until it accepts
+    /// connections. [`Upstream::fail_health_checks`] has no effect on it.
+    pub fn start_grpc(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
+        let mut upstream = Upstream::spawn_grpc(spec, 0, out)?;
+        upstream.wait_serving()?;
+        Ok(upstream)
+    }
+
+    /// [`Upstream::start_grpc`] for instance `instance`, without waiting.
+    pub fn spawn_grpc(spec: UpstreamSpec, instance: usize, out: &OutDir) -> Result<Upstream> {
+        let stem = stem(&spec.cluster, instance);
+        let records = out.file(&format!("{stem}.records.jsonl"));
+        let process = crate::grpc::server_spec(
+            &stem,
+            &spec.cluster,
+            spec.listen,
+            &records,
+            out.file(&format!("{stem}.log")),
+        )?
+        .spawn()?;
+        let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
+        Ok(Upstream {
+            fail_health: out.file(&format!("{stem}.fail-health")),
+            spec,
+            instance,
+            process,
+            records,
+            health,
+            frozen: false,
+            grpc: true,
         })
     }
 
@@ -182,8 +230,12 @@ impl Upstream {
         !self.frozen && self.process.ensure_running().is_ok()
     }
 
-    /// Waits until it answers its health check.
+    /// Waits until it answers its health check (a gRPC server: until it accepts
+    /// connections).
     pub fn wait_serving(&mut self) -> Result<()> {
+        if self.grpc {
+            return crate::grpc::wait_accepting(&mut self.process, self.spec.listen, START_TIMEOUT);
+        }
         wait_answering(&mut self.process, &self.health, HEALTH_PATH, START_TIMEOUT)
     }
 

@@ -165,22 +165,53 @@ def test_rbac_grants_exactly_what_serve_kubernetes_uses(rendered):
     assert f"--lease-name={lease}" in one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
 
 
-def test_certificates_are_mounted_as_certs_init_lays_them_out(chart):
-    objs = objects(render(chart, {"certificates": {"secretName": "detour-certs"}}))
-    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+CONTROLLER_FILES = {
+    "ca.crt", "controller/server.crt", "controller/server.key", "controller/probe.crt", "controller/probe.key",
+}
+
+
+def certs_volume(pod: dict[str, Any]) -> dict[str, str]:
+    """The files of the pod's certificates volume: path -> "Secret/key"."""
     (volume,) = pod["volumes"]
-    assert volume["secret"]["secretName"] == "detour-certs"
-    # docs/internals.md: CERTS/ca.crt and CERTS/controller/{server,probe}.{crt,key}.
-    assert {i["path"] for i in volume["secret"]["items"]} == {
-        "ca.crt", "controller/server.crt", "controller/server.key", "controller/probe.crt", "controller/probe.key",
-    }
     (mount,) = pod["containers"][0]["volumeMounts"]
     assert mount["name"] == volume["name"] and mount["readOnly"] is True
     assert f"--certs={mount['mountPath']}" in pod["containers"][0]["args"]
+    return {
+        item["path"]: f"{source['secret']['name']}/{item['key']}"
+        for source in volume["projected"]["sources"]
+        for item in source["secret"]["items"]
+    }
+
+
+def test_certificates_are_mounted_as_certs_init_lays_them_out(chart):
+    objs = objects(render(chart, {"certificates": {"secretName": "detour-certs"}}))
+    pod = one(objs, "Deployment")["spec"]["template"]["spec"]
+    # docs/internals.md: CERTS/ca.crt and CERTS/controller/{server,probe}.{crt,key}; no
+    # CA key unless asked for: the controller then issues no member Secret.
+    files = certs_volume(pod)
+    assert set(files) == CONTROLLER_FILES
+    assert all(f.startswith("detour-certs/") for f in files.values())
     # Without the Secret: no mount, no --certs (a plaintext lab).
     plain = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]
     assert "volumes" not in plain
     assert not any(a.startswith("--certs") for a in plain["containers"][0]["args"])
+
+
+def test_the_ca_key_is_mounted_where_the_issuer_reads_it(chart):
+    """CERTS/ca.key is what makes the leader issue and renew member clusters' Secrets
+    (kube/issuer.rs); it may come from a Secret of its own, under any key."""
+    values = {"certificates": {"secretName": "detour-certs", "caKey": {"secretName": "detour-ca", "key": "tls.key"}}}
+    pod = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]
+    files = certs_volume(pod)
+    assert set(files) == CONTROLLER_FILES | {"ca.key"}
+    assert files["ca.key"] == "detour-ca/tls.key"
+    same = {"certificates": {"secretName": "detour-certs", "caKey": {"secretName": "detour-certs"}}}
+    pod = one(objects(render(chart, same)), "Deployment")["spec"]["template"]["spec"]
+    assert certs_volume(pod)["ca.key"] == "detour-certs/ca.key"
+    # A CA key alone, without the certificates it goes with, is a mistake.
+    with pytest.raises(helm.HelmError) as refused:
+        render(chart, {"certificates": {"caKey": {"secretName": "detour-ca"}}})
+    assert "certificates.caKey.secretName needs certificates.secretName" in str(refused.value)
 
 
 def test_member_clusters_from_values_are_valid_documents(chart):
@@ -212,6 +243,7 @@ def test_notes_tell_the_next_steps(chart):
         ({"ports": {"tables": 70000, "ops": 9090}}, "/ports/tables"),
         ({"maxWait": "60"}, "/maxWait"),
         ({"certificates": {"secretName": "Detour_Certs"}}, "/certificates/secretName"),
+        ({"certificates": {"caKey": {"secretName": "ca", "file": "ca.key"}}}, "/certificates/caKey"),
         ({"memberClusters": [{"name": "west"}]}, "/memberClusters/0"),
         ({"memberClusters": [{"name": "west", "gateway": {"address": "gw", "port": "15443"}}]}, "/memberClusters/0/gateway/port"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),

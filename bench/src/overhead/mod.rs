@@ -18,10 +18,11 @@
 mod envoys;
 mod report;
 
+use crate::h2load;
 use crate::wrk::{self, WrkRun};
 use anyhow::{Context, Result, bail, ensure};
 use detour_e2e::client::HttpClient;
-use detour_e2e::setup::Setup;
+use detour_e2e::setup::{Protocol, Setup};
 use detour_e2e::topology::Topology;
 use detour_filter::health::Health;
 use envoys::start_envoys;
@@ -34,7 +35,18 @@ use std::time::{Duration, Instant};
 /// latency under load), and one (latency without queueing).
 pub const CONNECTIONS: [u32; 2] = [16, 1];
 
+/// What load the stage sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Load {
+    /// wrk, `GET /` over HTTP/1.1, to an HTTP/1.1 service.
+    Http1,
+    /// h2load, unary gRPC calls over HTTP/2 with prior knowledge, to a service that
+    /// speaks h2c (`protocol: http2`): the gRPC path through the router, trailers included.
+    Grpc,
+}
+
 pub struct Options {
+    pub load: Load,
     pub rounds: usize,
     pub seconds: u64,
     /// Other builds of detour's filter to run side by side with the current one.
@@ -81,6 +93,7 @@ pub struct VariantResult {
 }
 
 pub struct Overhead {
+    pub load: Load,
     pub variants: Vec<VariantResult>,
     /// The other builds of detour's filter measured, with their files.
     pub compared: Vec<Build>,
@@ -100,9 +113,22 @@ pub fn run(options: &Options) -> Result<Overhead> {
         mtls: false,
         // Back on the primary soon after the bench makes its checks pass again.
         stable_for: Duration::from_millis(200),
+        protocol: match options.load {
+            Load::Http1 => Protocol::Http,
+            Load::Grpc => Protocol::Http2,
+        },
         ..Setup::for_tests()
     };
-    let mut t = Topology::start("bench-overhead", setup)?;
+    let name = match options.load {
+        Load::Http1 => "bench-overhead",
+        Load::Grpc => "bench-overhead-grpc",
+    };
+    let mut t = Topology::start(name, setup)?;
+    let scratch = t.out().path().to_path_buf();
+    let load = |v: &Variant, connections, seconds, pid| match options.load {
+        Load::Http1 => wrk::run(v.addr, HOST, connections, seconds, pid),
+        Load::Grpc => h2load::run(v.addr, HOST, connections, seconds, pid, &scratch),
+    };
     let variants = start_envoys(&mut t, &options.compare)?;
     if options.hold {
         for v in &variants {
@@ -140,10 +166,10 @@ pub fn run(options: &Options) -> Result<Overhead> {
                 if round == 0 {
                     // V8 compiles hot functions with its optimising tier only after
                     // they ran a while: the first second is not measured.
-                    wrk::run(v.addr, HOST, CONNECTIONS[0], 1, pid)?;
+                    load(v, CONNECTIONS[0], 1, pid)?;
                 }
                 for &connections in &CONNECTIONS {
-                    let run = wrk::run(v.addr, HOST, connections, options.seconds, pid)?;
+                    let run = load(v, connections, options.seconds, pid)?;
                     ensure!(
                         run.errors() == 0,
                         "{} ({}): {} errors in {} requests with {connections} connections",
@@ -181,6 +207,7 @@ pub fn run(options: &Options) -> Result<Overhead> {
         })
         .collect();
     Ok(Overhead {
+        load: options.load,
         variants,
         compared: options.compare.clone(),
         rounds: options.rounds,

@@ -12,7 +12,42 @@ use std::path::{Path, PathBuf};
 
 /// Every CRD, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![FailoverScheme::crd(), MemberCluster::crd()]
+    [FailoverScheme::crd(), MemberCluster::crd()]
+        .into_iter()
+        .map(known_formats_only)
+        .collect()
+}
+
+/// The CRD without the `format`s an API server does not know. schemars names unsigned
+/// integers' formats `uint16`, `uint32`, `uint64`, and kube-apiserver answers every
+/// apply of such a CRD (`kubectl apply`, `helm install`) with an "unrecognized format"
+/// warning per field; their range is in `minimum`/`maximum` already.
+fn known_formats_only(crd: CustomResourceDefinition) -> CustomResourceDefinition {
+    let Ok(mut value) = serde_json::to_value(&crd) else {
+        // Not reachable (a CRD always serializes); the CRD as derived is still valid.
+        return crd;
+    };
+    drop_unsigned_formats(&mut value);
+    serde_json::from_value(value).unwrap_or(crd)
+}
+
+fn drop_unsigned_formats(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            // A property *named* `format` holds a schema (an object), never a string.
+            if map
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| f.starts_with("uint"))
+            {
+                map.remove("format");
+            }
+            map.values_mut().for_each(drop_unsigned_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_unsigned_formats),
+        _ => {}
+    }
 }
 
 /// `failoverschemes.detour.dev.yaml`: the CRD's name, as a file.
@@ -172,6 +207,29 @@ mod tests {
         let service = &spec["properties"]["services"]["items"];
         assert_eq!(required(service), ["name", "namespace", "port"]);
         assert_eq!(service["properties"]["port"]["minimum"].as_f64(), Some(1.0));
+    }
+
+    #[test]
+    fn only_formats_the_api_server_knows() {
+        // Unsigned fields are bounded by `minimum` instead (a real API server warns
+        // about a `uint32` format on every apply: `make test-kube` checks it).
+        let derived = serde_json::to_string(&MemberCluster::crd()).unwrap();
+        assert!(
+            derived.contains(r#""format":"uint16""#),
+            "the case this is about"
+        );
+        for crd in all() {
+            let text = serde_json::to_string(&crd).unwrap();
+            assert!(!text.contains(r#""format":"uint"#), "{}", file_name(&crd));
+            assert!(
+                text.contains(r#""format":"int64""#),
+                "known formats are kept"
+            );
+        }
+        let port =
+            &schema(&all()[1])["properties"]["spec"]["properties"]["gateway"]["properties"]["port"];
+        assert_eq!(port["minimum"].as_f64(), Some(1.0));
+        assert_eq!(port["format"], Value::Null);
     }
 
     #[test]

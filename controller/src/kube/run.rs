@@ -5,7 +5,7 @@
 use super::client;
 use super::events::EventSink;
 use super::index::Snapshot;
-use super::issuer::{CaIssuer, LEAF_LIFETIME};
+use super::issuer::CaIssuer;
 use super::lease::{self, Elector, Leadership, LeaseApi, SystemClock, Timing};
 use super::secrets::{self, SecretWriter};
 use super::source::{self, Outputs};
@@ -18,6 +18,7 @@ use anyhow::Context;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span};
@@ -35,6 +36,8 @@ pub struct KubeOptions {
     /// A `detour certs init` directory: with the CA's key in it, the leader issues each
     /// member cluster's mTLS Secret.
     pub issuer: Option<PathBuf>,
+    /// Lifetime of the certificates in the member clusters' Secrets.
+    pub member_cert_lifetime: Duration,
 }
 
 /// What `serve` hands over and gets back.
@@ -55,7 +58,7 @@ pub async fn start(
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let issuer = match &opts.issuer {
-        Some(dir) => CaIssuer::from_dir(dir, LEAF_LIFETIME)?,
+        Some(dir) => CaIssuer::from_dir(dir, opts.member_cert_lifetime)?,
         None => None,
     };
     let client = client::local()

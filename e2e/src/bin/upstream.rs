@@ -12,22 +12,34 @@
 //!
 //! Query parameters: `delay_ms=N` holds the answer N ms (a request in flight when the
 //! process is killed), `size=N` pads the answer to at least N bytes, `echo` answers
-//! with the request body instead of JSON, `status=N` answers with that status instead
-//! of 200, and `gateway_flags=F` adds `x-detour-gateway-flags: F` to the answer: a service
-//! (or a proxy behind it) forging a detour gateway's failure marks, which detour must not
-//! believe.
+//! with the request body instead of JSON, `download=N` answers with N bytes of
+//! [`download_byte`] (a large answer the client can check byte by byte), `reset_in=C`
+//! drops the connection without an answer after reading and recording the body when
+//! this is cluster C (an instance that failed after the request reached it), `status=N`
+//! answers with that status instead of 200, and `gateway_flags=F` adds
+//! `x-detour-gateway-flags: F` to the answer: a service (or a proxy behind it) forging a
+//! detour gateway's failure marks, which detour must not believe.
+//!
+//! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, as
+//! `protocol: http2` services do, and `GET /ws` with `Upgrade: websocket` becomes a
+//! WebSocket that echoes every message. A request with `content-type: application/grpc`
+//! gets a gRPC answer: its own message echoed in one frame, then the trailer
+//! `grpc-status: 0` (the bench's gRPC load; not recorded, as `make bench` sends many).
 
 use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use detour_e2e::client::{SERVED_BY, TEST_ID};
-use detour_e2e::upstream::{Answer, HEALTH_PATH, Record};
+use detour_e2e::upstream::{Answer, HEALTH_PATH, Record, WEBSOCKET_PATH, download_byte};
 use detour_filter::config::GATEWAY_FLAGS_HEADER;
-use http_body_util::{BodyExt, Full};
+use futures_util::{SinkExt, StreamExt};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -35,6 +47,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
 
 struct Args {
     cluster: String,
@@ -105,16 +120,49 @@ async fn main() -> Result<()> {
         let (stream, _) = listener.accept().await?;
         let server = server.clone();
         tokio::spawn(async move {
-            let service = service_fn(move |request| handle(server.clone(), request));
+            let service = service_fn(move |request| serve(server.clone(), request));
             // A client hanging up mid-request is not this server's failure.
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
+            let _ = auto::Builder::new(TokioExecutor::new())
+                .serve_connection_with_upgrades(TokioIo::new(stream), service)
                 .await;
         });
     }
 }
 
-async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Response<Full<Bytes>>> {
+type Body = BoxBody<Bytes, std::convert::Infallible>;
+
+async fn serve(server: Arc<Server>, request: Request<Incoming>) -> Result<Response<Body>> {
+    let is_grpc = request
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"));
+    if is_grpc {
+        return grpc_echo(&server, request).await;
+    }
+    Ok(handle(server, request).await?.map(BodyExt::boxed))
+}
+
+/// A unary gRPC answer: the request's framed message back, then `grpc-status: 0`.
+async fn grpc_echo(server: &Server, request: Request<Incoming>) -> Result<Response<Body>> {
+    let message = request.into_body().collect().await?.to_bytes();
+    let mut trailers = hyper::HeaderMap::new();
+    trailers.insert("grpc-status", hyper::header::HeaderValue::from_static("0"));
+    let frames: [Result<Frame<Bytes>, std::convert::Infallible>; 2] =
+        [Ok(Frame::data(message)), Ok(Frame::trailers(trailers))];
+    let body = StreamBody::new(futures_util::stream::iter(frames));
+    Ok(Response::builder()
+        .header(SERVED_BY, &server.cluster)
+        .header("content-type", "application/grpc")
+        .body(BodyExt::boxed(body))?)
+}
+
+async fn handle(
+    server: Arc<Server>,
+    mut request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>> {
+    if request.uri().path() == WEBSOCKET_PATH {
+        return websocket(&server, &mut request);
+    }
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
     let path = parts.uri.path_and_query().map_or_else(
@@ -148,6 +196,10 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Respo
     server.append(&record)?;
 
     let query = parts.uri.query().unwrap_or("");
+    if query_value(query, "reset_in") == Some(server.cluster.as_str()) {
+        // An error from the service makes hyper drop the connection unanswered.
+        bail!("dropping the connection after the body, as asked");
+    }
     let mut builder = builder;
     if let Some(status) = query_value(query, "status").and_then(|v| v.parse::<u16>().ok()) {
         builder = builder.status(status);
@@ -160,6 +212,12 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Respo
     }
     if query_value(query, "echo").is_some() {
         return Ok(builder.body(Full::new(body))?);
+    }
+    if let Some(n) = query_value(query, "download").and_then(|v| v.parse::<u64>().ok()) {
+        let bytes: Vec<u8> = (0..n).map(download_byte).collect();
+        return Ok(builder
+            .header("content-type", "application/octet-stream")
+            .body(Full::new(Bytes::from(bytes)))?);
     }
     let answer = Answer {
         cluster: server.cluster.clone(),
@@ -177,6 +235,52 @@ async fn handle(server: Arc<Server>, request: Request<Incoming>) -> Result<Respo
     Ok(builder
         .header("content-type", "application/json")
         .body(Full::new(Bytes::from(json)))?)
+}
+
+/// Answers a WebSocket handshake with 101 and echoes every message on the upgraded
+/// connection; anything else at this path gets 400.
+fn websocket(server: &Server, request: &mut Request<Incoming>) -> Result<Response<Full<Bytes>>> {
+    let header = |name: &str| {
+        request
+            .headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let builder = Response::builder().header(SERVED_BY, &server.cluster);
+    let key = header("sec-websocket-key");
+    let is_upgrade = header("upgrade").is_some_and(|u| u.eq_ignore_ascii_case("websocket"));
+    let Some(key) = key.filter(|_| is_upgrade) else {
+        return Ok(builder
+            .status(StatusCode::BAD_REQUEST)
+            .body(Full::new(Bytes::from_static(
+                b"a WebSocket handshake, please\n",
+            )))?);
+    };
+    server.append(&Record {
+        method: request.method().to_string(),
+        path: request.uri().path().to_string(),
+        test_id: header(TEST_ID),
+        via: header("x-detour-via"),
+        body_bytes: 0,
+    })?;
+    let upgrade = hyper::upgrade::on(request);
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgrade.await else { return };
+        let mut ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+        while let Some(Ok(message)) = ws.next().await {
+            if (message.is_text() || message.is_binary()) && ws.send(message).await.is_err() {
+                break;
+            }
+        }
+    });
+    Ok(builder
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header("connection", "upgrade")
+        .header("upgrade", "websocket")
+        .header("sec-websocket-accept", derive_accept_key(key.as_bytes()))
+        .body(Full::new(Bytes::new()))?)
 }
 
 impl Server {

@@ -8,7 +8,7 @@ use crate::envoy::{Envoy, EnvoySpec, merge_filter_config};
 use crate::layout::{Layout, MemberAddrs};
 use crate::out::OutDir;
 use crate::rendered::{remove_gateway_listener, set_route_timeouts};
-use crate::setup::Setup;
+use crate::setup::{Protocol, Setup};
 use crate::upstream::{Upstream, UpstreamSpec};
 use anyhow::{Context, Result};
 use std::net::SocketAddr;
@@ -16,8 +16,8 @@ use std::path::Path;
 
 use super::instances::gateway_envoy_name;
 
-/// Spawns one upstream per instance of every member's service, cluster by cluster and
-/// instance by instance (the order lookups rely on), without waiting for them.
+/// Spawns one upstream per instance of every member's service, speaking the setup's
+/// protocol, cluster by cluster and instance by instance (the order lookups rely on), without waiting for them.
 pub(super) fn upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<Upstream>> {
     let mut upstreams = Vec::new();
     for member in &layout.members {
@@ -27,7 +27,11 @@ pub(super) fn upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<
                 service: setup.service.qualified(),
                 listen: *listen,
             };
-            upstreams.push(Upstream::spawn(spec, instance, out)?);
+            upstreams.push(match setup.protocol {
+                Protocol::Grpc => Upstream::spawn_grpc(spec, instance, out)?,
+                // The upstream binary speaks HTTP/1.1 and h2c alike.
+                Protocol::Http | Protocol::Http2 => Upstream::spawn(spec, instance, out)?,
+            });
         }
     }
     Ok(upstreams)

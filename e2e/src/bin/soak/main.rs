@@ -2,6 +2,8 @@
 //!
 //! `soak [--minutes M | --seconds S] [--seed N] [--gateways G]`
 //!
+//! gRPC unary calls run beside the GETs and POSTs (the service speaks h2c).
+//!
 //! Three member clusters on loopback: east's `foo` with three instances, west's and
 //! south's with two, west and south with G gateway instances (default 2), east's
 //! gateway in an Envoy of its own. While the load runs, the chaos ([`chaos`]) kills,
@@ -24,8 +26,9 @@ use anyhow::{Context, Result, bail};
 use chaos::{Chaos, ENTRY, Rng};
 use detour_e2e::client::Request;
 use detour_e2e::deliveries::Deliveries;
+use detour_e2e::grpc::{GrpcClient, read_calls};
 use detour_e2e::load::{Load, LoadSpec};
-use detour_e2e::setup::Setup;
+use detour_e2e::setup::{Protocol, Setup};
 use detour_e2e::topology::Topology;
 use memory::Memory;
 use std::process::ExitCode;
@@ -45,6 +48,8 @@ const MAX_PAUSE: Duration = Duration::from_secs(2);
 const WARM: Duration = Duration::from_secs(2);
 const CALM: Duration = Duration::from_secs(3);
 const MEMORY_EVERY: Duration = Duration::from_secs(5);
+/// How long the gRPC load may run on after the HTTP load stopped.
+const GRPC_GRACE: Duration = Duration::from_secs(15);
 /// How long everything may take to come back after the chaos.
 const SETTLE: Duration = Duration::from_secs(60);
 
@@ -118,6 +123,9 @@ fn setup(gateways: usize) -> Setup {
         .into();
     // East's gateway may die without taking the Envoy the load enters through.
     setup.dedicated_gateways = [ENTRY.to_string()].into();
+    // h2c to the instances, so that gRPC calls go through beside HTTP/1.1 clients' GETs
+    // and POSTs (the upstream binary speaks both, and answers gRPC calls).
+    setup.protocol = Protocol::Http2;
     setup.replay.per_try_timeout = Some(PER_TRY_TIMEOUT);
     setup.route_timeout = Some(ROUTE_TIMEOUT);
     setup
@@ -148,6 +156,19 @@ fn run(args: &Args) -> Result<bool> {
             max_duration: args.run + WARM + CALM + SETTLE + Duration::from_secs(60),
         },
     )?;
+    // gRPC unary calls (`e2e/grpc/client.py`, one call at a time, back to back) for as
+    // long as the HTTP load; they are POSTs, so one cut off by a kill may fail.
+    let grpc_calls = t.out().file("grpc-calls.jsonl");
+    let mut grpc = GrpcClient::new(
+        t.layout().member(ENTRY)?.ingress,
+        &t.setup().service.authority(),
+    )
+    .start_load(
+        (args.run + WARM + CALM).as_secs_f64(),
+        1,
+        &grpc_calls,
+        t.out().file("grpc-load.log"),
+    )?;
     std::thread::sleep(WARM);
     memory.sample(&mut t);
 
@@ -173,8 +194,17 @@ fn run(args: &Args) -> Result<bool> {
     let ran = started.elapsed();
     let report = load.stop()?;
 
+    // The gRPC load ends by itself about now (a settling longer than planned leaves it
+    // a little behind); what it has not finished is not counted.
+    let grpc_end = Instant::now() + GRPC_GRACE;
+    while grpc.exited()?.is_none() && Instant::now() < grpc_end {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    grpc.terminate(Duration::from_secs(1))?;
+    let calls = read_calls(&grpc_calls)?;
     let deliveries = Deliveries::read(&t)?;
-    let verdict = report::judge(&report, &deliveries, &memory, &chaos.tally, ran);
+    let mut verdict = report::judge(&report, &deliveries, &memory, &chaos.tally, ran);
+    verdict.text.push_str(&report::grpc(&calls));
     let mut text = format!(
         "soak: seed {}, {steps} chaos steps\n{}",
         args.seed, verdict.text

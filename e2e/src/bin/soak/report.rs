@@ -6,6 +6,7 @@
 use crate::chaos::{Tally, utc_at};
 use crate::memory::Memory;
 use detour_e2e::deliveries::Deliveries;
+use detour_e2e::grpc::Call;
 use detour_e2e::load::{LoadReport, Sample};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -158,4 +159,31 @@ fn quantiles(report: &LoadReport, method: &str) -> String {
             )
     };
     format!("p50 {}, p99 {}, max {}", at(0.5), at(0.99), at(1.0))
+}
+
+/// The gRPC calls: by status code (a unary call is a POST: one cut off by a kill may
+/// fail, and is not sent elsewhere), and the latency of those that succeeded.
+pub fn grpc(calls: &[Call]) -> String {
+    let mut codes: BTreeMap<&str, usize> = BTreeMap::new();
+    for call in calls {
+        *codes.entry(call.code.as_str()).or_insert(0) += 1;
+    }
+    let mut ms: Vec<f64> = calls.iter().filter(|c| c.ok()).map(|c| c.ms).collect();
+    ms.sort_by(f64::total_cmp);
+    let at = |q: f64| {
+        let last = ms.len().saturating_sub(1);
+        ms.get((q * last as f64).round() as usize)
+            .map_or_else(|| "-".to_string(), |v| format!("{v:.1} ms"))
+    };
+    let mut text = format!(
+        "gRPC unary calls: {}, by status: {codes:?}; latency of OK calls: p50 {}, p99 {}, max {}\n",
+        calls.len(),
+        at(0.5),
+        at(0.99),
+        at(1.0)
+    );
+    for call in calls.iter().filter(|c| !c.ok()).take(5) {
+        let _ = writeln!(text, "  {}", call.summary());
+    }
+    text
 }
