@@ -225,6 +225,9 @@ pub mod mock {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::mock::MockHost;
     use super::*;
     use crate::eject::Ejections;

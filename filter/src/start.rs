@@ -135,6 +135,9 @@ pub fn group_of(scheme: &Scheme, envoy_cluster: &str, is_primary: bool) -> Optio
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
     use crate::health::Health::{self, *};
     use crate::table::fixtures::*;
