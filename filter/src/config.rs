@@ -61,8 +61,7 @@ pub struct PassiveConfig {
     /// controller's table alone and ejects nothing; Envoy's router still carries every
     /// request on through the chain.
     pub enabled: bool,
-    /// First ejection of a target that failed under this Envoy's eyes. Requests of a
-    /// scheme stay watched for `maxEjection` after an ejection ran out.
+    /// First ejection of a target that failed under this Envoy's eyes.
     pub base_ejection: Duration,
     /// Ejections double on repeated failures, up to this.
     pub max_ejection: Duration,

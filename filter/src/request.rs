@@ -73,10 +73,10 @@ pub struct RequestOutcome {
 /// The request-headers phase. With `envoyRemovesClientHeaders` (as rendered), a quiet
 /// [`Starts`] and no `sample` asked for, it makes no host call at all.
 ///
-/// `sample`: watch this request even though all is quiet. The glue asks for one sample
-/// per tick of each worker, so that a primary failing while nothing else is degraded is
-/// still seen by this Envoy (the router carried the request on, but only the answer
-/// tells) — at most ten requests a second per worker, whatever the load.
+/// `sample`: watch this request's answer. The glue asks for one sample per tick of each
+/// worker (at most ten requests a second per worker, whatever the load): enough to see a
+/// start group fail (the router carried the request on, but only the answer tells),
+/// while every other request costs no host call in the response phase.
 pub fn on_request_headers(
     host: &mut impl RequestHost,
     config: &FilterConfig,
@@ -107,7 +107,7 @@ pub fn on_request_headers(
     outcome.started = Some(Started {
         scheme,
         group: start.group,
-        watched: (start.watched || sample) && config.passive.enabled,
+        watched: sample && config.passive.enabled,
     });
     outcome
 }
@@ -254,7 +254,7 @@ mod tests {
     }
 
     fn starts(t: &Table, e: &Ejections) -> Starts {
-        Starts::compute(t, e, 1_000, 60_000)
+        Starts::compute(t, e, 1_000)
     }
 
     #[test]
@@ -290,7 +290,8 @@ mod tests {
         assert_eq!(host.header("x-detour-route"), Some("2"));
         let started = out.started.unwrap();
         assert_eq!((started.scheme, started.group), (0, 2));
-        assert!(started.watched);
+        // Only a sampled request's answer is looked at, failed over or not.
+        assert!(!started.watched);
         assert_eq!(host.calls, ["route_cluster", "set_request_header"]);
     }
 
@@ -336,20 +337,25 @@ mod tests {
     }
 
     #[test]
-    fn a_watched_request_at_the_primary_sets_no_header() {
+    fn a_request_during_an_ejection_starts_past_it_and_a_sample_is_watched() {
         let t = table3(Healthy, Healthy, Healthy);
         let mut e = Ejections::default();
-        e.eject(EAST, 0, Duration::from_millis(500), Duration::from_secs(60));
+        e.eject(
+            EAST,
+            0,
+            Duration::from_millis(5_000),
+            Duration::from_secs(60),
+        );
         let mut host = MockHost::routed_to(EAST);
-        let out = on_request_headers(&mut host, &config(true), Some(&t), &starts(&t, &e), false);
-        assert_eq!(out.started.map(|s| (s.group, s.watched)), Some((0, true)));
-        assert_eq!(host.header("x-detour-route"), None);
+        let out = on_request_headers(&mut host, &config(true), Some(&t), &starts(&t, &e), true);
+        assert_eq!(out.started.map(|s| (s.group, s.watched)), Some((1, true)));
+        assert_eq!(host.header("x-detour-route"), Some("1"));
         // With passive detection off, nothing is watched.
         let off = FilterConfig::parse(
             br#"{"cluster":"east","envoyRemovesClientHeaders":true,"passive":{"enabled":false}}"#,
         )
         .unwrap();
-        let out = on_request_headers(&mut host, &off, Some(&t), &starts(&t, &e), false);
+        let out = on_request_headers(&mut host, &off, Some(&t), &starts(&t, &e), true);
         assert_eq!(out.started.map(|s| s.watched), Some(false));
     }
 

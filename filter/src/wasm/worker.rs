@@ -117,14 +117,8 @@ impl Worker {
         let ejections = self.ejections.get();
         let no_ejections = Ejections::default();
         let ejections = ejections.as_ref().map_or(&no_ejections, |v| &v.ejections);
-        let watch_ms =
-            u64::try_from(self.config.passive.max_ejection.as_millis()).unwrap_or(u64::MAX);
-        self.starts.set(Rc::new(Starts::compute(
-            &snapshot.table,
-            ejections,
-            now_ms,
-            watch_ms,
-        )));
+        self.starts
+            .set(Rc::new(Starts::compute(&snapshot.table, ejections, now_ms)));
     }
 
     /// A number that differs between requests (spreads load by weight, jitters back-off).
