@@ -51,6 +51,20 @@ fn manifest(file: &str, kind: &str, name: &str) -> Result<Yaml> {
 /// A `google.protobuf.Struct` (pluginConfig, an EnvoyFilter patch value) as istiod turns
 /// it into JSON with protojson: numbers are doubles, written without a fraction when
 /// they have none.
+/// Istio's MERGE of a patch into a resource: objects field by field, lists appended,
+/// anything else replaced.
+fn merge(into: &mut Json, patch: &Json) {
+    match (into, patch) {
+        (Json::Object(a), Json::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Json::Null), v);
+            }
+        }
+        (Json::Array(a), Json::Array(b)) => a.extend(b.iter().cloned()),
+        (a, b) => *a = b.clone(),
+    }
+}
+
 fn protojson(value: &Yaml) -> Json {
     match value {
         Yaml::Null => Json::Null,
@@ -247,15 +261,32 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
     let added = protojson(
         &manifest("gateway-clusters.yaml", "EnvoyFilter", "detour-clusters")?["spec"]["configPatches"],
     );
-    let mut clusters = vec![json!({
+    // Istio's cluster for the service (HTTP/1.1, as for a port named `http`), with
+    // route-patch.yaml's CLUSTER patch merged as Istio merges it.
+    let mut primary_cluster = json!({
         "name": primary,
         "type": "STATIC",
         "connect_timeout": "10s",
         "load_assignment": {
             "cluster_name": primary,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(east.service)}}]}]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
         }
-    })];
+    });
+    for patch in patches.as_array().into_iter().flatten() {
+        if patch["applyTo"] == "CLUSTER"
+            && patch["match"]["cluster"]["service"] == fqdn
+            && patch["patch"]["operation"] == "MERGE"
+        {
+            merge(&mut primary_cluster, &patch["patch"]["value"]);
+        }
+    }
+    let mut clusters = vec![primary_cluster];
     for patch in added.as_array().into_iter().flatten() {
         let cluster = patch["patch"]["value"].clone();
         let name = cluster["name"].as_str().unwrap_or_default().to_string();
