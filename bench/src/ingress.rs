@@ -47,6 +47,7 @@ impl EastIngress {
                 controller: layout.controller,
                 wasm: PathBuf::new(),
                 certs: None,
+                gateway_address: None,
             },
             detour: t.detour().clone(),
         }

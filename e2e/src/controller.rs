@@ -57,6 +57,9 @@ pub struct RenderEnvoy {
     pub wasm: PathBuf,
     /// `--certs DIR` (from `detour certs init`): mTLS on every hop.
     pub certs: Option<PathBuf>,
+    /// `--gateway-address`: which of the cluster's gateway addresses this Envoy's
+    /// gateway listener binds; `None`: the first.
+    pub gateway_address: Option<SocketAddr>,
 }
 
 /// The `detour` command line.
@@ -155,6 +158,10 @@ impl Detour {
             args.push("--certs".into());
             args.push(certs.clone().into());
         }
+        if let Some(address) = render.gateway_address {
+            args.push("--gateway-address".into());
+            args.push(address.to_string().into());
+        }
         let output = self
             .run(args)?
             .success(&format!("detour render envoy --cluster {}", render.cluster))?;
@@ -190,6 +197,14 @@ pub struct Controller {
 impl Controller {
     /// Starts `serve` and waits until `/readyz` answers 200. Log: `controller.log`.
     pub fn start(spec: &ControllerSpec, out: &OutDir) -> Result<Controller> {
+        let mut controller = Controller::spawn(spec, out)?;
+        controller.wait_ready()?;
+        Ok(controller)
+    }
+
+    /// Starts `serve` without waiting (with everything else at once);
+    /// [`Controller::wait_ready`] waits.
+    pub fn spawn(spec: &ControllerSpec, out: &OutDir) -> Result<Controller> {
         let mut process = ProcessSpec::new("controller", detour_bin()?, out.file("controller.log"))
             // Plain text: the log is a file, read by people after the fact.
             .env("NO_COLOR", "1")
@@ -203,16 +218,14 @@ impl Controller {
         if let Some(certs) = &spec.certs {
             process = process.arg("--certs").arg(certs.root());
         }
-        let mut controller = Controller {
+        Ok(Controller {
             process: process.spawn()?,
             listen: spec.listen,
             ops_listen: spec.ops_listen,
             ops: HttpClient::new(spec.ops_listen, AUTHORITY).with_timeout(Duration::from_secs(5)),
             certs: spec.certs.clone(),
             tables: Mutex::new(BTreeMap::new()),
-        };
-        controller.wait_ready()?;
-        Ok(controller)
+        })
     }
 
     /// The table API's address.
@@ -241,7 +254,8 @@ impl Controller {
         self.wait_ready()
     }
 
-    fn wait_ready(&mut self) -> Result<()> {
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&mut self) -> Result<()> {
         wait_answering(&mut self.process, &self.ops, "/readyz", START_TIMEOUT)
     }
 

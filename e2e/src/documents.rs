@@ -34,9 +34,28 @@ pub fn write_config(dir: &Path, setup: &Setup, layout: &Layout) -> Result<Vec<Pa
         .collect()
 }
 
-/// The `MemberCluster` of one member: its gateway and its one service's endpoint.
+/// The `MemberCluster` of one member: its gateway (`address`, or `addresses` when it
+/// has several instances) and its one service's endpoints.
 pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
     let service = &setup.service;
+    let gateway = match member.gateways.as_slice() {
+        [_, _, ..] => format!(
+            "addresses: [{}]",
+            member
+                .gateways
+                .iter()
+                .map(|g| g.ip().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        _ => format!("address: {}", member.gateway.ip()),
+    };
+    let endpoints = member
+        .services
+        .iter()
+        .map(|e| format!("\"{e}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
     // The default protocol is left out, as an operator would.
     let protocol = match setup.protocol {
         Protocol::Http => String::new(),
@@ -47,17 +66,15 @@ pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
 kind: MemberCluster
 metadata: {{name: {name}}}
 spec:
-  gateway: {{address: {gw_ip}, port: {gw_port}}}
+  gateway: {{{gateway}, port: {gw_port}}}
   services:
-  - {{name: {svc}, namespace: {ns}, port: {port}, {protocol}endpoints: [\"{endpoint}\"]}}
+  - {{name: {svc}, namespace: {ns}, port: {port}, {protocol}endpoints: [{endpoints}]}}
 ",
         name = member.name,
-        gw_ip = member.gateway.ip(),
         gw_port = member.gateway.port(),
         svc = service.name,
         ns = service.namespace,
         port = member.service.port(),
-        endpoint = member.service,
     )
 }
 
@@ -137,18 +154,25 @@ mod tests {
     use super::*;
     use crate::layout::MemberAddrs;
 
-    #[test]
-    fn documents_have_the_shape_of_the_design() {
-        let setup = Setup::for_tests();
-        let west = MemberAddrs {
+    /// West with one gateway instance and one service instance.
+    fn west() -> MemberAddrs {
+        MemberAddrs {
             name: "west".into(),
             ingress: "127.0.2.1:20001".parse().unwrap(),
             gateway: "127.0.2.1:15443".parse().unwrap(),
             admin: "127.0.2.1:20002".parse().unwrap(),
             service: "127.0.2.10:8080".parse().unwrap(),
-        };
+            services: vec!["127.0.2.10:8080".parse().unwrap()],
+            gateways: vec!["127.0.2.1:15443".parse().unwrap()],
+            gateway_envoys: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn documents_have_the_shape_of_the_design() {
+        let setup = Setup::for_tests();
         assert_eq!(
-            member_cluster(&setup, &west),
+            member_cluster(&setup, &west()),
             r#"apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
 metadata: {name: west}
@@ -179,6 +203,33 @@ spec:
     }
 
     #[test]
+    fn several_instances_and_gateways_are_listed() {
+        let mut setup = Setup::for_tests();
+        setup.replay.per_try_timeout = Some(Duration::from_millis(500));
+        let west = MemberAddrs {
+            services: vec![
+                "127.0.2.10:8080".parse().unwrap(),
+                "127.0.2.11:8081".parse().unwrap(),
+            ],
+            gateways: vec![
+                "127.0.2.1:15443".parse().unwrap(),
+                "127.0.2.2:15443".parse().unwrap(),
+            ],
+            ..west()
+        };
+        let member = member_cluster(&setup, &west);
+        assert!(
+            member.contains("gateway: {addresses: [127.0.2.1, 127.0.2.2], port: 15443}"),
+            "{member}"
+        );
+        assert!(
+            member.contains(r#"endpoints: ["127.0.2.10:8080", "127.0.2.11:8081"]"#),
+            "{member}"
+        );
+        assert!(failover_scheme(&setup).contains("maxBodyBytes: 65536, perTryTimeout: 500ms}"));
+    }
+
+    #[test]
     fn a_grpc_service_is_declared_and_checked_as_such() {
         let setup = Setup {
             protocol: Protocol::Grpc,
@@ -188,14 +239,7 @@ spec:
             },
             ..Setup::for_tests()
         };
-        let west = MemberAddrs {
-            name: "west".into(),
-            ingress: "127.0.2.1:20001".parse().unwrap(),
-            gateway: "127.0.2.1:15443".parse().unwrap(),
-            admin: "127.0.2.1:20002".parse().unwrap(),
-            service: "127.0.2.10:8080".parse().unwrap(),
-        };
-        assert!(member_cluster(&setup, &west).contains(
+        assert!(member_cluster(&setup, &west()).contains(
             r#"- {name: foo, namespace: apps, port: 8080, protocol: grpc, endpoints: ["127.0.2.10:8080"]}"#
         ));
         let scheme = failover_scheme(&setup);

@@ -311,6 +311,14 @@ impl LoadReport {
         self.samples.iter().filter(|s| !s.succeeded()).collect()
     }
 
+    /// Requests of `method` (e.g. `GET`) not answered 200 by an upstream.
+    pub fn failures_of(&self, method: &str) -> Vec<&Sample> {
+        self.samples
+            .iter()
+            .filter(|s| s.method == method && !s.succeeded())
+            .collect()
+    }
+
     /// Successful answers per member cluster.
     pub fn by_cluster(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();

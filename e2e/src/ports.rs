@@ -39,6 +39,35 @@ pub fn free_addr(ip: Ipv4Addr) -> Result<SocketAddr> {
     bail!("no free TCP port on {ip} between {FIRST} and {LAST}")
 }
 
+/// A port that is free on every one of `ips` (e.g. a gateway's instances, which share
+/// one port), handed out on each of them.
+pub fn free_port_on_all(ips: &[Ipv4Addr]) -> Result<u16> {
+    let Some((first, others)) = ips.split_first() else {
+        bail!("no address to find a port on");
+    };
+    // A port free on the first address is almost always free on the others (nothing
+    // else binds these loopback addresses); try a few before giving up.
+    for _ in 0..100 {
+        let port = free_addr(*first)?.port();
+        let mut guard = HANDED_OUT
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let handed_out = guard.get_or_insert_with(HashSet::new);
+        let addrs: Vec<SocketAddrV4> = others
+            .iter()
+            .map(|ip| SocketAddrV4::new(*ip, port))
+            .collect();
+        if addrs
+            .iter()
+            .all(|a| !handed_out.contains(a) && TcpListener::bind(a).is_ok())
+        {
+            handed_out.extend(addrs);
+            return Ok(port);
+        }
+    }
+    bail!("no TCP port free on all of {ips:?}")
+}
+
 /// Differs between processes (pid) and between runs (clock), so parallel test
 /// processes do not probe the same ports in the same order.
 fn search_start() -> u32 {
@@ -61,5 +90,15 @@ mod tests {
         assert_ne!(a, b);
         TcpListener::bind(a).unwrap();
         TcpListener::bind(b).unwrap();
+    }
+
+    #[test]
+    fn a_shared_port_is_free_on_every_address() {
+        let ips = [Ipv4Addr::new(127, 0, 9, 1), Ipv4Addr::new(127, 0, 9, 2)];
+        let port = free_port_on_all(&ips).unwrap();
+        for ip in ips {
+            TcpListener::bind(SocketAddrV4::new(ip, port)).unwrap();
+        }
+        assert_ne!(free_port_on_all(&ips).unwrap(), port);
     }
 }

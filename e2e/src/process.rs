@@ -103,6 +103,21 @@ impl Process {
         self.starts
     }
 
+    /// Sends `sig` (e.g. SIGSTOP, SIGCONT) to the running process.
+    pub fn signal(&mut self, sig: libc::c_int) -> Result<()> {
+        self.ensure_running()?;
+        let pid = self.pid().context("no process")?;
+        if !signal(pid, sig) {
+            bail!("signal {sig} to {} ({pid}) failed", self.spec.name);
+        }
+        Ok(())
+    }
+
+    /// Its resident memory now (`VmRSS`), `None` when it is not running.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        self.pid().and_then(|pid| rss_bytes(pid).ok())
+    }
+
     fn start(&mut self) -> Result<()> {
         let spec = &self.spec;
         let mut log = OpenOptions::new()
@@ -302,6 +317,14 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("detour-e2e-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn a_running_process_has_a_resident_size() {
+        let dir = scratch("rss");
+        let process = sleeper(&dir).spawn().unwrap();
+        assert!(process.rss_bytes().unwrap() > 0);
+        assert!(rss_bytes(std::process::id()).unwrap() > 1 << 20);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! What a test asks for: the member clusters, the one failover scheme, and its timings.
 //! Pure data, plus the time bounds that follow from it (which tests assert).
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 /// A service, `namespace/name`.
@@ -117,6 +118,21 @@ pub struct Setup {
     /// writes for every Envoy, e.g. `{"passive": {"enabled": false}}`; `None` keeps the
     /// rendered configuration as it is.
     pub filter_config: Option<serde_json::Value>,
+    /// Instances of the service per member cluster (each an upstream process on its own
+    /// address, all listed in the `MemberCluster`'s endpoints); a cluster not named runs
+    /// one.
+    pub instances: BTreeMap<String, usize>,
+    /// East-west gateway instances per member cluster (the `MemberCluster`'s
+    /// `gateway.addresses`, one Envoy listening on each); a cluster not named has one.
+    pub gateways: BTreeMap<String, usize>,
+    /// Clusters whose gateways are Envoys of their own: the Envoy clients enter through
+    /// runs no gateway listener, so stopping every gateway of the cluster leaves its
+    /// ingress up. Elsewhere the ingress Envoy is also the first gateway instance.
+    pub dedicated_gateways: BTreeSet<String>,
+    /// The whole-request timeout of every rendered route (ingress and gateway), changed
+    /// in the rendered configs by the harness; `None` keeps what `detour render envoy`
+    /// writes. Lets a test of slow requests run in seconds.
+    pub route_timeout: Option<Duration>,
 }
 
 /// How late the filter may learn of a new table: its default poll interval, the slow
@@ -154,6 +170,10 @@ impl Setup {
             mtls: true,
             controller: ControllerKind::Detour,
             filter_config: None,
+            instances: BTreeMap::new(),
+            gateways: BTreeMap::new(),
+            dedicated_gateways: BTreeSet::new(),
+            route_timeout: None,
         }
     }
 
@@ -165,6 +185,21 @@ impl Setup {
         setup.health.timeout = Duration::from_millis(500);
         setup.stable_for = Duration::from_secs(3);
         setup
+    }
+
+    /// How many instances of the service `cluster` runs (at least one).
+    pub fn instances_in(&self, cluster: &str) -> usize {
+        self.instances.get(cluster).copied().unwrap_or(1).max(1)
+    }
+
+    /// How many east-west gateway instances `cluster` has (at least one).
+    pub fn gateways_in(&self, cluster: &str) -> usize {
+        self.gateways.get(cluster).copied().unwrap_or(1).max(1)
+    }
+
+    /// Whether `cluster`'s gateways run in Envoys of their own.
+    pub fn dedicated_gateway(&self, cluster: &str) -> bool {
+        self.dedicated_gateways.contains(cluster)
     }
 
     /// The clusters of the primary and every failover group, primary first.

@@ -1,6 +1,7 @@
 //! A running federation of simulated member clusters on loopback: the controller, one
 //! Envoy per member cluster (configured by `detour render envoy`, loading the filter
-//! [`filter_wasm`] names), and one upstream process per member's service.
+//! [`filter_wasm`] names) and one more per extra gateway instance, and one upstream
+//! process per instance of each member's service ([`Setup::instances`]).
 //!
 //! ```no_run
 //! # fn main() -> anyhow::Result<()> {
@@ -14,22 +15,26 @@
 //! ```
 //! Dropping the topology kills every process; logs stay in `e2e/out/<name>/`.
 
+mod instances;
+mod spawn;
+
 use crate::certs::Certs;
 use crate::client::{HttpClient, Reply};
-use crate::controller::{Controller, ControllerSpec, Detour, RenderEnvoy};
+use crate::controller::{Controller, ControllerSpec, Detour};
 use crate::documents::write_config;
-use crate::envoy::{Envoy, EnvoySpec, merge_filter_config};
+use crate::envoy::{Envoy, EnvoySpec};
 use crate::fake_controller::FakeController;
 use crate::layout::Layout;
 use crate::out::OutDir;
 use crate::paths::filter_wasm;
 use crate::setup::{ControllerKind, Protocol, Setup};
 use crate::table::target_health;
-use crate::upstream::{Upstream, UpstreamSpec};
+use crate::upstream::Upstream;
 use crate::wait::{Probe, wait_until};
 use anyhow::{Context, Result, bail};
 use detour_filter::health::Health;
 use detour_filter::metrics::version_gauge;
+pub use instances::gateway_envoy_name;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -76,46 +81,74 @@ impl Topology {
     /// Starts every process (each waited for until it serves) without waiting for
     /// health checks or tables to converge.
     pub fn start_unconverged(name: &str, setup: Setup) -> Result<Topology> {
+        let mut topology = Topology::prepare(name, setup)?;
+        topology.upstreams = spawn::upstreams(&topology.setup, &topology.layout, &topology.out)?;
+        for upstream in &mut topology.upstreams {
+            upstream.wait_serving()?;
+        }
+        topology.controller = topology
+            .controller_spec()
+            .map(|spec| Controller::start(&spec, &topology.out))
+            .transpose()?;
+        topology.envoys = topology.spawn_envoys()?;
+        for envoy in &mut topology.envoys {
+            envoy.wait_ready()?;
+        }
+        Ok(topology)
+    }
+
+    /// Spawns every process at once — upstreams, controller, Envoys — and returns at
+    /// once, waiting for none: as a federation comes up in real life, the controller's
+    /// first checks may meet gateways not yet listening. Returns the instant before the
+    /// first spawn. [`Topology::wait_started`] waits for every process to serve.
+    pub fn spawn_all_at_once(name: &str, setup: Setup) -> Result<(Topology, Instant)> {
+        let mut topology = Topology::prepare(name, setup)?;
+        let at = Instant::now();
+        topology.upstreams = spawn::upstreams(&topology.setup, &topology.layout, &topology.out)?;
+        topology.controller = topology
+            .controller_spec()
+            .map(|spec| Controller::spawn(&spec, &topology.out))
+            .transpose()?;
+        topology.envoys = topology.spawn_envoys()?;
+        Ok((topology, at))
+    }
+
+    /// Waits until every process of the topology serves (not for health checks or
+    /// tables), but for those a test has killed meanwhile.
+    pub fn wait_started(&mut self) -> Result<()> {
+        for envoy in &mut self.envoys {
+            if envoy.process().pid().is_some() {
+                envoy.wait_ready()?;
+            }
+        }
+        for upstream in &mut self.upstreams {
+            if upstream.pid().is_some() {
+                upstream.wait_serving()?;
+            }
+        }
+        if let Some(controller) = &mut self.controller {
+            controller.wait_ready()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the config directory and certificates; starts nothing.
+    fn prepare(name: &str, setup: Setup) -> Result<Topology> {
         let out = OutDir::fresh(name)?;
         let layout = Layout::allocate(&setup)?;
         let detour = Detour::locate()?;
         let wasm = filter_wasm()?;
         let config_dir = out.subdir("config")?;
         write_config(&config_dir, &setup, &layout)?;
-
         let certs = if setup.mtls {
             Some(Certs::init(&detour, &config_dir, &out.file("certs"))?)
         } else {
             None
         };
-
-        let upstreams = start_upstreams(&setup, &layout, &out)?;
-        let controller = match setup.controller {
-            ControllerKind::Detour => Some(Controller::start(
-                &ControllerSpec {
-                    config: config_dir.clone(),
-                    listen: layout.controller,
-                    ops_listen: layout.controller_ops,
-                    certs: certs.clone(),
-                },
-                &out,
-            )?),
-            ControllerKind::External => None,
-        };
-        let envoys = start_envoys(
-            &detour,
-            &layout,
-            &config_dir,
-            &wasm,
-            certs.as_ref().map(Certs::root),
-            setup.filter_config.as_ref(),
-            &out,
-        )?;
-
         Ok(Topology {
-            envoys,
-            controller,
-            upstreams,
+            envoys: Vec::new(),
+            controller: None,
+            upstreams: Vec::new(),
             setup,
             layout,
             out,
@@ -124,6 +157,29 @@ impl Topology {
             wasm,
             detour,
         })
+    }
+
+    fn controller_spec(&self) -> Option<ControllerSpec> {
+        (self.setup.controller == ControllerKind::Detour).then(|| ControllerSpec {
+            config: self.config_dir.clone(),
+            listen: self.layout.controller,
+            ops_listen: self.layout.controller_ops,
+            certs: self.certs.clone(),
+        })
+    }
+
+    /// Every Envoy of the topology, spawned (they compile the filter in parallel).
+    fn spawn_envoys(&self) -> Result<Vec<Envoy>> {
+        let render = spawn::Render {
+            detour: &self.detour,
+            setup: &self.setup,
+            layout: &self.layout,
+            config_dir: &self.config_dir,
+            wasm: &self.wasm,
+            certs_dir: self.certs.as_ref().map(Certs::root),
+            out: &self.out,
+        };
+        render.spawn_envoys()
     }
 
     pub fn setup(&self) -> &Setup {
@@ -195,6 +251,7 @@ impl Topology {
             .with_context(|| format!("no Envoy for cluster {cluster:?}"))
     }
 
+    /// `cluster`'s service, its first instance ([`Topology::instance`] for the others).
     pub fn upstream(&mut self, cluster: &str) -> Result<&mut Upstream> {
         self.upstreams
             .iter_mut()
@@ -208,8 +265,8 @@ impl Topology {
             .context("this topology runs no detour controller (ControllerKind::External)")
     }
 
-    /// SIGKILLs `cluster`'s service; returns the moment just before the signal, from
-    /// which failover times are measured.
+    /// SIGKILLs `cluster`'s service (its first instance); returns the moment just before
+    /// the signal, from which failover times are measured.
     pub fn kill_upstream(&mut self, cluster: &str) -> Result<Instant> {
         let upstream = self.upstream(cluster)?;
         let at = Instant::now();
@@ -217,7 +274,8 @@ impl Topology {
         Ok(at)
     }
 
-    /// Starts `cluster`'s service again and waits until it serves; returns the moment
+    /// Starts `cluster`'s service (its first instance) again and waits until it serves;
+    /// returns the moment
     /// just before it was started: it cannot have served, nor passed a health check,
     /// earlier (the reference for failback damping).
     pub fn restart_upstream(&mut self, cluster: &str) -> Result<Instant> {
@@ -324,69 +382,6 @@ impl Topology {
             })
         })
     }
-}
-
-/// One upstream per member cluster, speaking the setup's protocol, each serving before
-/// this returns.
-fn start_upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<Upstream>> {
-    layout
-        .members
-        .iter()
-        .map(|m| {
-            let spec = UpstreamSpec {
-                cluster: m.name.clone(),
-                service: setup.service.qualified(),
-                listen: m.service,
-            };
-            match setup.protocol {
-                Protocol::Grpc => Upstream::start_grpc(spec, out),
-                // The upstream binary speaks HTTP/1.1 and h2c alike.
-                Protocol::Http | Protocol::Http2 => Upstream::start(spec, out),
-            }
-        })
-        .collect()
-}
-
-/// One Envoy per member cluster, configured by `detour render envoy` (with
-/// `filter_config` merged into the filter's configuration; the config is kept as
-/// `envoy-<cluster>.yaml`), each ready before this returns.
-fn start_envoys(
-    detour: &Detour,
-    layout: &Layout,
-    config_dir: &Path,
-    wasm: &Path,
-    certs_dir: Option<&Path>,
-    filter_config: Option<&serde_json::Value>,
-    out: &OutDir,
-) -> Result<Vec<Envoy>> {
-    // Spawn every Envoy first, then wait: they compile the filter in parallel.
-    let mut envoys = Vec::new();
-    for member in &layout.members {
-        let rendered = detour.render_envoy(&RenderEnvoy {
-            config: config_dir.to_path_buf(),
-            cluster: member.name.clone(),
-            ingress: member.ingress,
-            admin: member.admin,
-            controller: layout.controller,
-            wasm: wasm.to_path_buf(),
-            certs: certs_dir.map(Path::to_path_buf),
-        })?;
-        let rendered = match filter_config {
-            Some(fields) => merge_filter_config(&rendered, fields)?,
-            None => rendered,
-        };
-        let config = out.file(&format!("envoy-{}.yaml", member.name));
-        std::fs::write(&config, rendered)
-            .with_context(|| format!("writing {}", config.display()))?;
-        envoys.push(Envoy::spawn(
-            &EnvoySpec::new(&member.name, &config, member.admin),
-            out,
-        )?);
-    }
-    for envoy in &mut envoys {
-        envoy.wait_ready()?;
-    }
-    Ok(envoys)
 }
 
 /// One answer seen while watching an ingress.

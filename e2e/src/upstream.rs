@@ -1,5 +1,6 @@
 //! The simulated service `foo` of one member cluster: a real process (`upstream` bin)
-//! that tests kill with SIGKILL and start again on the same address.
+//! per instance, that tests kill with SIGKILL, freeze with SIGSTOP, and start again on
+//! the same address.
 //!
 //! It answers every request with 200 and names its cluster (`x-served-by`), and appends
 //! one [`Record`] per request (health checks excepted) to a file, written before the
@@ -69,24 +70,48 @@ pub struct UpstreamSpec {
     pub listen: SocketAddr,
 }
 
+/// Names the files of instance `instance` (from 0) of `cluster`'s service:
+/// `upstream-<cluster>` for the first (as when there is one), `upstream-<cluster>-<i>`
+/// for the others.
+pub fn stem(cluster: &str, instance: usize) -> String {
+    match instance {
+        0 => format!("upstream-{cluster}"),
+        i => format!("upstream-{cluster}-{i}"),
+    }
+}
+
 /// A running upstream server process.
 pub struct Upstream {
     spec: UpstreamSpec,
+    /// Which instance of the service in its cluster (from 0).
+    instance: usize,
     process: Process,
     records: PathBuf,
     /// While this file exists, `/healthz` answers 503.
     fail_health: PathBuf,
     health: HttpClient,
+    /// Stopped with SIGSTOP and not yet continued.
+    frozen: bool,
     /// A gRPC server (`e2e/grpc/server.py`) rather than the `upstream` binary: it counts
     /// as serving once it accepts connections (it has no HTTP/1.1 `/healthz`).
     grpc: bool,
 }
 
 impl Upstream {
-    /// Starts `upstream` and waits until it answers its health check. Its log is
-    /// `upstream-<cluster>.log`, its records `upstream-<cluster>.records.jsonl`.
+    /// Starts `upstream` (the cluster's first instance) and waits until it answers its
+    /// health check. Its log is `upstream-<cluster>.log`, its records
+    /// `upstream-<cluster>.records.jsonl`.
     pub fn start(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
-        let stem = format!("upstream-{}", spec.cluster);
+        let mut upstream = Upstream::spawn(spec, 0, out)?;
+        upstream.wait_serving()?;
+        Ok(upstream)
+    }
+
+    /// Starts instance `instance` of the service without waiting, so that it starts
+    /// together with everything else ([`Upstream::wait_serving`] waits); its files are
+    /// named by [`stem`].
+    pub fn spawn(spec: UpstreamSpec, instance: usize, out: &OutDir) -> Result<Upstream> {
+        let stem = stem(&spec.cluster, instance);
         let records = out.file(&format!("{stem}.records.jsonl"));
         let fail_health = out.file(&format!("{stem}.fail-health"));
         let process = ProcessSpec::new(&stem, upstream_bin()?, out.file(&format!("{stem}.log")))
@@ -102,23 +127,30 @@ impl Upstream {
             .arg(&fail_health)
             .spawn()?;
         let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
-        let mut upstream = Upstream {
+        Ok(Upstream {
             spec,
+            instance,
             process,
             records,
             fail_health,
             health,
+            frozen: false,
             grpc: false,
-        };
-        upstream.wait_serving()?;
-        Ok(upstream)
+        })
     }
 
     /// Starts `e2e/grpc/server.py` ([`crate::grpc`]) as this cluster's service, with the
     /// same log and record files as [`Upstream::start`], and waits until it accepts
     /// connections. [`Upstream::fail_health_checks`] has no effect on it.
     pub fn start_grpc(spec: UpstreamSpec, out: &OutDir) -> Result<Upstream> {
-        let stem = format!("upstream-{}", spec.cluster);
+        let mut upstream = Upstream::spawn_grpc(spec, 0, out)?;
+        upstream.wait_serving()?;
+        Ok(upstream)
+    }
+
+    /// [`Upstream::start_grpc`] for instance `instance`, without waiting.
+    pub fn spawn_grpc(spec: UpstreamSpec, instance: usize, out: &OutDir) -> Result<Upstream> {
+        let stem = stem(&spec.cluster, instance);
         let records = out.file(&format!("{stem}.records.jsonl"));
         let process = crate::grpc::server_spec(
             &stem,
@@ -129,20 +161,24 @@ impl Upstream {
         )?
         .spawn()?;
         let health = HttpClient::new(spec.listen, "healthz").with_timeout(Duration::from_secs(1));
-        let mut upstream = Upstream {
+        Ok(Upstream {
             fail_health: out.file(&format!("{stem}.fail-health")),
             spec,
+            instance,
             process,
             records,
             health,
+            frozen: false,
             grpc: true,
-        };
-        upstream.wait_serving()?;
-        Ok(upstream)
+        })
     }
 
     pub fn cluster(&self) -> &str {
         &self.spec.cluster
+    }
+
+    pub fn instance(&self) -> usize {
+        self.instance
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -159,16 +195,44 @@ impl Upstream {
 
     /// SIGKILL: the service dies the way a crashed pod does.
     pub fn kill(&mut self) -> Result<()> {
+        self.frozen = false;
         self.process.kill()
     }
 
     /// Starts it again on the same address and waits until it serves.
     pub fn restart(&mut self) -> Result<()> {
+        self.frozen = false;
         self.process.restart()?;
         self.wait_serving()
     }
 
-    fn wait_serving(&mut self) -> Result<()> {
+    /// SIGSTOP: the instance hangs as a wedged or paused pod does. Its socket still
+    /// accepts connections (the kernel completes them), nothing answers.
+    pub fn freeze(&mut self) -> Result<()> {
+        self.process.signal(libc::SIGSTOP)?;
+        self.frozen = true;
+        Ok(())
+    }
+
+    /// SIGCONT after [`Upstream::freeze`]: it answers what it accepted meanwhile.
+    pub fn thaw(&mut self) -> Result<()> {
+        self.process.signal(libc::SIGCONT)?;
+        self.frozen = false;
+        Ok(())
+    }
+
+    pub fn is_frozen(&self) -> bool {
+        self.frozen
+    }
+
+    /// Running, not frozen: it answers.
+    pub fn is_live(&mut self) -> bool {
+        !self.frozen && self.process.ensure_running().is_ok()
+    }
+
+    /// Waits until it answers its health check (a gRPC server: until it accepts
+    /// connections).
+    pub fn wait_serving(&mut self) -> Result<()> {
         if self.grpc {
             return crate::grpc::wait_accepting(&mut self.process, self.spec.listen, START_TIMEOUT);
         }

@@ -15,7 +15,10 @@
 //! with the request body instead of JSON, `download=N` answers with N bytes of
 //! [`download_byte`] (a large answer the client can check byte by byte), `reset_in=C`
 //! drops the connection without an answer after reading and recording the body when
-//! this is cluster C (an instance that failed after the request reached it).
+//! this is cluster C (an instance that failed after the request reached it), `status=N`
+//! answers with that status instead of 200, and `gateway_flags=F` adds
+//! `x-detour-gateway-flags: F` to the answer: a service (or a proxy behind it) forging a
+//! detour gateway's failure marks, which detour must not believe.
 //!
 //! It speaks HTTP/1.1 and HTTP/2 with prior knowledge (h2c) on the same port, as
 //! `protocol: http2` services do, and `GET /ws` with `Upgrade: websocket` becomes a
@@ -27,6 +30,7 @@ use anyhow::{Context, Result, bail};
 use bytes::Bytes;
 use detour_e2e::client::{SERVED_BY, TEST_ID};
 use detour_e2e::upstream::{Answer, HEALTH_PATH, Record, WEBSOCKET_PATH, download_byte};
+use detour_filter::config::GATEWAY_FLAGS_HEADER;
 use futures_util::{SinkExt, StreamExt};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full, StreamBody};
@@ -195,6 +199,13 @@ async fn handle(
     if query_value(query, "reset_in") == Some(server.cluster.as_str()) {
         // An error from the service makes hyper drop the connection unanswered.
         bail!("dropping the connection after the body, as asked");
+    }
+    let mut builder = builder;
+    if let Some(status) = query_value(query, "status").and_then(|v| v.parse::<u16>().ok()) {
+        builder = builder.status(status);
+    }
+    if let Some(flags) = query_value(query, "gateway_flags") {
+        builder = builder.header(GATEWAY_FLAGS_HEADER, flags);
     }
     if let Some(ms) = query_value(query, "delay_ms").and_then(|v| v.parse().ok()) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
