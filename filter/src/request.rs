@@ -161,6 +161,40 @@ pub fn failed_start<'t>(
         .map(|t| t.envoy_cluster.as_str())
 }
 
+/// Watched answers in a row, per scheme, that came from a later group than their start
+/// before this worker ejects the start group: one slow request that timed out on every
+/// instance is the service's answer, not a dead cluster (DESIGN.md "Failure domains").
+pub const STRIKES_TO_EJECT: u8 = 2;
+
+/// What one worker's watched answers said, scheme by scheme.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strikes {
+    by_scheme: Vec<u8>,
+}
+
+impl Strikes {
+    /// Records a watched answer of `scheme`: `moved_on` when a later group answered it.
+    /// True when the start group is to be ejected now (and the count starts again).
+    pub fn record(&mut self, scheme: usize, moved_on: bool) -> bool {
+        if self.by_scheme.len() <= scheme {
+            self.by_scheme.resize(scheme + 1, 0);
+        }
+        let Some(count) = self.by_scheme.get_mut(scheme) else {
+            return false;
+        };
+        if !moved_on {
+            *count = 0;
+            return false;
+        }
+        *count = count.saturating_add(1);
+        if *count >= STRIKES_TO_EJECT {
+            *count = 0;
+            return true;
+        }
+        false
+    }
+}
+
 #[cfg(test)]
 pub mod mock {
     //! A host that records what the filter asked and did.
@@ -411,6 +445,20 @@ mod tests {
         // Or by an earlier group, or by something unknown.
         assert!(blamed(at(1), EAST).is_empty());
         assert!(blamed(at(0), "elsewhere").is_empty());
+    }
+
+    #[test]
+    fn one_answer_from_a_later_group_is_not_enough_two_in_a_row_are() {
+        let mut s = Strikes::default();
+        assert!(!s.record(3, true));
+        // The start group answered in between: it is alive.
+        assert!(!s.record(3, false));
+        assert!(!s.record(3, true));
+        assert!(s.record(3, true));
+        // And the count starts again.
+        assert!(!s.record(3, true));
+        // Schemes are counted apart.
+        assert!(!s.record(0, true));
     }
 
     #[test]
