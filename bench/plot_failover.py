@@ -54,7 +54,7 @@ def panel(ax, mode):
     ax.set_yticks(range(len(ROWS)))
     ax.set_yticklabels(["answered by east", "answered by west", "failed"])
     ax.set_title(
-        f"{mode['label']}: {trial['failed']} failed, {trial['replayed']} replayed", fontsize=10
+        f"{mode['label']}: {trial['failed']} failed, {trial['carried']} carried", fontsize=10
     )
     ax.set_xlabel("request sent, ms after the kill of east's service")
     ax.grid(axis="x", alpha=0.3)

@@ -2,16 +2,18 @@
 //! `foo`), east's `foo` killed with SIGKILL, and every request timed. Per trial:
 //!
 //! * **first**: from the kill to the first answer from another cluster;
-//! * **full switch**: from the kill to the last request still sent to the dead primary —
-//!   one the client saw fail, or one whose failed attempt the filter replayed (its
-//!   debug line in Envoy's log); after it, every request goes straight to west;
+//! * **full switch**: from the kill to the moment requests stop starting at the dead
+//!   primary — the filter's ejection of east (its line in Envoy's log) or the adoption of
+//!   the table that says east is down, whichever came first, or the last request the
+//!   client saw fail if later; before it, each request's first attempt fails on east and
+//!   Envoy's router carries it on to west (**carried**);
 //! * **failed**: requests the client saw fail (all are GETs, idempotent);
 //! * **table**: from the kill to the controller's table saying Unhealthy, and to every
 //!   VM of east's Envoy routing by that table.
 //!
 //! Three modes, each on a topology of its own (east and west, mTLS, the scheme's health
 //! checks at the defaults: every 1 s, 500 ms timeout, 2 failures):
-//! passive detection and replay (the default), the controller's table alone pushed by
+//! passive detection (the default), the controller's table alone pushed by
 //! long-poll (`passive.enabled: false`), and the table alone fetched by plain polling
 //! every second (`controller.longPoll: 0`).
 
@@ -46,7 +48,7 @@ fn modes() -> Vec<Mode> {
     vec![
         Mode {
             key: "passive",
-            label: "passive detection + replay (default)",
+            label: "passive detection (default)",
             patch: None,
         },
         Mode {
@@ -81,7 +83,9 @@ pub struct Trial {
     pub failed: usize,
     /// Requests sent from the kill on.
     pub after_kill: usize,
-    pub replayed: usize,
+    /// Requests sent between the kill and the full switch whose failed attempt on east
+    /// the router carried on to west.
+    pub carried: usize,
     pub table_ms: f64,
     pub adopted_ms: Option<f64>,
     pub points: Vec<Point>,
@@ -122,13 +126,13 @@ pub fn run(trials: usize) -> Result<Failover> {
             }
             let result = run_trial(&mut t)?;
             eprintln!(
-                "    trial {trial}: first {} ms, full switch {} ms, {} failed of {}, {} replayed, \
+                "    trial {trial}: first {} ms, full switch {} ms, {} failed of {}, {} carried, \
                  table {:.0} ms",
                 opt_ms(result.first_other_ms),
                 opt_ms(result.full_switch_ms),
                 result.failed,
                 result.after_kill,
-                result.replayed,
+                result.carried,
                 result.table_ms
             );
             done.push(result);
@@ -174,17 +178,17 @@ fn run_trial(t: &mut Topology) -> Result<Trial> {
             .map(ms)
             .unwrap_or_else(|e| -ms(e.duration()))
     };
-    let replays: Vec<f64> = log
+    let ejected_ms = log
         .iter()
-        .filter(|l| l.at >= kill_wall && l.text.contains("replaying to"))
+        .filter(|l| l.at >= kill_wall && l.text.contains("detour: ejected"))
         .map(|l| since(l.at))
-        .collect();
+        .reduce(f64::min);
     let adopted_ms = log
         .iter()
         .filter(|l| envoy_log::adopted_version(&l.text) == Some(version.as_str()))
         .map(|l| since(l.at))
         .reduce(f64::max);
-    Ok(summarise(&report, kill, &replays, table_ms, adopted_ms))
+    Ok(summarise(&report, kill, ejected_ms, table_ms, adopted_ms))
 }
 
 /// Restarts east's service and waits until east answers again (after the table's
@@ -202,7 +206,7 @@ fn recover(t: &mut Topology) -> Result<()> {
 fn summarise(
     report: &LoadReport,
     kill: Instant,
-    replays: &[f64],
+    ejected_ms: Option<f64>,
     table_ms: f64,
     adopted_ms: Option<f64>,
 ) -> Trial {
@@ -234,17 +238,29 @@ fn summarise(
         .filter(|p| p.by == "failed")
         .map(|p| p.sent_ms)
         .reduce(f64::max);
-    let last_replay = replays.iter().copied().reduce(f64::max);
-    let full_switch_ms = match (last_failed, last_replay) {
+    let switched = match (ejected_ms, adopted_ms) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    };
+    let full_switch_ms = match (last_failed, switched) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    let carried = points
+        .iter()
+        .filter(|p| {
+            p.sent_ms >= 0.0
+                && full_switch_ms.is_some_and(|s| p.sent_ms <= s)
+                && p.by != "failed"
+                && p.by != "east"
+        })
+        .count();
     Trial {
         first_other_ms,
         full_switch_ms,
         failed: points.iter().filter(|p| p.by == "failed").count(),
         after_kill: points.iter().filter(|p| p.sent_ms >= 0.0).count(),
-        replayed: replays.len(),
+        carried,
         table_ms,
         adopted_ms,
         points,
@@ -286,7 +302,9 @@ impl Failover {
              between them; health checks every 1 s, 500 ms timeout, unhealthy after 2), \
              {} trials (east restarted in between). **first**: kill → first answer from \
              west; **full switch**: kill → last request still sent to the dead primary (a \
-             failure the client saw, or an attempt the filter replayed); **table**: kill → \
+             failure the client saw, or the filter's switch: its ejection of east or its \
+             adoption of the table); **carried**: requests in between that Envoy's router \
+             carried on to west; **table**: kill → \
              the controller's table says Unhealthy; **adopted**: kill → every VM of east's \
              Envoy routes by it. Median (min–max) over the trials, ms. Stage time {:.0} s; \
              timelines in `failover.png`.\n",
@@ -296,7 +314,7 @@ impl Failover {
         );
         let _ = writeln!(
             out,
-            "| mode | first | full switch | failed requests | replayed | table | adopted |"
+            "| mode | first | full switch | failed requests | carried | table | adopted |"
         );
         let _ = writeln!(out, "|---|---|---|---|---|---|---|");
         for m in &self.modes {
@@ -315,7 +333,7 @@ impl Failover {
                 spread(&|t| t.first_other_ms),
                 spread(&|t| t.full_switch_ms),
                 failed.join(", "),
-                spread(&|t| Some(t.replayed as f64)),
+                spread(&|t| Some(t.carried as f64)),
                 spread(&|t| Some(t.table_ms)),
                 spread(&|t| t.adopted_ms),
             );

@@ -273,6 +273,34 @@ fn the_route_patch_reroutes_each_primary_on_the_filters_header() {
     );
     // Then, per primary, a route per start group (header = the group's index; none for
     // the primary), inserted before Istio's own route, whose chain begins at that group.
+    // The primary's own cluster strips gateway marks from its service's answers.
+    let (clusters, routes): (Vec<_>, Vec<_>) = routes
+        .into_iter()
+        .partition(|p| p["applyTo"].as_str() == Some("CLUSTER"));
+    for patch in &clusters {
+        assert_eq!(patch["patch"]["operation"].as_str(), Some("MERGE"));
+        let filters = &patch["patch"]["value"]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+            ["http_filters"];
+        assert_eq!(
+            filters[0]["typed_config"]["mutations"]["response_mutations"][0]["remove"].as_str(),
+            Some("x-detour-gateway-flags")
+        );
+    }
+    let stripped: BTreeSet<String> = clusters
+        .iter()
+        .map(|p| text(&p["match"]["cluster"]["service"], "service").to_string())
+        .collect();
+    let primaries_fqdn: BTreeSet<String> = fed
+        .primaries
+        .iter()
+        .map(|p| {
+            format!(
+                "{}.{}.svc.cluster.local",
+                p.service.name, p.service.namespace
+            )
+        })
+        .collect();
+    assert_eq!(stripped, primaries_fqdn, "one cluster patch per primary");
     let mut starts: BTreeMap<_, Vec<Option<String>>> = BTreeMap::new();
     for patch in routes {
         assert_eq!(patch["applyTo"].as_str(), Some("HTTP_ROUTE"));

@@ -52,6 +52,20 @@ fn manifest(file: &str, kind: &str, name: &str) -> Result<Yaml> {
 /// A `google.protobuf.Struct` (pluginConfig, an EnvoyFilter patch value) as istiod turns
 /// it into JSON with protojson: numbers are doubles, written without a fraction when
 /// they have none.
+/// Istio's MERGE of a patch into a resource: objects field by field, lists appended,
+/// anything else replaced.
+fn merge(into: &mut Json, patch: &Json) {
+    match (into, patch) {
+        (Json::Object(a), Json::Object(b)) => {
+            for (k, v) in b {
+                merge(a.entry(k.clone()).or_insert(Json::Null), v);
+            }
+        }
+        (Json::Array(a), Json::Array(b)) => a.extend(b.iter().cloned()),
+        (a, b) => *a = b.clone(),
+    }
+}
+
 fn protojson(value: &Yaml) -> Json {
     match value {
         Yaml::Null => Json::Null,
@@ -248,15 +262,39 @@ fn istio_sidecar(t: &Topology) -> Result<IstioEnvoy> {
     let added = protojson(
         &manifest("gateway-clusters.yaml", "EnvoyFilter", "detour-clusters")?["spec"]["configPatches"],
     );
-    let mut clusters = vec![json!({
+    // Istio's cluster for the service (HTTP/1.1, as for a port named `http`; Istio's
+    // default circuit breakers, which let every retry through), with route-patch.yaml's
+    // CLUSTER patch merged as Istio merges it.
+    let mut primary_cluster = json!({
         "name": primary,
         "type": "STATIC",
         "connect_timeout": "10s",
+        "circuit_breakers": {"thresholds": [{
+            "max_connections": 4294967295u64,
+            "max_pending_requests": 4294967295u64,
+            "max_requests": 4294967295u64,
+            "max_retries": 4294967295u64
+        }]},
         "load_assignment": {
             "cluster_name": primary,
             "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(east.service)}}]}]
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {"http_protocol_options": {}}
+            }
         }
-    })];
+    });
+    for patch in patches.as_array().into_iter().flatten() {
+        if patch["applyTo"] == "CLUSTER"
+            && patch["match"]["cluster"]["service"] == fqdn
+            && patch["patch"]["operation"] == "MERGE"
+        {
+            merge(&mut primary_cluster, &patch["patch"]["value"]);
+        }
+    }
+    let mut clusters = vec![primary_cluster];
     for patch in added.as_array().into_iter().flatten() {
         let cluster = patch["patch"]["value"].clone();
         let name = cluster["name"].as_str().unwrap_or_default().to_string();
@@ -440,7 +478,7 @@ fn with_istio_sidecar(name: &str) -> Result<(Topology, HttpClient)> {
 
 /// Issue 13, point 4: behind the Istio-shaped sidecar (detour's routes from
 /// `route-patch.yaml` before Istio's default route and its retry policy), killing east's
-/// foo under GET + POST load delivers no POST twice.
+/// foo under GET + POST load delivers no POST twice and loses no GET.
 #[test]
 fn behind_the_istio_shaped_sidecar_a_kill_delivers_no_post_twice() -> Result<()> {
     let (mut t, client) =
@@ -476,15 +514,12 @@ fn behind_the_istio_shaped_sidecar_a_kill_delivers_no_post_twice() -> Result<()>
         .map(|s| s.summary())
         .collect();
     ensure!(mismatched.is_empty(), "{mismatched:?}");
-    // GETs are the other test's business (and behind this shape about one run in seven
-    // loses one or two to a `503` without a reason right after the kill: reported to the
-    // lead); shown here, not asserted.
     let failed_gets: Vec<String> = report
         .failures_of("GET")
         .iter()
         .map(|s| s.summary())
         .collect();
-    eprintln!("failed GETs: {failed_gets:?}");
+    ensure!(failed_gets.is_empty(), "{failed_gets:?}");
     Ok(())
 }
 
@@ -494,7 +529,6 @@ fn behind_the_istio_shaped_sidecar_a_kill_delivers_no_post_twice() -> Result<()>
 /// upstream filter removing the header (the rendered config's local clusters do), so the
 /// route from `route-patch.yaml` believes the service and sends the POST on to west.
 #[test]
-#[ignore = "fails on main (issue 13): under the Istio-shaped config a service's forged x-detour-gateway-flags sends its POST to west; reported to the lead"]
 fn behind_the_istio_shaped_sidecar_a_forged_mark_moves_no_post() -> Result<()> {
     let (t, client) =
         with_istio_sidecar("behind_the_istio_shaped_sidecar_a_forged_mark_moves_no_post")?;

@@ -244,11 +244,27 @@ fn posts_are_never_delivered_twice_and_those_cut_off_by_the_kill_say_why() {
             post.summary()
         );
     }
-    // Only those failed; every GET was answered.
-    assert_eq!(
-        failed.iter().map(|s| &s.test_id).collect::<Vec<_>>(),
-        cut_off.iter().map(|s| &s.test_id).collect::<Vec<_>>(),
-        "POSTs that failed without having been cut off by the kill"
+    // Only POSTs the kill cut off failed. Besides those east recorded, that includes
+    // POSTs already written to a connection of the dying process when it died (in its
+    // socket, unread, unrecorded): Envoy sees the connection reset under the request,
+    // exactly as when the service had started on it, so it may not send it again. Such
+    // a POST was sent before the kill was over and failed on a reset (`UC`/`UR`), never
+    // on a failure that proves it reached nothing (`UF`, `UH`: those go on to west).
+    let cut_off_ids: Vec<&String> = cut_off.iter().map(|s| &s.test_id).collect();
+    let others: Vec<String> = failed
+        .iter()
+        .filter(|s| !cut_off_ids.contains(&&s.test_id))
+        .filter(|s| {
+            let reset = s
+                .reason()
+                .is_some_and(|r| r.split(',').any(|f| f.trim() == "UC" || f.trim() == "UR"));
+            !(s.sent < dead && reset)
+        })
+        .map(|s| s.summary())
+        .collect();
+    assert!(
+        others.is_empty(),
+        "POSTs that failed without having been cut off by the kill: {others:#?}"
     );
     let get_failures: Vec<&Sample> = report
         .failures()

@@ -61,8 +61,7 @@ pub struct PassiveConfig {
     /// controller's table alone and ejects nothing; Envoy's router still carries every
     /// request on through the chain.
     pub enabled: bool,
-    /// First ejection of a target that failed under this Envoy's eyes. Requests of a
-    /// scheme stay watched for `maxEjection` after an ejection ran out.
+    /// First ejection of a target that failed under this Envoy's eyes.
     pub base_ejection: Duration,
     /// Ejections double on repeated failures, up to this.
     pub max_ejection: Duration,
@@ -265,6 +264,9 @@ impl FilterConfig {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
 
     #[test]

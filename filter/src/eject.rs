@@ -103,6 +103,9 @@ impl Ejections {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
 
     const BASE: Duration = Duration::from_secs(1);

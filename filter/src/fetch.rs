@@ -261,6 +261,9 @@ pub fn if_none_match(version: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
     use crate::config::FilterConfig;
 

@@ -89,6 +89,9 @@ pub fn worker_id(random: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
 
     const TTL: u64 = 3_000;

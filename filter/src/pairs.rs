@@ -124,6 +124,9 @@ impl Pairs {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
 
     fn map(pairs: &[(&str, &[u8])]) -> Pairs {

@@ -73,10 +73,10 @@ pub struct RequestOutcome {
 /// The request-headers phase. With `envoyRemovesClientHeaders` (as rendered), a quiet
 /// [`Starts`] and no `sample` asked for, it makes no host call at all.
 ///
-/// `sample`: watch this request even though all is quiet. The glue asks for one sample
-/// per tick of each worker, so that a primary failing while nothing else is degraded is
-/// still seen by this Envoy (the router carried the request on, but only the answer
-/// tells) — at most ten requests a second per worker, whatever the load.
+/// `sample`: watch this request's answer. The glue asks for one sample per tick of each
+/// worker (at most ten requests a second per worker, whatever the load): enough to see a
+/// start group fail (the router carried the request on, but only the answer tells),
+/// while every other request costs no host call in the response phase.
 pub fn on_request_headers(
     host: &mut impl RequestHost,
     config: &FilterConfig,
@@ -107,7 +107,7 @@ pub fn on_request_headers(
     outcome.started = Some(Started {
         scheme,
         group: start.group,
-        watched: (start.watched || sample) && config.passive.enabled,
+        watched: sample && config.passive.enabled,
     });
     outcome
 }
@@ -159,6 +159,40 @@ pub fn failed_start<'t>(
         .into_iter()
         .flatten()
         .map(|t| t.envoy_cluster.as_str())
+}
+
+/// Watched answers in a row, per scheme, that came from a later group than their start
+/// before this worker ejects the start group: one slow request that timed out on every
+/// instance is the service's answer, not a dead cluster (DESIGN.md "Failure domains").
+pub const STRIKES_TO_EJECT: u8 = 2;
+
+/// What one worker's watched answers said, scheme by scheme.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Strikes {
+    by_scheme: Vec<u8>,
+}
+
+impl Strikes {
+    /// Records a watched answer of `scheme`: `moved_on` when a later group answered it.
+    /// True when the start group is to be ejected now (and the count starts again).
+    pub fn record(&mut self, scheme: usize, moved_on: bool) -> bool {
+        if self.by_scheme.len() <= scheme {
+            self.by_scheme.resize(scheme + 1, 0);
+        }
+        let Some(count) = self.by_scheme.get_mut(scheme) else {
+            return false;
+        };
+        if !moved_on {
+            *count = 0;
+            return false;
+        }
+        *count = count.saturating_add(1);
+        if *count >= STRIKES_TO_EJECT {
+            *count = 0;
+            return true;
+        }
+        false
+    }
 }
 
 #[cfg(test)]
@@ -225,6 +259,9 @@ pub mod mock {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::mock::MockHost;
     use super::*;
     use crate::eject::Ejections;
@@ -251,7 +288,7 @@ mod tests {
     }
 
     fn starts(t: &Table, e: &Ejections) -> Starts {
-        Starts::compute(t, e, 1_000, 60_000)
+        Starts::compute(t, e, 1_000)
     }
 
     #[test]
@@ -287,7 +324,8 @@ mod tests {
         assert_eq!(host.header("x-detour-route"), Some("2"));
         let started = out.started.unwrap();
         assert_eq!((started.scheme, started.group), (0, 2));
-        assert!(started.watched);
+        // Only a sampled request's answer is looked at, failed over or not.
+        assert!(!started.watched);
         assert_eq!(host.calls, ["route_cluster", "set_request_header"]);
     }
 
@@ -333,20 +371,25 @@ mod tests {
     }
 
     #[test]
-    fn a_watched_request_at_the_primary_sets_no_header() {
+    fn a_request_during_an_ejection_starts_past_it_and_a_sample_is_watched() {
         let t = table3(Healthy, Healthy, Healthy);
         let mut e = Ejections::default();
-        e.eject(EAST, 0, Duration::from_millis(500), Duration::from_secs(60));
+        e.eject(
+            EAST,
+            0,
+            Duration::from_millis(5_000),
+            Duration::from_secs(60),
+        );
         let mut host = MockHost::routed_to(EAST);
-        let out = on_request_headers(&mut host, &config(true), Some(&t), &starts(&t, &e), false);
-        assert_eq!(out.started.map(|s| (s.group, s.watched)), Some((0, true)));
-        assert_eq!(host.header("x-detour-route"), None);
+        let out = on_request_headers(&mut host, &config(true), Some(&t), &starts(&t, &e), true);
+        assert_eq!(out.started.map(|s| (s.group, s.watched)), Some((1, true)));
+        assert_eq!(host.header("x-detour-route"), Some("1"));
         // With passive detection off, nothing is watched.
         let off = FilterConfig::parse(
             br#"{"cluster":"east","envoyRemovesClientHeaders":true,"passive":{"enabled":false}}"#,
         )
         .unwrap();
-        let out = on_request_headers(&mut host, &off, Some(&t), &starts(&t, &e), false);
+        let out = on_request_headers(&mut host, &off, Some(&t), &starts(&t, &e), true);
         assert_eq!(out.started.map(|s| s.watched), Some(false));
     }
 
@@ -402,6 +445,20 @@ mod tests {
         // Or by an earlier group, or by something unknown.
         assert!(blamed(at(1), EAST).is_empty());
         assert!(blamed(at(0), "elsewhere").is_empty());
+    }
+
+    #[test]
+    fn one_answer_from_a_later_group_is_not_enough_two_in_a_row_are() {
+        let mut s = Strikes::default();
+        assert!(!s.record(3, true));
+        // The start group answered in between: it is alive.
+        assert!(!s.record(3, false));
+        assert!(!s.record(3, true));
+        assert!(s.record(3, true));
+        // And the count starts again.
+        assert!(!s.record(3, true));
+        // Schemes are counted apart.
+        assert!(!s.record(0, true));
     }
 
     #[test]

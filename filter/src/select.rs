@@ -183,6 +183,9 @@ impl fmt::Display for Explanation<'_, '_> {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
     use crate::table::fixtures::*;
     use crate::table::{Table, wire::TargetDoc};

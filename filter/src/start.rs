@@ -13,16 +13,12 @@ use crate::health::merge;
 use crate::select::{Why, select};
 use crate::table::{Scheme, Table};
 
-/// One scheme's start, and whether passive detection watches its requests.
+/// One scheme's start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Start {
     /// 0 = the primary; n = the nth failover group.
     pub group: usize,
     pub why: Option<Why>,
-    /// Some target of the scheme is or was recently ejected here, or the scheme starts
-    /// past its primary: its requests are watched, so that a target failing again is
-    /// ejected again (for longer) and a recovered one is noticed.
-    pub watched: bool,
 }
 
 /// The start of every scheme of one table at one instant. The default (no table yet) is
@@ -30,10 +26,10 @@ pub struct Start {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Starts {
     by_scheme: Vec<Start>,
-    /// No scheme starts past its primary and none is watched.
+    /// No scheme starts past its primary.
     quiet: bool,
     /// When the answer may change though neither input did: the end of the earliest
-    /// running ejection, or the end of the latest watch window.
+    /// running ejection.
     pub recompute_at_ms: Option<u64>,
 }
 
@@ -48,37 +44,20 @@ impl Default for Starts {
 }
 
 impl Starts {
-    /// Starts of `table` at `now_ms`, with this Envoy's `ejections` (watch windows last
-    /// `watch_ms` past an ejection's end).
-    pub fn compute(table: &Table, ejections: &Ejections, now_ms: u64, watch_ms: u64) -> Starts {
-        let mut recompute_at_ms: Option<u64> = None;
-        let mut sooner = |at: u64| {
-            if at > now_ms {
-                recompute_at_ms = Some(recompute_at_ms.map_or(at, |r| r.min(at)));
-            }
-        };
+    /// Starts of `table` at `now_ms`, with this Envoy's `ejections`.
+    pub fn compute(table: &Table, ejections: &Ejections, now_ms: u64) -> Starts {
+        let recompute_at_ms = ejections
+            .entries
+            .iter()
+            .map(|e| e.until_ms)
+            .filter(|&until| until > now_ms)
+            .min();
         let by_scheme: Vec<Start> = table
             .schemes
             .iter()
-            .map(|scheme| {
-                let start = start_of(scheme, ejections, now_ms);
-                let mut watched = start.group > 0;
-                for entry in ejections.entries.iter().filter(|e| {
-                    scheme
-                        .targets()
-                        .any(|(_, t)| t.envoy_cluster == e.envoy_cluster)
-                }) {
-                    sooner(entry.until_ms);
-                    let watch_until = entry.until_ms.saturating_add(watch_ms);
-                    if now_ms < watch_until {
-                        watched = true;
-                        sooner(watch_until);
-                    }
-                }
-                Start { watched, ..start }
-            })
+            .map(|scheme| start_of(scheme, ejections, now_ms))
             .collect();
-        let quiet = by_scheme.iter().all(|s| s.group == 0 && !s.watched);
+        let quiet = by_scheme.iter().all(|s| s.group == 0);
         Starts {
             by_scheme,
             quiet,
@@ -86,8 +65,7 @@ impl Starts {
         }
     }
 
-    /// Nothing to do per request: every scheme starts at its primary and none is
-    /// watched.
+    /// Nothing to do per request: every scheme starts at its primary.
     pub fn quiet(&self) -> bool {
         self.quiet
     }
@@ -115,7 +93,6 @@ fn start_of(scheme: &Scheme, ejections: &Ejections, now_ms: u64) -> Start {
         Some(d) => Start {
             group: d.group,
             why: Some(d.why),
-            watched: false,
         },
         None => Start::default(),
     }
@@ -135,6 +112,9 @@ pub fn group_of(scheme: &Scheme, envoy_cluster: &str, is_primary: bool) -> Optio
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::*;
     use crate::health::Health::{self, *};
     use crate::table::fixtures::*;
@@ -142,7 +122,6 @@ mod tests {
 
     const EAST: &str = "detour|east|apps|foo";
     const WEST: &str = "detour|west|apps|foo";
-    const WATCH_MS: u64 = 60_000;
 
     fn table3(east: Health, west: Health, south: Health) -> Table {
         Table::compile(table(vec![scheme(vec![
@@ -159,7 +138,6 @@ mod tests {
             &table3(Healthy, Healthy, Healthy),
             &Ejections::default(),
             1_000,
-            WATCH_MS,
         );
         assert!(s.quiet());
         assert_eq!(s.of(0).group, 0);
@@ -172,7 +150,6 @@ mod tests {
             &table3(Unhealthy, Unhealthy, Healthy),
             &Ejections::default(),
             1_000,
-            WATCH_MS,
         );
         assert!(!s.quiet());
         assert_eq!(s.of(0).group, 2);
@@ -182,31 +159,25 @@ mod tests {
             &table3(Unhealthy, Unhealthy, Unhealthy),
             &Ejections::default(),
             1_000,
-            WATCH_MS,
         );
         assert_eq!(s.of(0).group, 0);
         assert_eq!(s.of(0).why, Some(Why::AllUnhealthyTryingPrimary));
     }
 
     #[test]
-    fn an_ejection_moves_the_start_until_it_runs_out_and_is_watched_after() {
+    fn an_ejection_moves_the_start_until_it_runs_out() {
         let t = table3(Healthy, Healthy, Healthy);
         let mut e = Ejections::default();
         e.eject(EAST, 1_000, Duration::from_secs(2), Duration::from_secs(60));
-        let s = Starts::compute(&t, &e, 1_500, WATCH_MS);
+        let s = Starts::compute(&t, &e, 1_500);
         assert_eq!(s.of(0).group, 1);
-        assert!(s.of(0).watched);
+        assert!(!s.quiet());
         assert_eq!(s.recompute_at_ms, Some(3_000));
         assert!(s.stale_at(3_000));
-        // Back at the primary, still watched for a while: a target that fails again is
-        // ejected for longer.
-        let s = Starts::compute(&t, &e, 3_000, WATCH_MS);
+        let s = Starts::compute(&t, &e, 3_000);
         assert_eq!(s.of(0).group, 0);
-        assert!(s.of(0).watched);
-        assert!(!s.quiet());
-        assert_eq!(s.recompute_at_ms, Some(3_000 + WATCH_MS));
-        let s = Starts::compute(&t, &e, 3_000 + WATCH_MS, WATCH_MS);
         assert!(s.quiet());
+        assert_eq!(s.recompute_at_ms, None);
     }
 
     #[test]
@@ -219,7 +190,7 @@ mod tests {
             Duration::from_secs(2),
             Duration::from_secs(60),
         );
-        let s = Starts::compute(&t, &e, 1_500, WATCH_MS);
+        let s = Starts::compute(&t, &e, 1_500);
         assert!(s.quiet());
     }
 

@@ -349,6 +349,9 @@ pub(crate) mod fixtures {
 
 #[cfg(test)]
 mod tests {
+    #[cfg(all(target_arch = "wasm32", target_os = "unknown"))]
+    use wasm_bindgen_test::wasm_bindgen_test as test;
+
     use super::fixtures::*;
     use super::*;
 

@@ -38,6 +38,13 @@ pub fn string_property(path: &[&str]) -> Option<String> {
     property(path).and_then(|b| String::from_utf8(b).ok())
 }
 
+/// An integer property such as `response.flags` (Envoy encodes it as 8 bytes, little
+/// endian).
+pub fn u64_property(path: &[&str]) -> Option<u64> {
+    let bytes: [u8; 8] = property(path)?.try_into().ok()?;
+    Some(u64::from_le_bytes(bytes))
+}
+
 /// A shared-data value and its CAS token (`None`, `None` when the key is not set).
 pub fn shared_get(key: &str) -> (Option<Vec<u8>>, Option<u32>) {
     hostcalls::get_shared_data(key).unwrap_or((None, None))

@@ -3,10 +3,11 @@
 //!
 //! Request headers: the worker's [`crate::start::Starts`] say whether anything is
 //! degraded; when nothing is, the filter returns at once, with no host call (the cost of
-//! an empty filter), but for one sampled request per tick. Otherwise it finds the request's scheme, sets the route header when
-//! the request must start past its primary, and may watch the answer. Response headers
-//! of a watched request: when the answer came from a later group than the start, every
-//! attempt on the start group failed, and its targets are ejected for every worker.
+//! an empty filter), but for one sampled request per worker and tick. Otherwise it finds
+//! the request's scheme and sets the route header when the request must start past its
+//! primary. Response headers of a sampled request: when a later group than the start
+//! answered it, every attempt on the start group failed; two such answers in a row
+//! ([`crate::request::Strikes`]) eject the start group's targets for every worker.
 //!
 //! Envoy's router does the rest: retries on other instances, the next groups, the body
 //! and the answer streamed, trailers, HTTP/2 and upgrades.
@@ -23,6 +24,7 @@ use proxy_wasm::types::{Action, MapType};
 use std::rc::Rc;
 
 const CLUSTER_NAME: &[&str] = &["xds", "cluster_name"];
+const RESPONSE_FLAGS: &[&str] = &["response", "flags"];
 
 /// For VMs whose configuration failed: Envoy still asks for HTTP contexts.
 pub struct PassThrough;
@@ -109,12 +111,24 @@ impl HttpContext for Filter {
             return Action::Continue;
         };
         // The cluster of the attempt that answered (the router refreshes the route's
-        // cluster on every retry).
+        // cluster on every retry), and whether the answer is one (Envoy's own answer to a
+        // failure carries response flags: every attempt failed, which says nothing about
+        // the start group in particular).
         let Some(answered_by) = host::string_property(CLUSTER_NAME) else {
             return Action::Continue;
         };
+        let answered = host::u64_property(RESPONSE_FLAGS).unwrap_or(0) == 0;
+        let blamed: Vec<&str> = failed_start(&snapshot.table, &started, &answered_by)
+            .filter(|_| answered)
+            .collect();
+        let mut strikes = self.worker.strikes.take();
+        let eject = strikes.record(started.scheme, !blamed.is_empty());
+        self.worker.strikes.set(strikes);
+        if !eject {
+            return Action::Continue;
+        }
         let mut ejected = false;
-        for target in failed_start(&snapshot.table, &started, &answered_by) {
+        for target in blamed {
             let now_ms = self.worker.now_ms();
             if let Some(span) = ejections::eject(&self.worker, target, now_ms) {
                 ejected = true;

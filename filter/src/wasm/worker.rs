@@ -5,6 +5,7 @@
 use super::stats::{Metric, Stats};
 use crate::config::FilterConfig;
 use crate::eject::Ejections;
+use crate::request::Strikes;
 use crate::rng::Rng;
 use crate::start::Starts;
 use crate::table::Table;
@@ -76,6 +77,8 @@ pub struct Worker {
     /// Set on each tick: the next request is watched even when all is quiet (see
     /// `crate::request::on_request_headers`).
     pub sample: Cell<bool>,
+    /// Watched answers from a later group than their start, in a row, per scheme.
+    pub strikes: Cell<Strikes>,
     rng: Cell<Rng>,
     /// The wall clock (ms) as last read by this VM: at most a tick behind.
     clock: Cell<u64>,
@@ -90,6 +93,7 @@ impl Worker {
             ejections: Slot::empty(),
             starts: Slot::empty(),
             sample: Cell::new(false),
+            strikes: Cell::new(Strikes::default()),
             rng: Cell::new(Rng::new(seed)),
             clock: Cell::new(0),
         }
@@ -117,14 +121,8 @@ impl Worker {
         let ejections = self.ejections.get();
         let no_ejections = Ejections::default();
         let ejections = ejections.as_ref().map_or(&no_ejections, |v| &v.ejections);
-        let watch_ms =
-            u64::try_from(self.config.passive.max_ejection.as_millis()).unwrap_or(u64::MAX);
-        self.starts.set(Rc::new(Starts::compute(
-            &snapshot.table,
-            ejections,
-            now_ms,
-            watch_ms,
-        )));
+        self.starts
+            .set(Rc::new(Starts::compute(&snapshot.table, ejections, now_ms)));
     }
 
     /// A number that differs between requests (spreads load by weight, jitters back-off).
