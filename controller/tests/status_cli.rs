@@ -256,11 +256,10 @@ async fn colour_on_a_terminal_unless_no_color() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_controller_is_a_clear_error() {
-    // A port nothing listens on: bound, then closed.
-    let addr = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    // A port nothing listens on. (Not one bound and closed again: the other tests of
+    // this file start controllers on ephemeral ports at the same time, and one of them
+    // could be given that port in between.) Port 1 is privileged and unused here.
+    let addr: std::net::SocketAddr = "127.0.0.1:1".parse().unwrap();
     let out = detour(&["status", "--controller", &addr.to_string()]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
