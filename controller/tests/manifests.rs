@@ -349,6 +349,33 @@ fn the_route_patch_reroutes_each_primary_on_the_filters_header() {
         } else {
             assert!(first.starts_with("detour|"), "{first}");
         }
+        // The chain is the one `render envoy` writes (two attempts per group: Istio's
+        // endpoints and the gateways are several): from the start group on, then back
+        // to the groups it skipped.
+        let chain: Vec<usize> = plugin["typed_config"]["priority_groups"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .map(|g| {
+                text(&g["name"], "group name")
+                    .strip_prefix("group-")
+                    .and_then(|n| n.parse().ok())
+                    .expect("group-N")
+            })
+            .collect();
+        let groups = chain.iter().collect::<BTreeSet<_>>().len();
+        let start_group = start
+            .as_deref()
+            .map_or(0, |s| s.parse().expect("a group index"));
+        assert_eq!(
+            chain,
+            detour_filter::chain::attempts(&vec![2; groups], start_group),
+            "{host}: start {start_group}"
+        );
+        assert_eq!(
+            route["route"]["retry_policy"]["num_retries"].as_u64(),
+            Some(chain.len() as u64 - 1)
+        );
         assert_eq!(
             route["route"]["retry_policy"]["refresh_cluster_on_retry"].as_bool(),
             Some(true)

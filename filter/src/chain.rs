@@ -61,14 +61,27 @@ pub struct RetryPolicy {
 
 /// The group of each attempt of a request that starts at group `start`, for a scheme
 /// whose groups (the primary's included) have `hosts[g]` instances each: e.g.
-/// `[start, start, start+1, ...]`. Envoy's `priority_group` cluster specifier walks this
-/// list, one entry per attempt.
+/// `[start, start, start+1, ..., last, 0, 1, ..., start-1]`. Envoy's `priority_group`
+/// cluster specifier walks this list, one entry per attempt.
+///
+/// The groups before `start` come last rather than never: the filter skipped them
+/// because they were believed down a moment ago, and when every later group fails too
+/// (churn everywhere, or a verdict already out of date) a last try there costs one
+/// quick failure, while leaving them out would fail a request some cluster could still
+/// answer. Each group still appears once per chain, so no target is asked twice more
+/// than its instances allow.
 pub fn attempts(hosts: &[usize], start: usize) -> Vec<usize> {
-    hosts
+    if start >= hosts.len() {
+        return Vec::new();
+    }
+    let per_group = |g: usize, n: usize| std::iter::repeat_n(g, n.clamp(1, ATTEMPTS_PER_GROUP));
+    let (skipped, from_start) = hosts.split_at(start);
+    from_start
         .iter()
         .enumerate()
-        .skip(start)
-        .flat_map(|(g, &n)| std::iter::repeat_n(g, n.clamp(1, ATTEMPTS_PER_GROUP)))
+        .map(|(i, &n)| (start + i, n))
+        .chain(skipped.iter().copied().enumerate())
+        .flat_map(|(g, n)| per_group(g, n))
         .collect()
 }
 
@@ -105,10 +118,21 @@ mod tests {
     #[test]
     fn a_group_of_several_instances_gets_a_second_attempt_from_the_start_on() {
         assert_eq!(attempts(&[3, 2, 2], 0), [0, 0, 1, 1, 2, 2]);
-        assert_eq!(attempts(&[3, 2, 2], 2), [2, 2]);
         assert!(attempts(&[3, 2, 2], 3).is_empty());
         // One instance (a single gateway): one attempt; none is never zero.
         assert_eq!(attempts(&[2, 1, 0], 0), [0, 0, 1, 2]);
+    }
+
+    #[test]
+    fn a_chain_that_starts_late_comes_back_to_the_groups_it_skipped_last() {
+        assert_eq!(attempts(&[3, 2, 2], 2), [2, 2, 0, 0, 1, 1]);
+        assert_eq!(attempts(&[3, 1, 2], 1), [1, 2, 2, 0, 0]);
+        // Whatever the start, every group is in the chain, each as often as from 0.
+        for start in 0..3 {
+            let mut chain = attempts(&[3, 1, 2], start);
+            chain.sort_unstable();
+            assert_eq!(chain, attempts(&[3, 1, 2], 0), "start {start}");
+        }
     }
 
     #[test]

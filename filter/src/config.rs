@@ -232,7 +232,11 @@ impl FilterConfig {
         let max_ejection = duration(
             "passive.maxEjection",
             raw.passive.max_ejection,
-            Duration::from_secs(60),
+            // Short: an ejection only moves where requests start (every chain still
+            // ends with the groups it skipped), and long outages are the controller's
+            // checks' to judge; a long back-off under churn kept traffic away from a
+            // primary that was back.
+            Duration::from_secs(10),
         )?;
         if base_ejection.is_zero() || max_ejection < base_ejection {
             return Err(ConfigError(
@@ -303,7 +307,7 @@ mod tests {
         assert_eq!(c.controller.poll_interval, Duration::from_millis(250));
         assert_eq!(c.controller.long_poll, Duration::from_secs(10));
         assert_eq!(c.passive.base_ejection, Duration::from_millis(500));
-        assert_eq!(c.passive.max_ejection, Duration::from_secs(60));
+        assert_eq!(c.passive.max_ejection, Duration::from_secs(10));
     }
 
     #[test]

@@ -145,16 +145,25 @@ impl Prober {
         }
     }
 
-    /// Checks `spec`'s target through its gateway's instances in turn: one that gives no
-    /// answer at all (refused, reset) is not the service's failure, so the next is tried
-    /// — a check fails for the gateway only when none answers.
+    /// Checks `spec`'s target through its gateway's instances in turn. A check judges
+    /// the service, not one instance or one gateway instance:
+    /// * a gateway instance that gives no answer at all (refused, reset) is not the
+    ///   service's failure, so the next is tried — the check fails for the gateway only
+    ///   when none answers;
+    /// * a failed answer or a timeout is asked once more, through the next gateway
+    ///   instance: the gateway's balancer sends the second try to another instance of
+    ///   the service (it retries refused connections on others by itself, but a frozen
+    ///   or dying instance answers late or with an error), so one bad instance among
+    ///   live ones does not fail the check.
     pub async fn probe(&self, spec: &ProbeSpec) -> ProbeResult {
-        let mut result = ProbeResult::Error("the target's cluster has no gateway".into());
-        for gateway in &spec.gateways {
+        let Some(first) = spec.gateways.first() else {
+            return ProbeResult::Error("the target's cluster has no gateway".into());
+        };
+        let mut result = self.probe_through(spec, first).await;
+        let mut tries = Tries::new(spec.gateways.len());
+        while let Some(next) = tries.next_after(&result) {
+            let gateway = spec.gateways.get(next).unwrap_or(first);
             result = self.probe_through(spec, gateway).await;
-            if !matches!(result, ProbeResult::Error(_)) {
-                break;
-            }
         }
         result
     }
@@ -197,6 +206,47 @@ impl Prober {
                 status: status.as_u16(),
             }
         }
+    }
+}
+
+/// Which gateway instance a check tries next, if any (see [`Prober::probe`]).
+#[derive(Debug)]
+struct Tries {
+    gateways: usize,
+    /// Tries made so far.
+    made: usize,
+    /// Tries that got an answer (or timed out) and failed.
+    failed_answers: usize,
+}
+
+impl Tries {
+    /// Answered failures a check takes before it fails: the first, and one more try.
+    const FAILED_ANSWERS: usize = 2;
+
+    fn new(gateways: usize) -> Tries {
+        Tries {
+            gateways: gateways.max(1),
+            made: 1,
+            failed_answers: 0,
+        }
+    }
+
+    /// After a try that gave `result`: the index of the gateway instance to try next.
+    fn next_after(&mut self, result: &ProbeResult) -> Option<usize> {
+        if result.passed() {
+            return None;
+        }
+        if !matches!(result, ProbeResult::Error(_)) {
+            self.failed_answers += 1;
+        }
+        // Every gateway instance once for "no answer", one more for a failed answer.
+        let budget = self.gateways + usize::from(self.failed_answers > 0);
+        if self.failed_answers >= Self::FAILED_ANSWERS || self.made >= budget {
+            return None;
+        }
+        let next = self.made % self.gateways;
+        self.made += 1;
+        Some(next)
     }
 }
 
@@ -316,6 +366,38 @@ mod tests {
     const SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 1];
     const NOT_SERVING: &[u8] = &[0, 0, 0, 0, 2, 0x08, 2];
     const MS: Duration = Duration::from_millis(3);
+
+    #[test]
+    fn a_check_tries_each_gateway_for_an_answer_and_a_failed_answer_once_more() {
+        let error = ProbeResult::Error("refused".into());
+        let failed = ProbeResult::BadStatus { status: 503 };
+        let passed = ProbeResult::Passed {
+            status: 200,
+            elapsed: Duration::ZERO,
+        };
+        // One gateway instance: a failed answer is asked again there; no answer is not.
+        assert_eq!(Tries::new(1).next_after(&failed), Some(0));
+        assert_eq!(Tries::new(1).next_after(&error), None);
+        assert_eq!(Tries::new(1).next_after(&passed), None);
+        let mut tries = Tries::new(1);
+        assert_eq!(tries.next_after(&failed), Some(0));
+        assert_eq!(tries.next_after(&failed), None);
+        // Three instances that never answer: each once.
+        let mut tries = Tries::new(3);
+        assert_eq!(tries.next_after(&error), Some(1));
+        assert_eq!(tries.next_after(&error), Some(2));
+        assert_eq!(tries.next_after(&error), None);
+        // Two instances, the first refuses, the second fails: once more, on the first.
+        let mut tries = Tries::new(2);
+        assert_eq!(tries.next_after(&error), Some(1));
+        assert_eq!(tries.next_after(&failed), Some(0));
+        assert_eq!(tries.next_after(&failed), None);
+        // A timeout counts as a failed answer.
+        assert_eq!(
+            Tries::new(1).next_after(&ProbeResult::Timeout(Duration::ZERO)),
+            Some(0)
+        );
+    }
 
     #[test]
     fn serving_with_status_0_passes_and_nothing_else_does() {

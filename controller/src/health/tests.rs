@@ -82,14 +82,24 @@ async fn a_dead_gateway_instance_does_not_fail_a_check_another_instance_answers(
     first.stop().await;
     assert!(prober.probe(&s).await.passed());
     assert_eq!(second.hosts(), ["foo.apps"]);
-    // An instance that answers decides, even when it says the service failed.
+    // A failed answer is asked once more, through the next instance: one bad
+    // instance among live ones does not fail the check.
     first.restart().await;
     first.fail_service(true);
+    assert!(prober.probe(&s).await.passed());
+    assert_eq!(second.hosts().len(), 2);
+    // Two failed answers in a row decide: the service failed.
+    second.fail_service(true);
+    let before = (first.hosts().len(), second.hosts().len());
     assert_eq!(
         prober.probe(&s).await,
         ProbeResult::BadStatus { status: 503 }
     );
-    assert_eq!(second.hosts().len(), 1);
+    assert_eq!(
+        (first.hosts().len(), second.hosts().len()),
+        (before.0 + 1, before.1 + 1)
+    );
+    second.fail_service(false);
     // None answers: the gateway's failure, not the service's.
     first.stop().await;
     let mut second = second;
@@ -98,6 +108,24 @@ async fn a_dead_gateway_instance_does_not_fail_a_check_another_instance_answers(
         prober.probe(&s).await.check(),
         state::Check::Failed(state::Cause::Gateway)
     );
+}
+
+#[tokio::test]
+async fn behind_one_gateway_a_late_or_failed_answer_is_asked_once_more() {
+    let gateway = FakeGateway::start().await;
+    let prober = Prober::new();
+    let s = spec(&gateway, 200, 1, 1);
+    gateway.fail_service(true);
+    assert_eq!(
+        prober.probe(&s).await,
+        ProbeResult::BadStatus { status: 503 }
+    );
+    assert_eq!(gateway.hosts().len(), 2, "the first try and one more");
+    // A frozen instance: no answer within the timeout, asked once more.
+    gateway.fail_service(false);
+    gateway.delay_ms.store(400, Ordering::Relaxed);
+    assert!(matches!(prober.probe(&s).await, ProbeResult::Timeout(_)));
+    assert_eq!(gateway.hosts().len(), 4);
 }
 
 #[tokio::test]

@@ -28,7 +28,7 @@
 //! impersonating another even when they share a load balancer's address.
 
 use super::clusters::harden;
-use super::routes::{gateway_route, local_route, scheme_routes};
+use super::routes::{GatewayReplay, gateway_routes, local_route, scheme_routes};
 use crate::model::{
     Address, CONTROLLER_CLUSTER, Host, Model, Protocol, Scheme, ServiceName, TargetRef,
 };
@@ -194,7 +194,14 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             map! {
                 "name" => service.authority(),
                 "domains" => domains(service),
-                "routes" => vec![gateway_route(&local(service).envoy_cluster())],
+                "routes" => gateway_routes(
+                    &local(service).envoy_cluster(),
+                    GatewayReplay::of(model.schemes.iter().filter(|s| {
+                        s.targets()
+                            .any(|t| t.cluster == cluster.name && &t.service == *service)
+                    }))
+                    .as_ref(),
+                ),
                 "request_headers_to_add" => vec![map! {
                     "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
                     "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",

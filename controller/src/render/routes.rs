@@ -68,10 +68,51 @@ pub fn local_route(envoy_cluster: &str) -> Value {
     }
 }
 
-/// The gateway's route to one of its cluster's services: another instance on a connect
-/// failure, whatever the method (the request has not reached any).
-pub fn gateway_route(envoy_cluster: &str) -> Value {
-    map! {
+/// What the gateway may do again for a request to one of its services: the methods
+/// every scheme naming the service replays, and how long an instance may hang before
+/// the gateway asks another.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayReplay {
+    pub methods: Vec<String>,
+    pub per_try_timeout: Duration,
+    pub max_body_bytes: u64,
+}
+
+impl GatewayReplay {
+    /// For a service that `schemes` name (as primary or target): the methods all of
+    /// them replay, and half the shortest `replay.perTryTimeout` — so that the gateway's
+    /// second instance answers inside the attempt the calling Envoy waits for. `None`
+    /// when no method is replayed by all, or no scheme bounds an attempt.
+    pub fn of<'a>(schemes: impl IntoIterator<Item = &'a Scheme>) -> Option<GatewayReplay> {
+        let mut schemes = schemes.into_iter().peekable();
+        let first = schemes.peek()?;
+        let mut methods = first.replay.methods.clone();
+        let mut per_try: Option<Duration> = None;
+        let mut max_body_bytes = first.replay.max_body_bytes;
+        for scheme in schemes {
+            methods.retain(|m| scheme.replay.methods.contains(m));
+            max_body_bytes = max_body_bytes.min(scheme.replay.max_body_bytes);
+            if let Some(t) = scheme.replay.per_try_timeout {
+                per_try = Some(per_try.map_or(t, |p| p.min(t)));
+            }
+        }
+        let per_try_timeout = per_try? / 2;
+        (!methods.is_empty() && !per_try_timeout.is_zero()).then_some(GatewayReplay {
+            methods,
+            per_try_timeout,
+            max_body_bytes,
+        })
+    }
+}
+
+/// The gateway's routes to one of its cluster's services: another instance on a
+/// connect failure, whatever the method (the request has not reached any); and, for
+/// the methods `replay` names, also after a reset or an instance that hangs past the
+/// per-try timeout — a frozen or dying instance behind the gateway is one instance, not
+/// the service, and the gateway is the one that can try the next (the calling Envoy's
+/// retry would come back to this gateway with no say over which instance answers).
+pub fn gateway_routes(envoy_cluster: &str, replay: Option<&GatewayReplay>) -> Vec<Value> {
+    let never_reached = map! {
         "match" => map! { "prefix" => "/" },
         "route" => map! {
             "cluster" => envoy_cluster,
@@ -83,6 +124,38 @@ pub fn gateway_route(envoy_cluster: &str) -> Value {
                 "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
                 "retry_back_off" => back_off(),
             },
+        },
+    };
+    let Some(replay) = replay else {
+        return vec![never_reached];
+    };
+    let replayable = map! {
+        "match" => map! {
+            "prefix" => "/",
+            "headers" => vec![method_matcher(&replay.methods)],
+        },
+        "route" => map! {
+            "cluster" => envoy_cluster,
+            "timeout" => ROUTE_TIMEOUT,
+            "retry_policy" => map! {
+                "retry_on" => "connect-failure,refused-stream,reset",
+                "num_retries" => 2,
+                "per_try_timeout" => seconds(replay.per_try_timeout),
+                "retry_host_predicate" => vec![previous_hosts()],
+                "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
+                "retry_back_off" => back_off(),
+            },
+        },
+        "request_body_buffer_limit" => replay.max_body_bytes,
+    };
+    vec![replayable, never_reached]
+}
+
+fn method_matcher(methods: &[String]) -> Value {
+    map! {
+        "name" => ":method",
+        "string_match" => map! {
+            "safe_regex" => map! { "regex" => format!("^({})$", methods.join("|")) },
         },
     }
 }
@@ -128,12 +201,7 @@ fn chain_route(
         });
     }
     if methods == Methods::Replayable {
-        matchers.push(map! {
-            "name" => ":method",
-            "string_match" => map! {
-                "safe_regex" => map! { "regex" => format!("^({})$", scheme.replay.methods.join("|")) },
-            },
-        });
+        matchers.push(method_matcher(&scheme.replay.methods));
     }
     let mut route_match = map! { "prefix" => "/" };
     if let Value::Mapping(m) = &mut route_match
@@ -276,7 +344,20 @@ mod tests {
             first["match"]["headers"][0]["string_match"]["exact"].as_str(),
             Some("2")
         );
-        assert_eq!(chain(first), [["detour|south|apps|foo"]]);
+        // Past the primary, and back to the groups it skipped at the end.
+        assert_eq!(
+            chain(first),
+            [
+                ["detour|south|apps|foo"],
+                ["detour|east|apps|foo"],
+                ["detour|east|apps|foo"],
+                ["detour|west|apps|foo"],
+            ]
+        );
+        assert_eq!(
+            first["route"]["retry_policy"]["num_retries"].as_u64(),
+            Some(3)
+        );
     }
 
     #[test]
@@ -313,5 +394,49 @@ mod tests {
             );
             assert_eq!(route["request_body_buffer_limit"].as_u64(), Some(65536));
         }
+    }
+
+    #[test]
+    fn a_gateway_asks_another_instance_for_what_every_scheme_naming_the_service_replays() {
+        let model = example_model();
+        let mut strict = model.schemes[0].clone();
+        // No scheme bounds an attempt: the gateway waits for the instance it chose.
+        assert_eq!(GatewayReplay::of([&strict]), None);
+        strict.replay.per_try_timeout = Some(Duration::from_millis(800));
+        let mut loose = strict.clone();
+        loose.replay.methods = vec!["GET".into(), "PUT".into()];
+        loose.replay.per_try_timeout = Some(Duration::from_millis(400));
+        loose.replay.max_body_bytes = 1024;
+        let replay = GatewayReplay::of([&strict, &loose]).unwrap();
+        assert_eq!(replay.methods, ["GET", "PUT"]);
+        // Half the shortest: the second instance answers inside the caller's attempt.
+        assert_eq!(replay.per_try_timeout, Duration::from_millis(200));
+        assert_eq!(replay.max_body_bytes, 1024);
+        loose.replay.methods = vec!["POST".into()];
+        assert_eq!(
+            GatewayReplay::of([&strict, &loose]),
+            None,
+            "no method in common"
+        );
+
+        let routes = gateway_routes("detour|west|apps|foo", Some(&replay));
+        assert_eq!(routes.len(), 2);
+        let (replayable, other) = (&routes[0], &routes[1]);
+        assert_eq!(
+            replayable["match"]["headers"][0]["string_match"]["safe_regex"]["regex"].as_str(),
+            Some("^(GET|PUT)$")
+        );
+        let retry = &replayable["route"]["retry_policy"];
+        assert!(retry["retry_on"].as_str().unwrap().contains("reset"));
+        assert_eq!(retry["per_try_timeout"].as_str(), Some("0.2s"));
+        // Every other method: only after a failure that reached no instance.
+        assert_eq!(other["match"].get("headers"), None);
+        let retry = &other["route"]["retry_policy"];
+        assert_eq!(
+            retry["retry_on"].as_str(),
+            Some("connect-failure,refused-stream")
+        );
+        assert_eq!(retry.get("per_try_timeout"), None);
+        assert_eq!(gateway_routes("detour|west|apps|foo", None).len(), 1);
     }
 }
