@@ -295,6 +295,7 @@ mod tests {
         assert!(!c.passive.enabled);
         assert!(c.envoy_removes_client_headers);
         assert_eq!(c.passive.base_ejection, Duration::from_secs(2));
+        assert_eq!(c.passive.max_ejection, Duration::from_secs(10));
     }
 
     #[test]
@@ -307,7 +308,7 @@ mod tests {
         assert_eq!(c.controller.poll_interval, Duration::from_millis(250));
         assert_eq!(c.controller.long_poll, Duration::from_secs(10));
         assert_eq!(c.passive.base_ejection, Duration::from_millis(500));
-        assert_eq!(c.passive.max_ejection, Duration::from_secs(10));
+        assert_eq!(c.passive.max_ejection, Duration::from_secs(60));
     }
 
     #[test]
