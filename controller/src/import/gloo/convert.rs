@@ -23,6 +23,10 @@ use crate::docs::{
 };
 use detour_filter::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
+
+/// detour's shortest health-check interval (`crate::validate` refuses shorter).
+const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Kubernetes' default DNS domain, when a KubernetesCluster does not name one.
 const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -58,7 +62,7 @@ pub fn convert(docs: &[GlooDoc], opts: &Options) -> Result<Imported, Vec<Problem
         }
     }
     let clusters = c.member_clusters();
-    c.report_unused();
+    c.report_upstreams();
     if c.refused.is_empty() {
         Ok(Imported {
             clusters,
@@ -89,6 +93,8 @@ struct Converter<'a> {
     service_namespaces: BTreeSet<String>,
     /// Upstreams that a scheme resolved to (their fields are then reported).
     used: BTreeSet<usize>,
+    /// Upstreams that are a scheme's primary (their health checks are then used).
+    primaries: BTreeSet<usize>,
     report: Vec<Problem>,
     refused: Vec<Problem>,
 }
@@ -126,6 +132,7 @@ impl<'a> Converter<'a> {
             services: BTreeMap::new(),
             service_namespaces: BTreeSet::new(),
             used: BTreeSet::new(),
+            primaries: BTreeSet::new(),
             report: Vec::new(),
             refused: Vec::new(),
         };
@@ -301,8 +308,12 @@ impl<'a> Converter<'a> {
                 (upstream.clone(), *port, endpoints)
             }
             Backend::Other(kind) => {
+                let kind = match kind {
+                    Some(kind) => format!("is of type `{kind}`"),
+                    None => "has no upstream type detour knows".into(),
+                };
                 let msg = format!(
-                    "Upstream {upstream} is of type `{kind}`: detour fails over between Kubernetes Services (`kube`) and fixed hosts (`static`) only"
+                    "Upstream {upstream} {kind}: detour fails over between Kubernetes Services (`kube`) and fixed hosts (`static`) only"
                 );
                 self.refused.push(at(doc, path, msg));
                 return None;
@@ -420,6 +431,7 @@ impl<'a> Converter<'a> {
             ));
             return None;
         };
+        self.primaries.insert(i);
         let source = &self.docs[i];
         let GlooObject::Upstream(upstream) = &source.object else {
             return None;
@@ -489,15 +501,41 @@ impl<'a> Converter<'a> {
         if !ok {
             return None;
         }
-        spec.interval = interval.as_ref().map(|(text, _)| text.clone());
-        spec.timeout = match (timeout, &interval) {
-            (Some((_, t)), Some((i_text, i))) if t > *i => {
-                self.report.push(at(source, &format!("{}.timeout", check.path), format!(
-                    "longer than the interval; detour's checks of a target never overlap, so the timeout is the interval, {i_text}"
-                )));
-                Some(i_text.clone())
+        // What detour would check with, its defaults filling in what Gloo left out.
+        let defaults = crate::model::HealthCheck::default();
+        let (interval, interval_text) = match interval {
+            Some((_, i)) if i < MIN_INTERVAL => {
+                self.report.push(at(
+                    source,
+                    &format!("{}.interval", check.path),
+                    "shorter than detour's shortest interval: written as 10ms",
+                ));
+                (MIN_INTERVAL, Some("10ms".to_string()))
             }
-            (t, _) => t.map(|(text, _)| text),
+            Some((text, i)) => (i, Some(text)),
+            None => (defaults.interval, None),
+        };
+        spec.interval = interval_text.clone();
+        let timeout_path = format!("{}.timeout", check.path);
+        spec.timeout = match timeout {
+            Some((_, t)) if t.is_zero() => {
+                self.report.push(at(
+                    source,
+                    &timeout_path,
+                    "0: detour's checks need a timeout: written as the interval",
+                ));
+                Some(interval_text.unwrap_or_else(|| millis(interval)))
+            }
+            Some((_, t)) if t > interval => {
+                self.report.push(at(source, &timeout_path, "longer than the interval; detour's checks of a target never overlap, so the timeout is the interval"));
+                Some(interval_text.unwrap_or_else(|| millis(interval)))
+            }
+            Some((text, _)) => Some(text),
+            None if defaults.timeout > interval => {
+                self.report.push(at(source, &timeout_path, "absent, and detour's default (500ms) is longer than the interval: written as the interval"));
+                Some(millis(interval))
+            }
+            None => None,
         };
         for (field, value, out) in [
             (
@@ -600,7 +638,7 @@ impl<'a> Converter<'a> {
 
     /// The fields of every Upstream used that were not carried, and the Upstreams no
     /// scheme used.
-    fn report_unused(&mut self) {
+    fn report_upstreams(&mut self) {
         for (i, doc) in self.docs.iter().enumerate() {
             let GlooObject::Upstream(u) = &doc.object else {
                 continue;
@@ -621,13 +659,20 @@ impl<'a> Converter<'a> {
                     doc.namespace.as_deref().unwrap_or_default(), doc.name
                 )));
             }
-            // The checks past the first are reported whole, not field by field.
-            let skipped: Vec<String> = u
-                .health_checks
-                .iter()
-                .skip(1)
-                .map(|c| c.path.clone())
-                .collect();
+            // Checks not used are reported whole, not field by field: past the first of
+            // a primary, and all of an Upstream that is only ever a target.
+            let skipped: Vec<String> = if self.primaries.contains(&i) {
+                u.health_checks
+                    .iter()
+                    .skip(1)
+                    .map(|c| c.path.clone())
+                    .collect()
+            } else if u.health_checks.is_empty() {
+                Vec::new()
+            } else {
+                self.report.push(at(doc, "spec.healthChecks", "not carried: a scheme is checked with its primary Upstream's checks (in Gloo too: they cover its failover endpoints), and this Upstream is only a target"));
+                vec!["spec.healthChecks".to_string()]
+            };
             self.report.extend(uncarried_notes(doc, &skipped));
         }
     }
@@ -739,6 +784,11 @@ fn discovered(name: &str, namespaces: &BTreeSet<String>) -> Option<(UpstreamRef,
         },
         port,
     ))
+}
+
+/// A duration as detour's documents write it.
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
 }
 
 /// `HOST:PORT`, with an IPv6 address in brackets.

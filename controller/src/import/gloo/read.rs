@@ -116,8 +116,9 @@ pub enum Backend {
     Kube { service: UpstreamRef, port: u16 },
     /// `spec.static`: fixed `addr:port` hosts.
     Static { hosts: Vec<(String, u16)> },
-    /// Any other upstream type (`aws`, `consul`, ...), by its field name.
-    Other(String),
+    /// Any other upstream type (`aws`, `consul`, ...), by its field name when it is
+    /// one Gloo has.
+    Other(Option<String>),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -410,13 +411,12 @@ fn read_upstream(spec: &mut Fields, uncarried: &mut Vec<Uncarried>) -> Read<Gloo
 
 /// The upstream type of an Upstream that is neither kube nor static: the first spec
 /// field named after one (Gloo's upstream types are a oneof of such fields).
-fn upstream_type(spec: &Fields) -> String {
+fn upstream_type(spec: &Fields) -> Option<String> {
     const TYPES: &[&str] = &["aws", "awsEc2", "azure", "consul", "gcp", "pipe"];
     spec.rest()
         .into_iter()
         .map(|(_, field)| field)
         .find(|f| TYPES.contains(&f.as_str()))
-        .unwrap_or_else(|| "unknown".into())
 }
 
 fn read_health_check(

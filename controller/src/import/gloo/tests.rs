@@ -262,6 +262,75 @@ fn targets_of_the_primarys_own_service_validate_with_weights_grpc_and_static_hos
 }
 
 #[test]
+fn check_timings_detour_cannot_keep_are_written_as_near_as_it_can() {
+    let primary = |checks: &str| {
+        format!(
+            "{}---\napiVersion: gloo.solo.io/v1\nkind: Upstream\nmetadata: {{name: apps-foo-8080, namespace: gloo-system}}\nspec:\n  kube: {{serviceName: foo, serviceNamespace: apps, servicePort: 8080}}\n  healthChecks: [{{{checks}, httpHealthCheck: {{path: /health}}}}]\n",
+            scheme_to("west", "apps-foo-8080")
+        )
+    };
+    let opts = with_gateways(&["east=1.1.1.1", "west=1.1.1.2"]);
+    for (checks, interval, timeout, note) in [
+        (
+            "interval: 5ms, timeout: 1ms",
+            Some("10ms"),
+            Some("1ms"),
+            "interval: shorter than",
+        ),
+        (
+            "interval: 2s, timeout: 0s",
+            Some("2s"),
+            Some("2s"),
+            "timeout: 0:",
+        ),
+        (
+            "interval: 200ms",
+            Some("200ms"),
+            Some("200ms"),
+            "timeout: absent",
+        ),
+        (
+            "timeout: 3s",
+            None,
+            Some("1000ms"),
+            "timeout: longer than the interval",
+        ),
+    ] {
+        let imported = import_text(&primary(checks), &opts).unwrap();
+        let check = scheme(&imported, "foo").health_check.clone().unwrap();
+        assert_eq!(
+            (check.interval.as_deref(), check.timeout.as_deref()),
+            (interval, timeout),
+            "{checks}"
+        );
+        assert!(
+            has(&notes(&imported), note),
+            "{checks}: {:#?}",
+            notes(&imported)
+        );
+        validate(&imported).unwrap();
+    }
+}
+
+#[test]
+fn a_target_upstreams_own_checks_are_reported_unused() {
+    let target = "---\napiVersion: gloo.solo.io/v1\nkind: Upstream\nmetadata: {name: apps-foo-8080, namespace: gloo-system, clusterName: west}\nspec:\n  kube: {serviceName: foo, serviceNamespace: apps, servicePort: 8080}\n  healthChecks: [{timeout: 1s, interval: 1s, httpHealthCheck: {path: /ready, host: x}}]\n";
+    let text = format!("{}{target}", scheme_to("west", "apps-foo-8080"));
+    let imported = import_text(&text, &with_gateways(&["east=1.1.1.1", "west=1.1.1.2"])).unwrap();
+    let notes = notes(&imported);
+    assert!(
+        has(
+            &notes,
+            "gloo.yaml: document 2 (Upstream gloo-system/apps-foo-8080): spec.healthChecks: not carried: a scheme is checked with its primary Upstream's checks"
+        ),
+        "{notes:#?}"
+    );
+    assert!(!has(&notes, "httpHealthCheck.host"), "{notes:#?}");
+    // The primary (east) was read by its name: no check known, detour's default.
+    assert_eq!(scheme(&imported, "foo").health_check, None);
+}
+
+#[test]
 fn kubernetes_mode_lists_no_services_and_names_the_kubeconfig_secret() {
     let mut opts = with_gateways(&["east=10.0.1.1", "west=10.0.2.1", "south=10.0.3.1"]);
     opts.kubernetes = true;
