@@ -12,21 +12,18 @@
 //! - Every cluster becomes a MemberCluster whose gateway comes from `--gateway`, and
 //!   (file mode) which lists the services the schemes name in it.
 
+use super::health;
+use super::naming::discovered;
 use super::read::{
-    Backend, CheckKind, GlooDoc, GlooObject, HealthCheck, KubeCluster, Scheme, Upstream,
-    UpstreamRef,
+    Backend, CheckKind, GlooDoc, GlooObject, KubeCluster, Scheme, Upstream, UpstreamRef,
 };
+use super::uncarried::uncarried_notes;
 use crate::docs::{
-    FailoverGroupSpec, FailoverSchemeSpec, GatewaySpec, GroupTargetSpec, GrpcHealthCheckSpec,
-    HealthCheckSpec, KubeconfigSecretRef, MemberClusterSpec, Origin, PrimarySpec, Problem,
-    ServiceRefSpec, ServiceSpec,
+    FailoverGroupSpec, FailoverSchemeSpec, GatewaySpec, GroupTargetSpec, HealthCheckSpec,
+    KubeconfigSecretRef, MemberClusterSpec, Origin, PrimarySpec, Problem, ServiceRefSpec,
+    ServiceSpec,
 };
-use detour_filter::duration::parse_duration;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::time::Duration;
-
-/// detour's shortest health-check interval (`crate::validate` refuses shorter).
-const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Kubernetes' default DNS domain, when a KubernetesCluster does not name one.
 const DEFAULT_CLUSTER_DOMAIN: &str = "cluster.local";
@@ -99,16 +96,6 @@ struct Converter<'a> {
     refused: Vec<Problem>,
 }
 
-/// Notes and refusals are about one field of one Gloo document.
-fn at(doc: &GlooDoc, path: &str, message: impl Into<String>) -> Problem {
-    Problem {
-        origin: doc.origin.clone(),
-        subject: Some(doc.subject()),
-        path: doc.field_path(path),
-        message: message.into(),
-    }
-}
-
 /// A problem with the command line rather than a document.
 fn flag(message: String) -> Problem {
     Problem {
@@ -145,7 +132,7 @@ impl<'a> Converter<'a> {
                             "KubernetesCluster {} is already defined in {}",
                             doc.name, first.origin
                         );
-                        c.refused.push(at(doc, "metadata.name", msg));
+                        c.refused.push(doc.problem("metadata.name", msg));
                     } else {
                         c.clusters.insert(doc.name.clone(), Some(doc));
                     }
@@ -158,8 +145,7 @@ impl<'a> Converter<'a> {
 
     fn index_upstream(&mut self, i: usize, doc: &'a GlooDoc, upstream: &Upstream) {
         let Some(namespace) = &doc.namespace else {
-            self.refused.push(at(
-                doc,
+            self.refused.push(doc.problem(
                 "metadata.namespace",
                 "required (FailoverSchemes name Upstreams by namespace and name)",
             ));
@@ -185,7 +171,7 @@ impl<'a> Converter<'a> {
                     None => " (give each copy its metadata.clusterName)".into(),
                 }
             );
-            self.refused.push(at(doc, "metadata.name", msg));
+            self.refused.push(doc.problem("metadata.name", msg));
             return;
         }
         self.upstreams.insert(key, i);
@@ -198,8 +184,7 @@ impl<'a> Converter<'a> {
     ) -> Option<(String, String, FailoverSchemeSpec)> {
         let refused_before = self.refused.len();
         let namespace = doc.namespace.clone().or_else(|| {
-            self.refused.push(at(
-                doc,
+            self.refused.push(doc.problem(
                 "metadata.namespace",
                 "required (a FailoverScheme lives in a namespace)",
             ));
@@ -224,9 +209,7 @@ impl<'a> Converter<'a> {
                 }
                 let weight = match entry.locality_weight {
                     Some(0) => {
-                        self.refused.push(at(
-                            doc,
-                            &format!("{}.localityWeight", entry.path),
+                        self.refused.push(doc.problem(&format!("{}.localityWeight", entry.path),
                             "0 gives these upstreams no traffic, which a detour weight cannot say: remove the entry",
                         ));
                         None
@@ -244,8 +227,7 @@ impl<'a> Converter<'a> {
             });
         }
         if groups.is_empty() {
-            self.refused.push(at(
-                doc,
+            self.refused.push(doc.problem(
                 "spec.failoverGroups",
                 "required: a scheme without a failover group fails over nowhere",
             ));
@@ -315,7 +297,7 @@ impl<'a> Converter<'a> {
                 let msg = format!(
                     "Upstream {upstream} {kind}: detour fails over between Kubernetes Services (`kube`) and fixed hosts (`static`) only"
                 );
-                self.refused.push(at(doc, path, msg));
+                self.refused.push(doc.problem(path, msg));
                 return None;
             }
         };
@@ -349,12 +331,10 @@ impl<'a> Converter<'a> {
             let msg = format!(
                 "Upstream {upstream} (cluster {cluster}) is not among the documents read, and its name is not Gloo discovery's NAMESPACE-NAME-PORT: add the Upstream to --from"
             );
-            self.refused.push(at(doc, path, msg));
+            self.refused.push(doc.problem(path, msg));
             return None;
         };
-        self.report.push(at(
-            doc,
-            path,
+        self.report.push(doc.problem(path,
             format!(
                 "Upstream {upstream} (cluster {cluster}) is not among the documents read: taken as Service {service} port {port}, by Gloo discovery's NAMESPACE-NAME-PORT naming (add the Upstream to --from to be exact)"
             ),
@@ -411,7 +391,7 @@ impl<'a> Converter<'a> {
                     first.spec.endpoints,
                     first.from
                 );
-                self.refused.push(at(doc, path, msg));
+                self.refused.push(doc.problem(path, msg));
             }
             Some(_) => {}
             None => {
@@ -424,8 +404,7 @@ impl<'a> Converter<'a> {
     fn health_check(&mut self, doc: &GlooDoc, primary: &Resolved) -> Option<HealthCheckSpec> {
         let default = "detour checks every target anyway, with its default (GET /healthz every 1s): add spec.healthCheck if the service answers elsewhere";
         let Some(i) = primary.upstream else {
-            self.report.push(at(
-                doc,
+            self.report.push(doc.problem(
                 "spec.primary",
                 format!("its Upstream was not read, nor its healthChecks: {default}"),
             ));
@@ -437,131 +416,19 @@ impl<'a> Converter<'a> {
             return None;
         };
         let Some((check, others)) = upstream.health_checks.split_first() else {
-            self.report.push(at(
-                doc,
+            self.report.push(doc.problem(
                 "spec.primary",
                 format!("{} has no healthChecks: {default}", source.subject()),
             ));
             return None;
         };
         for other in others {
-            self.report.push(at(
-                source,
+            self.report.push(source.problem(
                 &other.path,
                 "not carried: a detour scheme has one health check (the first is used)",
             ));
         }
-        self.convert_check(source, check)
-    }
-
-    fn convert_check(&mut self, source: &GlooDoc, check: &HealthCheck) -> Option<HealthCheckSpec> {
-        let mut spec = HealthCheckSpec::default();
-        let fallback = "detour checks with an HTTP GET or a gRPC Health/Check only: the scheme checks GET /healthz (its default) instead";
-        match &check.kind {
-            CheckKind::Http { path: Some(path) } => spec.path = Some(path.clone()),
-            CheckKind::Http { path: None } => self.report.push(at(
-                source,
-                &format!("{}.httpHealthCheck", check.path),
-                "names no path: detour checks its default, /healthz",
-            )),
-            CheckKind::Grpc { service_name } => {
-                spec.grpc = Some(GrpcHealthCheckSpec {
-                    service_name: service_name.clone(),
-                })
-            }
-            CheckKind::Other(Some(kind)) => self.report.push(at(
-                source,
-                &format!("{}.{kind}", check.path),
-                format!("not carried: {fallback}"),
-            )),
-            CheckKind::Other(None) => self.report.push(at(
-                source,
-                &check.path,
-                format!("names no httpHealthCheck or grpcHealthCheck: {fallback}"),
-            )),
-        }
-        let mut ok = true;
-        let mut duration = |field: &str, text: &Option<String>| {
-            let text = text.as_ref()?;
-            match parse_duration(text) {
-                Ok(d) => Some((text.clone(), d)),
-                Err(e) => {
-                    self.refused.push(at(
-                        source,
-                        &format!("{}.{field}", check.path),
-                        e.to_string(),
-                    ));
-                    ok = false;
-                    None
-                }
-            }
-        };
-        let timeout = duration("timeout", &check.timeout);
-        let interval = duration("interval", &check.interval);
-        if !ok {
-            return None;
-        }
-        // What detour would check with, its defaults filling in what Gloo left out.
-        let defaults = crate::model::HealthCheck::default();
-        let (interval, interval_text) = match interval {
-            Some((_, i)) if i < MIN_INTERVAL => {
-                self.report.push(at(
-                    source,
-                    &format!("{}.interval", check.path),
-                    "shorter than detour's shortest interval: written as 10ms",
-                ));
-                (MIN_INTERVAL, Some("10ms".to_string()))
-            }
-            Some((text, i)) => (i, Some(text)),
-            None => (defaults.interval, None),
-        };
-        spec.interval = interval_text.clone();
-        let timeout_path = format!("{}.timeout", check.path);
-        spec.timeout = match timeout {
-            Some((_, t)) if t.is_zero() => {
-                self.report.push(at(
-                    source,
-                    &timeout_path,
-                    "0: detour's checks need a timeout: written as the interval",
-                ));
-                Some(interval_text.unwrap_or_else(|| millis(interval)))
-            }
-            Some((_, t)) if t > interval => {
-                self.report.push(at(source, &timeout_path, "longer than the interval; detour's checks of a target never overlap, so the timeout is the interval"));
-                Some(interval_text.unwrap_or_else(|| millis(interval)))
-            }
-            Some((text, _)) => Some(text),
-            None if defaults.timeout > interval => {
-                self.report.push(at(source, &timeout_path, "absent, and detour's default (500ms) is longer than the interval: written as the interval"));
-                Some(millis(interval))
-            }
-            None => None,
-        };
-        for (field, value, out) in [
-            (
-                "unhealthyThreshold",
-                check.unhealthy_threshold,
-                &mut spec.unhealthy_threshold,
-            ),
-            (
-                "healthyThreshold",
-                check.healthy_threshold,
-                &mut spec.healthy_threshold,
-            ),
-        ] {
-            *out = match value {
-                Some(0) => {
-                    self.report.push(at(
-                        source,
-                        &format!("{}.{field}", check.path),
-                        "0: detour needs at least 1, and writes 1",
-                    ));
-                    Some(1)
-                }
-                v => v,
-            };
-        }
-        Some(spec)
+        health::health_check(source, check, &mut self.report, &mut self.refused)
     }
 
     /// One MemberCluster per cluster named, each with its `--gateway`.
@@ -644,17 +511,14 @@ impl<'a> Converter<'a> {
                 continue;
             };
             if !self.used.contains(&i) {
-                self.report.push(at(
-                    doc,
-                    "",
-                    "not named by any FailoverScheme read: not imported",
-                ));
+                self.report
+                    .push(doc.problem("", "not named by any FailoverScheme read: not imported"));
                 continue;
             }
             if self.opts.kubernetes
                 && let Backend::Static { .. } = u.backend
             {
-                self.report.push(at(doc, "spec.static.hosts", format!(
+                self.report.push(doc.problem("spec.static.hosts", format!(
                     "not carried: in Kubernetes mode detour discovers a service's endpoints from its Service, so a Service {}/{} must exist in each cluster that has it (or import without --kubernetes)",
                     doc.namespace.as_deref().unwrap_or_default(), doc.name
                 )));
@@ -670,7 +534,7 @@ impl<'a> Converter<'a> {
             } else if u.health_checks.is_empty() {
                 Vec::new()
             } else {
-                self.report.push(at(doc, "spec.healthChecks", "not carried: a scheme is checked with its primary Upstream's checks (in Gloo too: they cover its failover endpoints), and this Upstream is only a target"));
+                self.report.push(doc.problem("spec.healthChecks", "not carried: a scheme is checked with its primary Upstream's checks (in Gloo too: they cover its failover endpoints), and this Upstream is only a target"));
                 vec!["spec.healthChecks".to_string()]
             };
             self.report.extend(uncarried_notes(doc, &skipped));
@@ -687,9 +551,7 @@ fn cluster_notes(doc: &GlooDoc, kubernetes: bool) -> Vec<Problem> {
     }) = &doc.object
     {
         let ns = doc.namespace.as_deref().unwrap_or("its namespace");
-        notes.push(at(
-            doc,
-            "spec.secretName",
+        notes.push(doc.problem("spec.secretName",
             if kubernetes {
                 format!("written as spec.kubeconfigSecret: detour reads the Secret {secret} (key `kubeconfig`) from its own namespace, so copy it there from {ns}")
             } else {
@@ -698,97 +560,6 @@ fn cluster_notes(doc: &GlooDoc, kubernetes: bool) -> Vec<Problem> {
         ));
     }
     notes
-}
-
-/// A note for each field of `doc` not carried, but those under a path in `skip`
-/// (reported whole).
-fn uncarried_notes<'d>(doc: &'d GlooDoc, skip: &'d [String]) -> impl Iterator<Item = Problem> + 'd {
-    doc.uncarried
-        .iter()
-        .filter(|f| !skip.iter().any(|s| f.path.starts_with(s.as_str())))
-        .map(|f| at(doc, &f.path, format!("not carried: {}", why(&f.field))))
-}
-
-/// Why a Gloo field has no place in detour's documents.
-fn why(field: &str) -> &'static str {
-    match field {
-        "sslConfig" | "useTls" | "sniAddr" => {
-            "detour carries requests between clusters over its own mTLS, and speaks plaintext to the service"
-        }
-        "outlierDetection" => {
-            "detour's Envoy ejects failing instances with outlier detection of its own"
-        }
-        "circuitBreakers"
-        | "connectionConfig"
-        | "loadBalancerConfig"
-        | "initialStreamWindowSize"
-        | "initialConnectionWindowSize"
-        | "maxConcurrentStreams"
-        | "httpProxyHostname"
-        | "protocolSelection"
-        | "ignoreHealthOnHostRemoval"
-        | "respectDnsTtl"
-        | "dnsRefreshRate" => "the Envoy clusters are detour's own (`detour render envoy`)",
-        "failover" => "an Upstream's own failover endpoints: detour imports FailoverSchemes",
-        "selector" | "subsetSpec" | "serviceSpec" | "loadBalancingWeight" | "healthCheckConfig" => {
-            "detour routes to the whole Service, every instance alike"
-        }
-        "host"
-        | "requestHeadersToAdd"
-        | "requestHeadersToRemove"
-        | "expectedStatuses"
-        | "useHttp2"
-        | "method"
-        | "authority"
-        | "initialMetadata" => {
-            "detour's health check is a plain GET of the path (or a plain gRPC Health/Check), which a 2xx (SERVING) passes"
-        }
-        "noTrafficInterval"
-        | "unhealthyInterval"
-        | "unhealthyEdgeInterval"
-        | "healthyEdgeInterval"
-        | "intervalJitter"
-        | "intervalJitterPercent"
-        | "initialJitter"
-        | "reuseConnection"
-        | "eventLogPath"
-        | "alwaysLogHealthCheckFailures"
-        | "altPort"
-        | "noTrafficHealthyInterval" => {
-            "detour checks every target at one interval, with the thresholds and timeout only"
-        }
-        "discoveryMetadata" => "Gloo discovery's own record of the Service",
-        _ => "detour has no equivalent",
-    }
-}
-
-/// A Service from a Gloo discovery name `NAMESPACE-NAME-PORT`: the port after the last
-/// '-', the namespace before the first '-' unless a longer known namespace fits.
-fn discovered(name: &str, namespaces: &BTreeSet<String>) -> Option<(UpstreamRef, u16)> {
-    let (rest, port) = name.rsplit_once('-')?;
-    let port: u16 = port.parse().ok().filter(|p| *p > 0)?;
-    let splits: Vec<(&str, &str)> = rest
-        .match_indices('-')
-        .map(|(i, _)| (&rest[..i], &rest[i + 1..]))
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-        .collect();
-    let (ns, svc) = splits
-        .iter()
-        .rev()
-        .find(|(ns, _)| namespaces.contains(*ns))
-        .or_else(|| splits.first())?;
-    Some((
-        UpstreamRef {
-            namespace: ns.to_string(),
-            name: svc.to_string(),
-        },
-        port,
-    ))
-}
-
-/// A duration as detour's documents write it.
-fn millis(d: Duration) -> String {
-    format!("{}ms", d.as_millis())
 }
 
 /// `HOST:PORT`, with an IPv6 address in brackets.
@@ -825,25 +596,6 @@ struct Resolved {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn discovery_names_split_at_the_first_dash_unless_a_known_namespace_says_otherwise() {
-        let none = BTreeSet::new();
-        let (s, port) = discovered("default-service-green-10000", &none).unwrap();
-        assert_eq!(
-            (s.namespace.as_str(), s.name.as_str(), port),
-            ("default", "service-green", 10000)
-        );
-        let known = BTreeSet::from(["kube-apps".to_string()]);
-        let (s, _) = discovered("kube-apps-foo-8080", &known).unwrap();
-        assert_eq!(
-            (s.namespace.as_str(), s.name.as_str()),
-            ("kube-apps", "foo")
-        );
-        for bad in ["foo-8080", "default-foo-http", "default-foo-0", "nodash"] {
-            assert_eq!(discovered(bad, &none), None, "{bad}");
-        }
-    }
 
     #[test]
     fn ipv6_hosts_are_bracketed() {

@@ -3,13 +3,18 @@
 //! report naming every field that could not be carried and why.
 //!
 //! [`read`] reads the Gloo documents (refusing what it cannot read, with file, document
-//! and field), [`convert`] gives them detour's meaning, and [`output`] writes the
-//! documents as `detour check` reads them.
+//! and field; [`fields`] does the reading), [`convert`] gives them detour's meaning (with
+//! [`naming`] for Upstreams it has not seen and [`health`] for checks), [`uncarried`]
+//! says why a field has no place in detour, and [`output`] writes the documents as
+//! `detour check` reads them.
 
 pub mod convert;
 pub mod fields;
+pub mod health;
+pub mod naming;
 pub mod output;
 pub mod read;
+pub mod uncarried;
 
 #[cfg(test)]
 mod tests;

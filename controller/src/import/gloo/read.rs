@@ -8,7 +8,7 @@
 //! carried ([`Uncarried`]).
 
 use super::fields::{FieldError, Fields, Read};
-use crate::docs::Origin;
+use crate::docs::{Origin, Problem};
 use serde::Deserialize;
 use serde_norway::Value;
 
@@ -60,6 +60,16 @@ impl GlooDoc {
         let full = format!("{}{path}", self.prefix);
         let full = full.trim_end_matches('.');
         (!full.is_empty()).then(|| full.to_string())
+    }
+
+    /// A note or refusal about field `path` of this document (`""`: the whole of it).
+    pub fn problem(&self, path: &str, message: impl Into<String>) -> Problem {
+        Problem {
+            origin: self.origin.clone(),
+            subject: Some(self.subject()),
+            path: self.field_path(path),
+            message: message.into(),
+        }
     }
 
     /// `Upstream gloo-system/foo`, for messages.
