@@ -349,6 +349,10 @@ fn kubernetes_mode_lists_no_services_and_names_the_kubeconfig_secret() {
         ),
         "{notes:#?}"
     );
+    // The documents read as detour's (services are then discovered, not validated here).
+    let (docs, problems) = parse_file("out.yaml", &output::to_yaml(&imported).unwrap());
+    assert!(problems.is_empty(), "{problems:?}");
+    assert_eq!(docs.len(), 6);
 }
 
 #[test]
