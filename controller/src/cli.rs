@@ -1,5 +1,6 @@
 //! The `detour` command line.
 
+pub mod import;
 pub mod status;
 
 use crate::docs::Problems;
@@ -66,6 +67,9 @@ pub enum Command {
     /// Certificates for mTLS between clusters and to the controller.
     #[command(subcommand)]
     Certs(CertsCommand),
+    /// Another system's failover documents in, detour's out.
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
 #[derive(Args, Debug)]
@@ -312,6 +316,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Check(args) => Ok(check(&args.config)),
         Command::Status(args) => status::run(args, &runtime()?),
+        Command::Import(command) => import::run(command),
         Command::Serve(args) => {
             let (tls, probe_tls) = serve_tls(&args)?;
             let source = match args.config {

@@ -12,6 +12,7 @@ pub mod client;
 pub mod docs;
 pub mod explain;
 pub mod health;
+pub mod import;
 pub mod index;
 pub mod kube;
 pub mod metrics;
