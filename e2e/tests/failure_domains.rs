@@ -233,6 +233,63 @@ fn a_dead_instance_of_wests_gateway_moves_nothing() {
 }
 
 #[test]
+fn a_frozen_instance_behind_wests_gateway_fails_no_get_and_no_check() {
+    let mut t = Topology::start(
+        "a_frozen_instance_behind_wests_gateway_fails_no_get_and_no_check",
+        Setup {
+            instances: [("west".to_string(), 2)].into(),
+            replay: Replay {
+                per_try_timeout: Some(Duration::from_millis(400)),
+                ..Setup::for_tests().replay
+            },
+            ..Setup::for_tests()
+        },
+    )
+    .unwrap();
+    // East's service gone: east's traffic crosses west's gateway to west's two instances.
+    t.kill_upstream("east").unwrap();
+    let east = t.ingress("east").unwrap();
+    wait_served_by(&east, "west", t.setup().failover_bound()).unwrap();
+    let load = Load::start(&east, LoadSpec::steady_get("/", 4, 40)).unwrap();
+    let_run(&load, BETWEEN).unwrap();
+    // One of west's instances hangs: its socket accepts, nothing answers.
+    let frozen = t.freeze_instance("west", 1).unwrap();
+    let until = frozen + t.setup().failover_bound() * 2;
+    let mut west_health = Vec::new();
+    while Instant::now() < until {
+        let table = t.controller().unwrap().table("east").unwrap();
+        west_health.extend(
+            target_health(&table, &t.setup().service.qualified())
+                .into_iter()
+                .filter(|(c, _)| c == "west")
+                .map(|(_, h)| h),
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let report = load.stop().unwrap();
+    t.thaw_instance("west", 1).unwrap();
+    let slowest = report
+        .samples
+        .iter()
+        .map(|s| s.latency)
+        .max()
+        .unwrap_or_default();
+    eprintln!(
+        "{} GETs, {:?}, slowest {slowest:?}; west in east's table: {west_health:?}",
+        report.total(),
+        report.by_cluster()
+    );
+    assert_nothing_lost(&t, &report).unwrap();
+    // West's gateway asked the other instance: nothing went on to south.
+    let not_west = served_elsewhere(&report.samples, "west");
+    assert!(not_west.is_empty(), "{:#?}", summaries(not_west));
+    assert!(
+        west_health.iter().all(|h| *h == Health::Healthy),
+        "the controller judged west by its frozen instance: {west_health:?}"
+    );
+}
+
+#[test]
 fn one_request_slower_than_the_route_timeout_moves_nothing() {
     let route_timeout = Duration::from_millis(1500);
     let mut t = Topology::start(
