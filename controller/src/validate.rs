@@ -328,7 +328,8 @@ impl Validator {
             cluster: p.cluster.clone(),
             service: ServiceName::new(&p.namespace, &p.name),
         };
-        let primary_ok = self.cluster_exists(&at, "spec.primary.cluster", &primary.cluster)
+        // Reported here when wrong; the targets are judged either way.
+        let _ = self.cluster_exists(&at, "spec.primary.cluster", &primary.cluster)
             && self.service_exists(&at, "spec.primary", &primary);
         if let Some(other) = self.primaries.get(&primary) {
             let msg =
@@ -339,7 +340,7 @@ impl Validator {
                 .insert(primary.clone(), format!("{} ({})", at.subject, doc.origin));
         }
 
-        let groups = self.groups(&at, &primary, primary_ok, spec);
+        let groups = self.groups(&at, &primary, spec);
         let health_check = self.health_check(&at, spec);
         let failback = self.failback(&at, spec);
         let replay = self.replay(&at, spec);
@@ -410,7 +411,6 @@ impl Validator {
         &mut self,
         at: &At,
         primary: &TargetRef,
-        primary_ok: bool,
         spec: &FailoverSchemeSpec,
     ) -> Vec<Vec<WeightedTarget>> {
         if spec.failover_groups.is_empty() {
@@ -460,14 +460,13 @@ impl Validator {
                         );
                         continue;
                     }
-                    // Compared only with a primary that exists: after a typo in the
-                    // primary, "not the primary's service" would blame the wrong line.
-                    if target.service != primary.service && primary_ok {
-                        // The gateway routes by the request's host (`NAME.NS` of the
-                        // primary), so a differently named service would answer 404.
+                    // Another service is a target only in another cluster: the ingress
+                    // reaches a local service with the client's own authority, while a
+                    // remote one gets its name from the gateway (`x-detour-target`).
+                    if target.cluster == primary.cluster && target.service != primary.service {
                         let msg = format!(
-                            "{} is not the primary's service {}; a scheme fails over to the same service in other clusters",
-                            target.service, primary.service
+                            "{target}: a failover target of another service than the primary must be in another cluster than the primary's ({})",
+                            primary.cluster
                         );
                         self.report(at, spath, msg);
                         continue;
@@ -903,13 +902,37 @@ mod tests {
     }
 
     #[test]
-    fn a_different_service_is_refused() {
+    fn another_service_in_another_cluster_is_a_target() {
+        let text = EXAMPLE
+            .replacen(
+                "{name: foo, namespace: apps, port: 8080, endpoints: [\"127.0.2.10:8080\"]}",
+                "{name: green, namespace: web, port: 8080, endpoints: [\"127.0.2.10:8080\"]}",
+                1,
+            )
+            .replacen(
+                "{cluster: west, services: [{name: foo, namespace: apps",
+                "{cluster: west, services: [{name: green, namespace: web",
+                1,
+            );
+        assert_ne!(text, EXAMPLE);
+        assert_eq!(problems_of(&text), Vec::<String>::new());
+    }
+
+    #[test]
+    fn another_service_in_the_primarys_cluster_is_refused() {
+        let text = EXAMPLE.replacen(
+            "{name: foo, namespace: apps, port: 8080, endpoints: [\"127.0.1.10:8080\"]}",
+            "{name: foo, namespace: apps, port: 8080, endpoints: [\"127.0.1.10:8080\"]}\n  - {name: green, namespace: web, port: 8080, endpoints: [\"127.0.1.11:8080\"]}",
+            1,
+        );
+        let text = text.replacen(
+            "{cluster: west, services: [{name: foo, namespace: apps",
+            "{cluster: east, services: [{name: green, namespace: web",
+            1,
+        );
         assert_one(
-            &problems(
-                "{cluster: west, services: [{name: foo",
-                "{cluster: west, services: [{name: bar",
-            ),
-            "services[0]: apps/bar is not the primary's service apps/foo",
+            &problems_of(&text),
+            "services[0]: web/green in cluster east: a failover target of another service than the primary must be in another cluster than the primary's (east)",
         );
     }
 

@@ -34,6 +34,8 @@ fn forgeries(setup: &Setup) -> Vec<(&'static str, String)> {
         // "The gateway could not reach its service" (a response header, sent as a
         // request header: stripped all the same).
         ("x-detour-gateway-flags", "UF".to_string()),
+        // "At the gateway, hand me to this other service" (none of its services).
+        ("x-detour-target", "admin.kube-system".to_string()),
         // Envoy's router's own knobs: no retries, a 1 ms timeout, retry every 5xx.
         ("x-envoy-max-retries", "0".to_string()),
         ("x-envoy-upstream-rq-timeout-ms", "1".to_string()),

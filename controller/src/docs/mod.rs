@@ -163,7 +163,7 @@ pub enum ServiceProtocol {
     plural = "failoverschemes",
     shortname = "fs",
     category = "detour",
-    doc = "A primary service in one member cluster and, in priority order, the same service in other clusters to fail over to.",
+    doc = "A primary service in one member cluster and, in priority order, the services in other clusters to fail over to (the same service, or another one).",
     namespaced,
     status = "FailoverSchemeStatus",
     printcolumn = r#"{"name":"State","type":"string","jsonPath":".status.state"}"#,

@@ -3,10 +3,14 @@
 //! failures that never reached a service (connect failures, resets, timeouts) but never
 //! for the 5xx a service chose to send; circuit breakers that let retries through under
 //! load (Envoy's default allows 3 concurrent retries per cluster, so most retries of a
-//! busy service would overflow); and, on local service clusters, an upstream filter that
+//! busy service would overflow); on local service clusters, an upstream filter that
 //! removes `x-detour-gateway-flags` from a service's answers, so that only a detour
-//! gateway can tell the router that a request never reached its service.
+//! gateway can tell the router that a request never reached its service; and on the
+//! clusters of remote targets, one that names the target for its gateway
+//! ([`TARGET_HEADER`]) whatever authority the client used.
 
+use super::routes::TARGET_HEADER;
+use crate::model::ServiceName;
 use detour_filter::config::GATEWAY_FLAGS_HEADER;
 use serde_norway::{Mapping, Value};
 
@@ -16,9 +20,19 @@ const MAX_RETRIES: u32 = 10_000;
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// Adds outlier detection and circuit breakers to `cluster`; with `local`, also the
-/// upstream filter that keeps a service from forging gateway flags.
-pub fn harden(cluster: &mut Value, local: bool) {
+/// What a cluster's hosts are.
+#[derive(Debug, Clone, Copy)]
+pub enum Upstream<'a> {
+    /// Instances of a service of this cluster.
+    Service,
+    /// The gateway instances of another cluster, for its service `target`.
+    Gateway { target: &'a ServiceName },
+}
+
+/// Adds outlier detection and circuit breakers to `cluster`, and the upstream filter
+/// its hosts call for: a service's cluster keeps the service from forging gateway
+/// flags; a remote target's names the target for the gateway.
+pub fn harden(cluster: &mut Value, upstream: Upstream<'_>) {
     let Value::Mapping(m) = cluster else {
         return;
     };
@@ -29,9 +43,20 @@ pub fn harden(cluster: &mut Value, local: bool) {
             "thresholds" => vec![map! { "priority" => "DEFAULT", "max_retries" => MAX_RETRIES }],
         },
     );
-    if local {
-        strip_gateway_flags(m);
-    }
+    let mutations = match upstream {
+        Upstream::Service => map! {
+            "response_mutations" => vec![map! { "remove" => GATEWAY_FLAGS_HEADER }],
+        },
+        Upstream::Gateway { target } => map! {
+            "request_mutations" => vec![map! {
+                "append" => map! {
+                    "header" => map! { "key" => TARGET_HEADER, "value" => target.authority() },
+                    "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+            }],
+        },
+    };
+    upstream_filter(m, mutations);
 }
 
 fn outlier_detection() -> Value {
@@ -55,10 +80,10 @@ fn outlier_detection() -> Value {
     }
 }
 
-/// Sets `HttpProtocolOptions.http_filters` to [header mutation removing the gateway flags
-/// from responses, upstream codec], keeping the protocol the cluster already chose
-/// (HTTP/1.1 when it chose none).
-fn strip_gateway_flags(cluster: &mut Mapping) {
+/// Sets `HttpProtocolOptions.http_filters` to [header mutation with `mutations`,
+/// upstream codec], keeping the protocol the cluster already chose (HTTP/1.1 when it
+/// chose none).
+fn upstream_filter(cluster: &mut Mapping, mutations: Value) {
     let options = cluster
         .entry(Value::from("typed_extension_protocol_options"))
         .or_insert_with(|| Value::Mapping(Mapping::new()));
@@ -83,9 +108,7 @@ fn strip_gateway_flags(cluster: &mut Mapping) {
                 "name" => "envoy.filters.http.header_mutation",
                 "typed_config" => map! {
                     "@type" => "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation",
-                    "mutations" => map! {
-                        "response_mutations" => vec![map! { "remove" => GATEWAY_FLAGS_HEADER }],
-                    },
+                    "mutations" => mutations,
                 },
             },
             map! {
@@ -105,7 +128,7 @@ mod tests {
     #[test]
     fn a_local_cluster_strips_forged_gateway_flags_and_keeps_its_protocol() {
         let mut plain = map! { "name" => "detour|east|apps|foo" };
-        harden(&mut plain, true);
+        harden(&mut plain, Upstream::Service);
         let http = &plain["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS];
         assert!(http["explicit_http_config"]["http_protocol_options"].is_mapping());
         assert_eq!(
@@ -126,7 +149,7 @@ mod tests {
                 },
             },
         };
-        harden(&mut h2, true);
+        harden(&mut h2, Upstream::Service);
         let http = &h2["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS];
         assert!(http["explicit_http_config"]["http2_protocol_options"].is_mapping());
         assert!(
@@ -138,10 +161,14 @@ mod tests {
     }
 
     #[test]
-    fn a_remote_cluster_believes_its_gateway() {
-        let mut remote = map! { "name" => "detour|west|apps|foo" };
-        harden(&mut remote, false);
-        assert!(remote.get("typed_extension_protocol_options").is_none());
+    fn a_remote_cluster_believes_its_gateway_and_names_the_target() {
+        let mut remote = map! { "name" => "detour|west|web|green" };
+        harden(
+            &mut remote,
+            Upstream::Gateway {
+                target: &ServiceName::new("web", "green"),
+            },
+        );
         assert_eq!(
             remote["outlier_detection"]["enforcing_consecutive_5xx"].as_u64(),
             Some(0)
@@ -149,6 +176,17 @@ mod tests {
         assert_eq!(
             remote["circuit_breakers"]["thresholds"][0]["max_retries"].as_u64(),
             Some(u64::from(MAX_RETRIES))
+        );
+        let http = &remote["typed_extension_protocol_options"][HTTP_PROTOCOL_OPTIONS];
+        let added = &http["http_filters"][0]["typed_config"]["mutations"]["request_mutations"][0]["append"]
+            ["header"];
+        assert_eq!(added["key"].as_str(), Some(TARGET_HEADER));
+        assert_eq!(added["value"].as_str(), Some("green.web"));
+        // Its gateway's answers keep their flags: the gateway is believed.
+        assert!(
+            http["http_filters"][0]["typed_config"]["mutations"]
+                .get("response_mutations")
+                .is_none()
         );
     }
 }

@@ -27,8 +27,8 @@
 //! Checking identities by URI SAN rather than by address keeps one gateway from
 //! impersonating another even when they share a load balancer's address.
 
-use super::clusters::harden;
-use super::routes::{GatewayReplay, gateway_routes, local_route, scheme_routes};
+use super::clusters::{Upstream, harden};
+use super::routes::{GatewayMatch, GatewayReplay, gateway_routes, local_route, scheme_routes};
 use crate::model::{
     Address, CONTROLLER_CLUSTER, Host, Model, Protocol, Scheme, ServiceName, TargetRef,
 };
@@ -188,27 +188,36 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .filter(|t| t.cluster == cluster.name)
         .map(|t| &t.service)
         .collect();
-    let gateway_hosts: Vec<Value> = named
-        .iter()
-        .map(|service| {
-            map! {
-                "name" => service.authority(),
-                "domains" => domains(service),
-                "routes" => gateway_routes(
-                    &local(service).envoy_cluster(),
-                    GatewayReplay::of(model.schemes.iter().filter(|s| {
-                        s.targets()
-                            .any(|t| t.cluster == cluster.name && &t.service == *service)
-                    }))
-                    .as_ref(),
-                ),
-                "request_headers_to_add" => vec![map! {
-                    "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
-                    "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
-                }],
-            }
+    // One virtual host: a failover request names its target in a header (the target
+    // may be another service than the authority the client called), a health check by
+    // its authority; every target-header route comes first.
+    let replay_of = |service: &ServiceName| {
+        GatewayReplay::of(model.schemes.iter().filter(|s| {
+            s.targets()
+                .any(|t| t.cluster == cluster.name && t.service == *service)
+        }))
+    };
+    let gateway_routes_by = |by: GatewayMatch| {
+        named.iter().flat_map(move |service| {
+            gateway_routes(
+                service,
+                &local(service).envoy_cluster(),
+                replay_of(service).as_ref(),
+                by,
+            )
         })
-        .collect();
+    };
+    let gateway_hosts = vec![map! {
+        "name" => "detour_gateway",
+        "domains" => vec!["*"],
+        "routes" => gateway_routes_by(GatewayMatch::TargetHeader)
+            .chain(gateway_routes_by(GatewayMatch::Authority))
+            .collect::<Vec<_>>(),
+        "request_headers_to_add" => vec![map! {
+            "header" => map! { "key" => VIA_HEADER, "value" => cluster.name.clone() },
+            "append_action" => "OVERWRITE_IF_EXISTS_OR_ADD",
+        }],
+    }];
 
     let filter_config = serde_json::json!({
         "cluster": cluster.name,
@@ -309,7 +318,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         .map(|s| {
             let c = envoy_cluster(&local(&s.name).envoy_cluster(), &s.endpoints, None);
             let mut c = speaking(s.protocol, c);
-            harden(&mut c, true);
+            harden(&mut c, Upstream::Service);
             c
         })
         .collect();
@@ -335,7 +344,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
             // The gateway passes requests on as they came: it must get what its
             // service speaks.
             let mut c = speaking(model.protocol(t), c);
-            harden(&mut c, false);
+            harden(&mut c, Upstream::Gateway { target: &t.service });
             clusters.push(c);
         }
     }
@@ -904,8 +913,8 @@ mod tests {
                     .is_empty(),
             )
         };
-        // HTTP/1.1 services: no HTTP/2 (a local cluster names HTTP/1.1 explicitly, beside
-        // its upstream filters; a remote one says nothing).
+        // HTTP/1.1 services: no HTTP/2 (every cluster of a service names HTTP/1.1
+        // explicitly, beside its upstream filters).
         let b = rendered("east");
         for c in b["static_resources"]["clusters"].as_sequence().unwrap() {
             assert_eq!(http2(c), None, "{c:?}");
@@ -933,10 +942,7 @@ mod tests {
         let clusters = &b["static_resources"]["clusters"];
         assert_eq!(names(clusters)[0], "detour|east|apps|foo");
         assert_eq!(http2(&clusters[0]), None);
-        assert!(
-            protocol_options(&clusters[1]).is_none(),
-            "south's foo is HTTP/1.1"
-        );
+        assert_eq!(http2(&clusters[1]), None, "south's foo is HTTP/1.1");
         assert_eq!(names(clusters)[2], "detour|west|apps|foo");
         assert_eq!(http2(&clusters[2]), Some(true));
         // West's own Envoy speaks HTTP/2 to its pods (and so its gateway does).

@@ -6,7 +6,7 @@
 //! The filter picks the start by setting the route header to the group's index (no
 //! header: the primary). Routes are matched in order, so the header routes come first.
 
-use crate::model::{Scheme, TargetRef};
+use crate::model::{Scheme, ServiceName, TargetRef};
 use detour_filter::chain::{Methods, RetryPolicy, attempts, retry_policy};
 use detour_filter::config::GATEWAY_FLAGS_HEADER;
 use serde_norway::Value;
@@ -105,49 +105,111 @@ impl GatewayReplay {
     }
 }
 
-/// The gateway's routes to one of its cluster's services: another instance on a
-/// connect failure, whatever the method (the request has not reached any); and, for
-/// the methods `replay` names, also after a reset or an instance that hangs past the
-/// per-try timeout — a frozen or dying instance behind the gateway is one instance, not
-/// the service, and the gateway is the one that can try the next (the calling Envoy's
-/// retry would come back to this gateway with no say over which instance answers).
-pub fn gateway_routes(envoy_cluster: &str, replay: Option<&GatewayReplay>) -> Vec<Value> {
-    let never_reached = map! {
-        "match" => map! { "prefix" => "/" },
-        "route" => map! {
-            "cluster" => envoy_cluster,
-            "timeout" => ROUTE_TIMEOUT,
-            "retry_policy" => map! {
-                "retry_on" => "connect-failure,refused-stream",
-                "num_retries" => 2,
-                "retry_host_predicate" => vec![previous_hosts()],
-                "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
-                "retry_back_off" => back_off(),
+/// The header a calling Envoy's cluster for a remote target adds to every request it
+/// sends to that cluster's gateway: the target's `NAME.NAMESPACE`. The gateway routes by
+/// it (and gives the service that authority), so a target may be another service than
+/// the one the client called. Clients cannot send it: the ingress removes every
+/// `x-detour-*` header on entry, and the gateway takes requests only from the
+/// federation's Envoys.
+pub const TARGET_HEADER: &str = "x-detour-target";
+
+/// How a gateway recognises the requests for one of its services.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GatewayMatch {
+    /// By [`TARGET_HEADER`], as a calling Envoy's failover sends them; the authority is
+    /// rewritten to the service's own.
+    TargetHeader,
+    /// By the authority `NAME.NAMESPACE` (any port): health checks, and callers that do
+    /// not set the header (e.g. Istio's clusters for the gateways).
+    Authority,
+}
+
+/// The gateway's routes to `service` of its cluster (Envoy cluster `envoy_cluster`):
+/// another instance on a connect failure, whatever the method (the request has not
+/// reached any); and, for the methods `replay` names, also after a reset or an
+/// instance that hangs past the per-try timeout — a frozen or dying instance behind the
+/// gateway is one instance, not the service, and the gateway is the one that can try
+/// the next (the calling Envoy's retry would come back to this gateway with no say over
+/// which instance answers).
+pub fn gateway_routes(
+    service: &ServiceName,
+    envoy_cluster: &str,
+    replay: Option<&GatewayReplay>,
+    by: GatewayMatch,
+) -> Vec<Value> {
+    let authority = service.authority();
+    let identity = match by {
+        GatewayMatch::TargetHeader => map! {
+            "name" => TARGET_HEADER,
+            "string_match" => map! { "exact" => authority.clone() },
+        },
+        GatewayMatch::Authority => map! {
+            "name" => ":authority",
+            "string_match" => map! {
+                "safe_regex" => map! {
+                    "regex" => format!("^{}(:[0-9]+)?$", authority.replace('.', "\\.")),
+                },
             },
         },
     };
+    let route = |methods: Option<&[String]>, retry: Value| {
+        let mut headers = vec![identity.clone()];
+        headers.extend(methods.map(method_matcher));
+        let mut action = map! {
+            "cluster" => envoy_cluster,
+            "timeout" => ROUTE_TIMEOUT,
+            "retry_policy" => retry,
+        };
+        if let (GatewayMatch::TargetHeader, Value::Mapping(m)) = (by, &mut action) {
+            m.insert(
+                Value::from("host_rewrite_literal"),
+                Value::from(authority.clone()),
+            );
+        }
+        let mut route = map! {
+            "match" => map! { "prefix" => "/", "headers" => headers },
+            "route" => action,
+        };
+        if let Value::Mapping(m) = &mut route {
+            if by == GatewayMatch::TargetHeader {
+                m.insert(
+                    Value::from("request_headers_to_remove"),
+                    Value::from(vec![TARGET_HEADER]),
+                );
+            }
+            if let Some(replay) = replay.filter(|_| methods.is_some()) {
+                m.insert(
+                    Value::from("request_body_buffer_limit"),
+                    Value::from(replay.max_body_bytes),
+                );
+            }
+        }
+        route
+    };
+    let never_reached = route(
+        None,
+        map! {
+            "retry_on" => "connect-failure,refused-stream",
+            "num_retries" => 2,
+            "retry_host_predicate" => vec![previous_hosts()],
+            "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
+            "retry_back_off" => back_off(),
+        },
+    );
     let Some(replay) = replay else {
         return vec![never_reached];
     };
-    let replayable = map! {
-        "match" => map! {
-            "prefix" => "/",
-            "headers" => vec![method_matcher(&replay.methods)],
+    let replayable = route(
+        Some(&replay.methods),
+        map! {
+            "retry_on" => "connect-failure,refused-stream,reset",
+            "num_retries" => 2,
+            "per_try_timeout" => seconds(replay.per_try_timeout),
+            "retry_host_predicate" => vec![previous_hosts()],
+            "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
+            "retry_back_off" => back_off(),
         },
-        "route" => map! {
-            "cluster" => envoy_cluster,
-            "timeout" => ROUTE_TIMEOUT,
-            "retry_policy" => map! {
-                "retry_on" => "connect-failure,refused-stream,reset",
-                "num_retries" => 2,
-                "per_try_timeout" => seconds(replay.per_try_timeout),
-                "retry_host_predicate" => vec![previous_hosts()],
-                "host_selection_retry_max_attempts" => HOST_SELECTION_ATTEMPTS,
-                "retry_back_off" => back_off(),
-            },
-        },
-        "request_body_buffer_limit" => replay.max_body_bytes,
-    };
+    );
     vec![replayable, never_reached]
 }
 
@@ -419,24 +481,72 @@ mod tests {
             "no method in common"
         );
 
-        let routes = gateway_routes("detour|west|apps|foo", Some(&replay));
+        let foo = ServiceName::new("apps", "foo");
+        let routes = gateway_routes(
+            &foo,
+            "detour|west|apps|foo",
+            Some(&replay),
+            GatewayMatch::Authority,
+        );
         assert_eq!(routes.len(), 2);
         let (replayable, other) = (&routes[0], &routes[1]);
         assert_eq!(
-            replayable["match"]["headers"][0]["string_match"]["safe_regex"]["regex"].as_str(),
+            replayable["match"]["headers"][1]["string_match"]["safe_regex"]["regex"].as_str(),
             Some("^(GET|PUT)$")
         );
         let retry = &replayable["route"]["retry_policy"];
         assert!(retry["retry_on"].as_str().unwrap().contains("reset"));
         assert_eq!(retry["per_try_timeout"].as_str(), Some("0.2s"));
+        assert_eq!(replayable["request_body_buffer_limit"].as_u64(), Some(1024));
         // Every other method: only after a failure that reached no instance.
-        assert_eq!(other["match"].get("headers"), None);
+        assert_eq!(other["match"]["headers"].as_sequence().unwrap().len(), 1);
         let retry = &other["route"]["retry_policy"];
         assert_eq!(
             retry["retry_on"].as_str(),
             Some("connect-failure,refused-stream")
         );
         assert_eq!(retry.get("per_try_timeout"), None);
-        assert_eq!(gateway_routes("detour|west|apps|foo", None).len(), 1);
+        assert_eq!(
+            gateway_routes(&foo, "detour|west|apps|foo", None, GatewayMatch::Authority).len(),
+            1
+        );
+    }
+
+    #[test]
+    fn a_gateway_knows_a_service_by_the_target_header_or_by_its_authority() {
+        let green = ServiceName::new("web", "green");
+        let [by_header] = gateway_routes(
+            &green,
+            "detour|west|web|green",
+            None,
+            GatewayMatch::TargetHeader,
+        )
+        .try_into()
+        .unwrap();
+        let matcher = &by_header["match"]["headers"][0];
+        assert_eq!(matcher["name"].as_str(), Some(TARGET_HEADER));
+        assert_eq!(matcher["string_match"]["exact"].as_str(), Some("green.web"));
+        // The service gets its own authority, and not detour's header.
+        assert_eq!(
+            by_header["route"]["host_rewrite_literal"].as_str(),
+            Some("green.web")
+        );
+        assert_eq!(
+            by_header["request_headers_to_remove"][0].as_str(),
+            Some(TARGET_HEADER)
+        );
+        let [by_authority] = gateway_routes(
+            &green,
+            "detour|west|web|green",
+            None,
+            GatewayMatch::Authority,
+        )
+        .try_into()
+        .unwrap();
+        let regex = by_authority["match"]["headers"][0]["string_match"]["safe_regex"]["regex"]
+            .as_str()
+            .unwrap();
+        assert_eq!(regex, r"^green\.web(:[0-9]+)?$");
+        assert_eq!(by_authority["route"].get("host_rewrite_literal"), None);
     }
 }
