@@ -152,6 +152,15 @@ fn blue_fails_over_to_green_in_another_namespace_with_greens_authority() {
         .filter(|s| s.sent >= dead && s.served_by() != Some("west"))
         .collect();
     assert!(elsewhere.is_empty(), "{:#?}", summaries(elsewhere));
+    // Requests in flight at the kill were carried on to green: sent before it,
+    // answered by west.
+    let rescued = report
+        .samples
+        .iter()
+        .filter(|s| s.sent < killed && s.served_by() == Some("west"))
+        .count();
+    eprintln!("in flight at the kill and answered by green: {rescued}");
+    assert!(rescued > 0, "no request was in flight at the kill");
 
     // West's green received every request west answered, with green's authority (the
     // client sent blue's), through west's gateway.
