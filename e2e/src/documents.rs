@@ -35,9 +35,9 @@ pub fn write_config(dir: &Path, setup: &Setup, layout: &Layout) -> Result<Vec<Pa
 }
 
 /// The `MemberCluster` of one member: its gateway (`address`, or `addresses` when it
-/// has several instances) and its one service's endpoints.
+/// has several instances) and its one service's endpoints ([`Setup::service_in`]).
 pub fn member_cluster(setup: &Setup, member: &MemberAddrs) -> String {
-    let service = &setup.service;
+    let service = setup.service_in(&member.name);
     let gateway = match member.gateways.as_slice() {
         [_, _, ..] => format!(
             "addresses: [{}]",
@@ -88,18 +88,19 @@ pub fn failover_scheme(setup: &Setup) -> String {
 /// service).
 pub fn failover_scheme_named(setup: &Setup, scheme: &str) -> String {
     let service = &setup.service;
-    let svc = format!(
-        "{{name: {}, namespace: {}}}",
-        service.name, service.namespace
-    );
     let mut groups = String::new();
     for group in &setup.failover_groups {
         groups.push_str("  - priorityGroup:\n");
         for cluster in group {
+            // The service that cluster runs: the primary's, or another one.
+            let target = setup.service_in(cluster);
             // `write!` to a String cannot fail.
             let _ = writeln!(
                 groups,
-                "    - {{cluster: {cluster}, services: [{svc}], weight: 1}}"
+                "    - {{cluster: {cluster}, services: [{{name: {}, namespace: {}}}], weight: {}}}",
+                target.name,
+                target.namespace,
+                setup.weight_of(cluster)
             );
         }
     }
@@ -245,6 +246,32 @@ spec:
         let scheme = failover_scheme(&setup);
         assert!(scheme.contains(r#"healthCheck: {grpc: {serviceName: ""}, interval: 200ms"#));
         assert!(scheme.contains("maxBodyBytes: 65536, perTryTimeout: 300ms}"));
+    }
+
+    #[test]
+    fn weighted_targets_and_another_service_are_written_per_cluster() {
+        let setup = Setup {
+            service: crate::setup::Service::new("apps", "blue"),
+            services: [("west".into(), crate::setup::Service::new("web", "green"))].into(),
+            failover_groups: vec![vec!["west".into(), "south".into()]],
+            weights: [("west".into(), 3)].into(),
+            ..Setup::for_tests()
+        };
+        assert!(member_cluster(&setup, &west()).contains(
+            r#"- {name: green, namespace: web, port: 8080, endpoints: ["127.0.2.10:8080"]}"#
+        ));
+        let scheme = failover_scheme(&setup);
+        assert!(
+            scheme.contains(
+                "  primary: {cluster: east, name: blue, namespace: apps}
+  failoverGroups:
+  - priorityGroup:
+    - {cluster: west, services: [{name: green, namespace: web}], weight: 3}
+    - {cluster: south, services: [{name: blue, namespace: apps}], weight: 1}
+  healthCheck:"
+            ),
+            "{scheme}"
+        );
     }
 
     #[test]

@@ -97,14 +97,24 @@ pub enum ControllerKind {
 pub struct Setup {
     /// Member clusters; the kth (from 1) lives on 127.0.k.0/24.
     pub clusters: Vec<String>,
-    /// The service every cluster runs, and the scheme protects.
+    /// The service the scheme protects: the primary's, and the one every cluster runs
+    /// unless [`Setup::services`] names another.
     pub service: Service,
+    /// Clusters that run another service than [`Setup::service`] (name and namespace):
+    /// their `MemberCluster` declares it, their upstreams serve it, and the scheme's
+    /// target in that cluster names it (a failover to another service, as Gloo's
+    /// `blue` → `green`). A cluster not named runs `service`.
+    pub services: BTreeMap<String, Service>,
     /// What the service speaks in every member cluster.
     pub protocol: Protocol,
     /// The cluster whose service is the scheme's primary.
     pub primary: String,
-    /// The scheme's failover groups in priority order, each a list of clusters.
+    /// The scheme's failover groups in priority order, each a list of clusters (one
+    /// target each, with its weight from [`Setup::weights`]).
     pub failover_groups: Vec<Vec<String>>,
+    /// The `weight` of the scheme's target in a cluster, e.g. 3 and 1 for two targets
+    /// sharing a group; a cluster not named weighs 1.
+    pub weights: BTreeMap<String, u32>,
     pub health: HealthCheck,
     /// `failback.stableFor`.
     pub stable_for: Duration,
@@ -149,9 +159,11 @@ impl Setup {
         Setup {
             clusters: vec!["east".into(), "west".into(), "south".into()],
             service: Service::new("apps", "foo"),
+            services: BTreeMap::new(),
             protocol: Protocol::Http,
             primary: "east".into(),
             failover_groups: vec![vec!["west".into()], vec!["south".into()]],
+            weights: BTreeMap::new(),
             health: HealthCheck {
                 path: crate::upstream::HEALTH_PATH.into(),
                 interval: Duration::from_millis(200),
@@ -185,6 +197,16 @@ impl Setup {
         setup.health.timeout = Duration::from_millis(500);
         setup.stable_for = Duration::from_secs(3);
         setup
+    }
+
+    /// The service `cluster` runs (and the scheme's target there names).
+    pub fn service_in(&self, cluster: &str) -> &Service {
+        self.services.get(cluster).unwrap_or(&self.service)
+    }
+
+    /// The weight of the scheme's target in `cluster` (1 unless [`Setup::weights`] says).
+    pub fn weight_of(&self, cluster: &str) -> u32 {
+        self.weights.get(cluster).copied().unwrap_or(1)
     }
 
     /// How many instances of the service `cluster` runs (at least one).

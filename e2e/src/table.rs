@@ -27,12 +27,15 @@ pub fn table_for(
     health_of: impl Fn(&str) -> Health,
 ) -> TableDoc {
     let service = &setup.service;
-    let target = |member: &str| TargetDoc {
-        cluster: member.to_string(),
-        service: service.qualified(),
-        envoy_cluster: service.envoy_cluster(member),
-        weight: 1,
-        health: health_of(member),
+    let target = |member: &str| {
+        let runs = setup.service_in(member);
+        TargetDoc {
+            cluster: member.to_string(),
+            service: runs.qualified(),
+            envoy_cluster: runs.envoy_cluster(member),
+            weight: setup.weight_of(member),
+            health: health_of(member),
+        }
     };
     let groups = std::iter::once(vec![target(&setup.primary)])
         .chain(

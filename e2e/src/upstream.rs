@@ -45,6 +45,10 @@ pub struct Record {
     pub test_id: Option<String>,
     /// The `x-detour-via` header: the request crossed an east-west gateway from there.
     pub via: Option<String>,
+    /// The authority the request arrived with: `:authority` (HTTP/2) or `Host`
+    /// (HTTP/1.1), e.g. `foo.apps` — the service the last proxy meant it for.
+    #[serde(default)]
+    pub authority: Option<String>,
     pub body_bytes: u64,
 }
 

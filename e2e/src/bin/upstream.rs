@@ -191,6 +191,7 @@ async fn handle(
         path: path.clone(),
         test_id: header(TEST_ID),
         via: header("x-detour-via"),
+        authority: authority(&parts.uri, &parts.headers),
         body_bytes: body.len() as u64,
     };
     server.append(&record)?;
@@ -262,6 +263,7 @@ fn websocket(server: &Server, request: &mut Request<Incoming>) -> Result<Respons
         path: request.uri().path().to_string(),
         test_id: header(TEST_ID),
         via: header("x-detour-via"),
+        authority: authority(request.uri(), request.headers()),
         body_bytes: 0,
     })?;
     let upgrade = hyper::upgrade::on(request);
@@ -294,6 +296,17 @@ impl Server {
         file.write_all(&line)
             .context("appending to the record file")
     }
+}
+
+/// The authority a request came with: HTTP/2's `:authority` (in the URI), else the
+/// `Host` header of HTTP/1.1.
+fn authority(uri: &hyper::Uri, headers: &hyper::HeaderMap) -> Option<String> {
+    uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+        headers
+            .get(hyper::header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    })
 }
 
 /// The value of `key` in a query string (`""` for a bare `key`).

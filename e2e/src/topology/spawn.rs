@@ -16,15 +16,15 @@ use std::path::Path;
 
 use super::instances::gateway_envoy_name;
 
-/// Spawns one upstream per instance of every member's service, speaking the setup's
-/// protocol, cluster by cluster and instance by instance (the order lookups rely on), without waiting for them.
+/// Spawns one upstream per instance of every member's service ([`Setup::service_in`]),
+/// speaking the setup's protocol, cluster by cluster and instance by instance (the order lookups rely on), without waiting for them.
 pub(super) fn upstreams(setup: &Setup, layout: &Layout, out: &OutDir) -> Result<Vec<Upstream>> {
     let mut upstreams = Vec::new();
     for member in &layout.members {
         for (instance, listen) in member.services.iter().enumerate() {
             let spec = UpstreamSpec {
                 cluster: member.name.clone(),
-                service: setup.service.qualified(),
+                service: setup.service_in(&member.name).qualified(),
                 listen: *listen,
             };
             upstreams.push(match setup.protocol {

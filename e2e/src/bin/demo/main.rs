@@ -390,7 +390,7 @@ fn security(topology: &mut Topology) -> String {
         .failover_groups
         .iter()
         .flatten()
-        .map(|c| handshakes(&setup.service.envoy_cluster(c)))
+        .map(|c| handshakes(&setup.service_in(c).envoy_cluster(c)))
         .sum();
     let controller = handshakes("detour_controller");
     if mtls {
