@@ -2,9 +2,9 @@
 //! Kubernetes watches: either feeds the index and publishes each model), the tables task
 //! (which keeps the health checkers in line with the model and rebuilds the tables), and
 //! the HTTP server(s). In Kubernetes mode the leader also writes status, Events and
-//! Secrets ([`crate::kube::run`]).
+//! Secrets ([`detour_kube::run`]).
 //!
-//! A fourth task keeps the status API's document current ([`crate::status::live`]).
+//! A fourth task keeps the status API's document current ([`crate::live`]).
 //!
 //! Listeners: without TLS, `--listen` serves the table API and the operational
 //! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
@@ -15,20 +15,21 @@
 
 use crate::client::Connections;
 use crate::health::probe::Prober;
-use crate::health::{Checker, HealthBoard, HealthMap};
-use crate::kube::run::{KubeOptions, Wiring};
+use crate::health::{Checker, HealthBoard};
+use crate::live::{self, Feeds, Versions};
 use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
-use crate::model::{Model, ProbeSpec};
 use crate::server::{self, Access, AppState};
 use crate::source::files::FileSource;
-use crate::status::events::EventLog;
-use crate::status::live::{self, Feeds, Versions};
-use crate::status::tracker::Tracker;
-use crate::tables::{self, PublishedTable, TableSet};
 use crate::tls::config::{TlsFiles, server_config};
 use crate::tls::reload::load_and_watch;
 use crate::tls::server::TlsListener;
 use anyhow::Context;
+use detour_core::health::HealthMap;
+use detour_core::model::{Model, ProbeSpec};
+use detour_core::status::events::EventLog;
+use detour_core::status::tracker::Tracker;
+use detour_core::tables::{self, PublishedTable, TableSet};
+use detour_kube::run::{KubeOptions, Wiring};
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -114,7 +115,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             let model = source.load().map_err(|problems| {
                 anyhow::anyhow!(
                     "{}\nthe configuration in {} is invalid ({} problem(s))",
-                    crate::docs::Problems(problems.clone()),
+                    detour_core::docs::Problems(problems.clone()),
                     config.display(),
                     problems.len()
                 )
@@ -142,7 +143,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 shutdown: shutdown_rx.clone(),
             };
             election = Some(
-                crate::kube::run::start(kube, wiring, metrics.clone())
+                detour_kube::run::start(kube, wiring, Arc::new(metrics.kube.clone()))
                     .await
                     .context("starting the Kubernetes source")?,
             );

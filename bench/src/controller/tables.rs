@@ -8,9 +8,9 @@
 use super::documents::Federation;
 use crate::stats::{Spread, ms};
 use anyhow::{Result, bail};
-use detour::health::HealthMap;
-use detour::health::state::TargetState;
-use detour::tables::{self, PublishedTable};
+use detour_core::health::HealthMap;
+use detour_core::health::state::TargetState;
+use detour_core::tables::{self, PublishedTable};
 use std::time::Instant;
 
 /// Clusters of the made-up federations, and the scheme counts measured.
@@ -45,11 +45,11 @@ fn measure(schemes: usize) -> Result<TableScale> {
     let mut model = None;
     for _ in 0..REPEAT {
         let at = Instant::now();
-        let (docs, problems) = detour::docs::load::parse_file("bench.yaml", &text);
+        let (docs, problems) = detour_core::docs::load::parse_file("bench.yaml", &text);
         if !problems.is_empty() {
             bail!("made-up documents refused: {}", problems[0]);
         }
-        let built = match detour::validate::build_model(&docs) {
+        let built = match detour_core::validate::build_model(&docs) {
             Ok(m) => m,
             Err(problems) => bail!("made-up documents refused: {:?}", problems.first()),
         };

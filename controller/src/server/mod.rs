@@ -14,14 +14,14 @@ mod status_api;
 mod tables;
 mod ui;
 
+use crate::live::PublishedStatus;
 use crate::metrics::Metrics;
-use crate::status::live::PublishedStatus;
-use crate::tables::TableSet;
 use crate::tls::server::{Peer, TlsListener};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use detour_core::tables::TableSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

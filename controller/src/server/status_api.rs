@@ -1,6 +1,6 @@
 //! The status API (read-only, on the operational listener):
 //!
-//! - `GET /v1/status` → the document ([`crate::status::report::StatusReport`]) with
+//! - `GET /v1/status` → the document ([`detour_core::status::report::StatusReport`]) with
 //!   `ETag: "<version>"`; `If-None-Match` naming the current version → 304, and with
 //!   `?wait=30s` as well the answer is held until a new version (200) or the end of the
 //!   wait (304): the table API's long-poll, for scripts and `detour status --watch`.
@@ -10,7 +10,7 @@
 
 use super::tables::{IfNoneMatch, parse_wait};
 use super::{AppState, json_error};
-use crate::status::live::PublishedStatus;
+use crate::live::PublishedStatus;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};

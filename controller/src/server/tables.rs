@@ -8,14 +8,14 @@
 
 use super::{Access, AppState, json_error};
 use crate::metrics::{CodeLabels, InFlight};
-use crate::tables::PublishedTable;
-use crate::tls::identity::{ClusterRole, Identity};
 use crate::tls::server::Peer;
 use axum::Extension;
 use axum::extract::ConnectInfo;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use detour_core::pki::identity::{ClusterRole, Identity};
+use detour_core::tables::PublishedTable;
 use detour_filter::duration::parse_duration;
 use serde::Deserialize;
 use std::time::Duration;

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::client::HttpClient;
-use crate::status::live::{self, Versions};
-use crate::status::report::StatusReport;
-use crate::tables::PublishedTable;
+use crate::live::{self, Versions};
 use bytes::Bytes;
+use detour_core::status::report::StatusReport;
+use detour_core::tables::PublishedTable;
 use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::TableDoc;
 use std::net::SocketAddr;

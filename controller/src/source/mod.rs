@@ -1,4 +1,4 @@
 //! Where documents come from. Files now; Kubernetes watches (issue 5) feed the same
-//! [`crate::index::Index`].
+//! [`detour_core::index::Index`].
 
 pub mod files;
