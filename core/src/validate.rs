@@ -6,8 +6,8 @@
 //! its own status, so [`build_partial`] serves every valid document and reports the rest.
 
 use crate::docs::{
-    Document, FailoverSchemeSpec, GatewaySpec, MemberClusterSpec, Object, Origin, Problem,
-    ServiceSpec,
+    Document, FailoverSchemeSpec, GatewaySpec, MemberClusterSpec, Object, ObjectRef, Origin,
+    Problem, ProblemKind, ServiceSpec,
 };
 use crate::model::{
     Address, CheckKind, Cluster, DEFAULT_HEALTH_PATH, Failback, HealthCheck, Host, Model, Protocol,
@@ -20,9 +20,8 @@ use std::time::Duration;
 /// Shortest health-check interval accepted: below it checks would only burn CPU.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// How a problem about a service its cluster does not have begins. In Kubernetes such a
-/// problem may only mean that the cluster's services are not listed yet.
-pub const UNKNOWN_SERVICE: &str = "unknown service";
+/// How the message of a [`ProblemKind::UnknownService`] problem begins.
+const UNKNOWN_SERVICE: &str = "unknown service";
 
 /// Where the documents come from, which changes what a MemberCluster's services mean.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -110,14 +109,24 @@ struct Validator {
 /// Reports problems of one document.
 struct At<'a> {
     doc: &'a Document,
-    subject: String,
+    object: ObjectRef,
 }
 
 impl At<'_> {
     fn problem(&self, path: impl Into<String>, message: impl Into<String>) -> Problem {
+        self.problem_of(ProblemKind::Invalid, path, message)
+    }
+
+    fn problem_of(
+        &self,
+        kind: ProblemKind,
+        path: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Problem {
         Problem {
+            kind,
             origin: self.doc.origin.clone(),
-            subject: Some(self.subject.clone()),
+            object: Some(self.object.clone()),
             path: Some(path.into()),
             message: message.into(),
         }
@@ -132,7 +141,7 @@ impl Validator {
     fn member_cluster(&mut self, doc: &Document, name: &str, spec: &MemberClusterSpec) {
         let at = At {
             doc,
-            subject: doc.subject(),
+            object: doc.object_ref(),
         };
         let before = self.problems.len();
         if let Err(e) = dns_name(name, 253, true) {
@@ -305,7 +314,7 @@ impl Validator {
     ) -> Option<Scheme> {
         let at = At {
             doc,
-            subject: doc.subject(),
+            object: doc.object_ref(),
         };
         let before = self.problems.len();
         let blocked_before = self.blocked.len();
@@ -336,7 +345,7 @@ impl Validator {
             self.report(&at, "spec.primary", msg);
         } else {
             self.primaries
-                .insert(primary.clone(), format!("{} ({})", at.subject, doc.origin));
+                .insert(primary.clone(), format!("{} ({})", at.object, doc.origin));
         }
 
         let groups = self.groups(&at, &primary, primary_ok, spec);
@@ -402,7 +411,8 @@ impl Validator {
                 t.service, t.cluster
             ),
         };
-        self.report(at, path, msg);
+        self.problems
+            .push(at.problem_of(ProblemKind::UnknownService, path, msg));
         false
     }
 
@@ -880,6 +890,36 @@ mod tests {
                 "primary: {cluster: east, name: nope",
             ),
             &format!("{FOO}spec.primary: unknown service apps/nope in cluster \"east\""),
+        );
+    }
+
+    #[test]
+    fn problems_carry_their_kind_and_object() {
+        let (docs, _) = parse_file(
+            "c.yaml",
+            &EXAMPLE.replacen(
+                "primary: {cluster: east, name: foo",
+                "primary: {cluster: east, name: nope",
+                1,
+            ),
+        );
+        let problems = build_model(&docs).unwrap_err();
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].kind, ProblemKind::UnknownService);
+        assert_eq!(
+            problems[0]
+                .object
+                .as_ref()
+                .map(ToString::to_string)
+                .as_deref(),
+            Some("FailoverScheme apps/foo")
+        );
+        assert_eq!(problems[0].path.as_deref(), Some("spec.primary"));
+        let (docs, _) = parse_file("c.yaml", &EXAMPLE.replacen("port: 15443", "port: 0", 1));
+        let problems = build_model(&docs).unwrap_err();
+        assert!(
+            problems.iter().all(|p| p.kind == ProblemKind::Invalid),
+            "{problems:?}"
         );
     }
 

@@ -10,7 +10,7 @@
 
 use super::discovery::ClusterServices;
 use detour_core::docs::{
-    Document, FailoverScheme, Kind, MemberCluster, Object, Origin, Problem, subject,
+    Document, FailoverScheme, Kind, MemberCluster, Object, ObjectRef, Origin, Problem,
 };
 use detour_core::index::Index;
 use detour_core::model::{Model, ServiceName};
@@ -64,29 +64,6 @@ impl<K> Relist<K> {
                 Some(Change::Reset(self.listing.take().unwrap_or_default()))
             }
         }
-    }
-}
-
-/// Which object a problem or a status is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectKey {
-    pub kind: Kind,
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl ObjectKey {
-    fn of(kind: Kind, meta: &ObjectMeta) -> ObjectKey {
-        ObjectKey {
-            kind,
-            namespace: meta.namespace.clone(),
-            name: meta.name.clone().unwrap_or_default(),
-        }
-    }
-
-    /// `FailoverScheme apps/foo`, as in problems.
-    pub fn subject(&self) -> String {
-        subject(self.kind, self.namespace.as_deref(), &self.name)
     }
 }
 
@@ -152,7 +129,7 @@ pub struct Snapshot {
     /// Every valid document (what the tables serve).
     pub model: Model,
     /// Problems by the object they are about.
-    pub problems: BTreeMap<ObjectKey, Vec<Problem>>,
+    pub problems: BTreeMap<ObjectRef, Vec<Problem>>,
     pub schemes: Vec<Arc<FailoverScheme>>,
     pub clusters: Vec<Arc<MemberCluster>>,
     /// By member cluster name; a MemberCluster without an entry has not been connected.
@@ -165,7 +142,7 @@ pub struct Snapshot {
 /// The index of Kubernetes objects.
 #[derive(Debug)]
 pub struct KubeIndex {
-    schemes: BTreeMap<ObjectKey, Arc<FailoverScheme>>,
+    schemes: BTreeMap<ObjectRef, Arc<FailoverScheme>>,
     clusters: BTreeMap<String, Arc<MemberCluster>>,
     secrets: BTreeMap<String, Secret>,
     members: BTreeMap<String, Member>,
@@ -192,7 +169,7 @@ impl KubeIndex {
     }
 
     pub fn schemes(&mut self, change: Change<FailoverScheme>) {
-        let key = |s: &FailoverScheme| ObjectKey::of(Kind::FailoverScheme, &s.metadata);
+        let key = |s: &FailoverScheme| ObjectRef::of(Kind::FailoverScheme, &s.metadata);
         match change {
             Change::Apply(s) => {
                 self.schemes.insert(key(&s), Arc::new(s));
@@ -420,20 +397,19 @@ impl KubeIndex {
     pub fn snapshot(&mut self) -> Snapshot {
         self.index.reset(self.documents());
         let (model, found) = self.index.partial_model();
-        let mut problems: BTreeMap<ObjectKey, Vec<Problem>> = BTreeMap::new();
-        let keys: BTreeMap<String, ObjectKey> = self
+        let mut problems: BTreeMap<ObjectRef, Vec<Problem>> = BTreeMap::new();
+        let keys: BTreeSet<ObjectRef> = self
             .schemes
             .keys()
             .cloned()
             .chain(
                 self.clusters
                     .values()
-                    .map(|c| ObjectKey::of(Kind::MemberCluster, &c.metadata)),
+                    .map(|c| ObjectRef::of(Kind::MemberCluster, &c.metadata)),
             )
-            .map(|k| (k.subject(), k))
             .collect();
         for p in found {
-            if let Some(key) = p.subject.as_ref().and_then(|s| keys.get(s)) {
+            if let Some(key) = p.object.as_ref().and_then(|o| keys.get(o)) {
                 problems.entry(key.clone()).or_default().push(p);
             }
         }

@@ -8,19 +8,18 @@
 //! [`StatusWriter`] applies them, checking the lease before every call.
 
 use super::events::{EventSink, EventType, Notice};
-use super::index::{MemberState, ObjectKey, Snapshot, Sync};
+use super::index::{MemberState, Snapshot, Sync};
 use super::lease::Leadership;
 use super::{Error, FIELD_MANAGER};
 use crate::metrics::KubeMetrics;
 use detour_core::docs::{
     API_VERSION, FailoverScheme, FailoverSchemeStatus, Kind, MemberCluster, MemberClusterStatus,
-    Problem, SchemeState, TargetStatus,
+    ObjectRef, Problem, ProblemKind, SchemeState, TargetStatus,
 };
 use detour_core::health::HealthMap;
 use detour_core::status::report::rfc3339;
 use detour_core::status::{SchemeView, move_message, routing_message, since, views};
 use detour_core::tables::TableSet;
-use detour_core::validate::UNKNOWN_SERVICE;
 use detour_filter::health::Health;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -72,8 +71,8 @@ fn referenced_clusters(scheme: &FailoverScheme) -> Vec<&str> {
 fn key_of(
     kind: Kind,
     meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta,
-) -> ObjectKey {
-    ObjectKey {
+) -> ObjectRef {
+    ObjectRef {
         kind,
         namespace: meta.namespace.clone(),
         name: meta.name.clone().unwrap_or_default(),
@@ -112,7 +111,7 @@ pub fn plan_scheme(
         let waiting = !unlisted.is_empty()
             && problems
                 .iter()
-                .all(|p| p.message.starts_with(UNKNOWN_SERVICE));
+                .all(|p| p.kind == ProblemKind::UnknownService);
         let failed = unlisted
             .iter()
             .find_map(|c| match member(c).map(|m| &m.sync) {

@@ -10,7 +10,7 @@
 
 use crate::metrics::{Metrics, ResultLabels};
 use detour_core::docs::load::{SourceFile, parse_files};
-use detour_core::docs::{Origin, Problem, Problems};
+use detour_core::docs::{Origin, Problem, ProblemKind, Problems};
 use detour_core::index::Index;
 use detour_core::model::Model;
 use detour_core::status::report::{ConfigOutcome, ConfigState, rfc3339_ms};
@@ -49,11 +49,12 @@ fn apply(index: &mut Index, files: &[SourceFile]) -> Result<Model, Vec<Problem>>
 /// mounts a ConfigMap as `..data/` plus symlinks at the top, which are read).
 pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Problem>> {
     let at_dir = |message: String| Problem {
+        kind: ProblemKind::Unreadable,
         origin: Origin {
             source: dir.display().to_string(),
             document: None,
         },
-        subject: None,
+        object: None,
         path: None,
         message,
     };
@@ -82,11 +83,12 @@ pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Problem>> {
         match std::fs::read_to_string(&path) {
             Ok(text) => files.push(SourceFile { path, text }),
             Err(e) => problems.push(Problem {
+                kind: ProblemKind::Unreadable,
                 origin: Origin {
                     source: path.display().to_string(),
                     document: None,
                 },
-                subject: None,
+                object: None,
                 path: None,
                 message: format!("cannot read: {e}"),
             }),

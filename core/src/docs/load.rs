@@ -3,8 +3,8 @@
 //! names the file, the document and the field path, with the line when YAML knows it.
 
 use super::{
-    API_VERSION, Document, FailoverSchemeSpec, Kind, MemberClusterSpec, Object, Origin, Problem,
-    subject,
+    API_VERSION, Document, FailoverSchemeSpec, Kind, MemberClusterSpec, Object, ObjectRef, Origin,
+    Problem, ProblemKind,
 };
 use serde::Deserialize;
 use serde::de::{DeserializeOwned, IgnoredAny};
@@ -46,8 +46,9 @@ pub fn parse_file(source: &str, text: &str) -> (Vec<Document>, Vec<Problem>) {
             Err(e) => {
                 // The YAML stream is broken here; nothing after it can be trusted.
                 problems.push(Problem {
+                    kind: ProblemKind::Malformed,
                     origin,
-                    subject: None,
+                    object: None,
                     path: None,
                     message: format!("invalid YAML: {e}"),
                 });
@@ -115,8 +116,9 @@ fn parse_object(
 ) -> (Option<Object>, Vec<Problem>) {
     let field = |key: &str| value.get(key).and_then(Value::as_str).map(str::to_string);
     let problem = |path: &str, message: String| Problem {
+        kind: ProblemKind::Malformed,
         origin: origin.clone(),
-        subject: None,
+        object: None,
         path: Some(path.to_string()),
         message,
     };
@@ -124,8 +126,9 @@ fn parse_object(
         return (
             None,
             vec![Problem {
+                kind: ProblemKind::Malformed,
                 origin: origin.clone(),
-                subject: None,
+                object: None,
                 path: None,
                 message: "a document must be a mapping with apiVersion, kind, metadata and spec"
                     .into(),
@@ -169,17 +172,18 @@ fn parse_object(
     // Best effort, so that even a document that does not parse is named in messages.
     let meta = value.get("metadata");
     let meta_str = |key: &str| meta.and_then(|m| m.get(key)).and_then(Value::as_str);
-    let guessed_subject = meta_str("name").map(|name| {
-        let ns = if kind.namespaced() {
-            meta_str("namespace")
+    let guessed_object = meta_str("name").map(|name| ObjectRef {
+        kind,
+        namespace: if kind.namespaced() {
+            meta_str("namespace").map(str::to_string)
         } else {
             None
-        };
-        subject(kind, ns, name)
+        },
+        name: name.to_string(),
     });
     if !problems.is_empty() {
         for p in &mut problems {
-            p.subject.clone_from(&guessed_subject);
+            p.object.clone_from(&guessed_object);
         }
         return (None, problems);
     }
@@ -205,8 +209,9 @@ fn parse_object(
     let mut problems: Vec<Problem> = errors
         .into_iter()
         .map(|(path, message)| Problem {
+            kind: ProblemKind::Malformed,
             origin: origin.clone(),
-            subject: guessed_subject.clone(),
+            object: guessed_object.clone(),
             path,
             message,
         })
@@ -214,7 +219,11 @@ fn parse_object(
     let Some((meta, namespace, spec)) = typed else {
         return (None, problems);
     };
-    let subject = Some(subject(kind, namespace.as_deref(), &meta.name));
+    let object_ref = Some(ObjectRef {
+        kind,
+        namespace: namespace.clone(),
+        name: meta.name.clone(),
+    });
     let object = match (spec, namespace) {
         (ObjectSpec::MemberCluster(spec), None) => Object::MemberCluster {
             name: meta.name,
@@ -222,8 +231,9 @@ fn parse_object(
         },
         (ObjectSpec::MemberCluster(_), Some(_)) => {
             problems.push(Problem {
+                kind: ProblemKind::Invalid,
                 origin: origin.clone(),
-                subject,
+                object: object_ref,
                 path: Some("metadata.namespace".into()),
                 message: "a MemberCluster is cluster-scoped; remove the namespace".into(),
             });
@@ -236,8 +246,9 @@ fn parse_object(
         },
         (ObjectSpec::FailoverScheme(_), None) => {
             problems.push(Problem {
+                kind: ProblemKind::Invalid,
                 origin: origin.clone(),
-                subject,
+                object: object_ref,
                 path: Some("metadata.namespace".into()),
                 message: "required (a FailoverScheme lives in a namespace)".into(),
             });

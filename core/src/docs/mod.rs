@@ -14,6 +14,7 @@
 
 pub mod load;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube_derive::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -498,30 +499,68 @@ impl Object {
 }
 
 impl Document {
-    /// `FailoverScheme apps/foo` or `MemberCluster west`, for messages.
-    pub fn subject(&self) -> String {
-        subject(
-            self.object.kind(),
-            self.object.namespace(),
-            self.object.name(),
-        )
+    /// The object this document defines.
+    pub fn object_ref(&self) -> ObjectRef {
+        ObjectRef {
+            kind: self.object.kind(),
+            namespace: self.object.namespace().map(str::to_string),
+            name: self.object.name().to_string(),
+        }
     }
 }
 
-pub fn subject(kind: Kind, namespace: Option<&str>, name: &str) -> String {
-    match namespace {
-        Some(ns) => format!("{kind} {ns}/{name}"),
-        None => format!("{kind} {name}"),
+/// Which object a problem or a status is about; reads `FailoverScheme apps/foo` or
+/// `MemberCluster west`, as in messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectRef {
+    pub kind: Kind,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// The object a Kubernetes resource of `kind` with this metadata is.
+    pub fn of(kind: Kind, meta: &ObjectMeta) -> ObjectRef {
+        ObjectRef {
+            kind,
+            namespace: meta.namespace.clone(),
+            name: meta.name.clone().unwrap_or_default(),
+        }
     }
+}
+
+impl fmt::Display for ObjectRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {ns}/{}", self.kind, self.name),
+            None => write!(f, "{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// What kind of problem a [`Problem`] is: what a caller decides on (Kubernetes status
+/// tells a wait from a mistake by it), never by reading the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// A file or directory could not be read.
+    Unreadable,
+    /// Not a document: bad YAML, a wrong type, an unknown or missing field.
+    Malformed,
+    /// A well-formed document that contradicts itself or another one.
+    Invalid,
+    /// A scheme names a service its member cluster does not have (yet, in Kubernetes,
+    /// when that cluster's Services are not listed yet).
+    UnknownService,
 }
 
 /// One thing wrong with the configuration, located as precisely as we can:
 /// `config/foo.yaml: document 2 (FailoverScheme apps/foo): spec.primary.cluster: ...`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
+    pub kind: ProblemKind,
     pub origin: Origin,
-    /// `Kind namespace/name` when known.
-    pub subject: Option<String>,
+    /// The object it is about, when known.
+    pub object: Option<ObjectRef>,
     /// Field path inside the document, when the problem is in one field.
     pub path: Option<String>,
     pub message: String,
@@ -530,8 +569,8 @@ pub struct Problem {
 impl fmt::Display for Problem {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}", self.origin)?;
-        if let Some(s) = &self.subject {
-            write!(f, " ({s})")?;
+        if let Some(o) = &self.object {
+            write!(f, " ({o})")?;
         }
         if let Some(p) = &self.path {
             write!(f, ": {p}")?;
@@ -578,8 +617,13 @@ mod tests {
     #[test]
     fn problems_read_as_one_line_each() {
         let p = Problem {
+            kind: ProblemKind::Invalid,
             origin: Origin::file("config/foo.yaml", 2),
-            subject: Some("FailoverScheme apps/foo".into()),
+            object: Some(ObjectRef {
+                kind: Kind::FailoverScheme,
+                namespace: Some("apps".into()),
+                name: "foo".into(),
+            }),
             path: Some("spec.primary.cluster".into()),
             message: "unknown cluster \"nowhere\"".into(),
         };

@@ -108,7 +108,7 @@ fn a_deleted_service_makes_its_scheme_invalid_and_unserved() {
         Change::Delete(ex.discovered["south"].0[0].clone()),
     );
     let snapshot = index.snapshot();
-    let key = ObjectKey {
+    let key = ObjectRef {
         kind: Kind::FailoverScheme,
         namespace: Some("apps".into()),
         name: "foo".into(),
@@ -220,7 +220,7 @@ fn the_older_of_two_schemes_for_one_primary_wins_whatever_the_order_seen() {
         let snapshot = index.snapshot();
         assert_eq!(snapshot.model.schemes.len(), 1);
         assert_eq!(snapshot.model.schemes[0].name, "foo");
-        let key = ObjectKey {
+        let key = ObjectRef {
             kind: Kind::FailoverScheme,
             namespace: Some("apps".into()),
             name: "foo-too".into(),
@@ -238,7 +238,7 @@ fn a_scheme_naming_an_invalid_cluster_is_left_out_with_a_reason() {
     let text = EXAMPLE.replacen("address: 127.0.2.1", "address: 127.0.1.1", 1);
     let ex = objects_of(&text);
     let snapshot = loaded(&ex).snapshot();
-    let west = ObjectKey {
+    let west = ObjectRef {
         kind: Kind::MemberCluster,
         namespace: None,
         name: "west".into(),
@@ -248,7 +248,7 @@ fn a_scheme_naming_an_invalid_cluster_is_left_out_with_a_reason() {
             .message
             .contains("is already the gateway of")
     );
-    let foo = ObjectKey {
+    let foo = ObjectRef {
         kind: Kind::FailoverScheme,
         namespace: Some("apps".into()),
         name: "foo".into(),
