@@ -1,9 +1,10 @@
-//! Keeps the status API's document current: rebuilds it whenever the model, a target's
-//! health, a table (a failback damping window ending) or the configuration's outcome
-//! changes, and publishes a new version when the content differs. The HTTP handlers
+//! Keeps the status API's document current: rebuilds it from each decision of the tables
+//! task (a new model, a target's health, a failback damping window ending) and whenever
+//! the configuration's outcome changes, and publishes a new version when the content differs. The HTTP handlers
 //! (`/v1/status`, its long-poll and its event stream) only read the published value.
 
 use bytes::Bytes;
+use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
 use detour_core::model::Model;
 use detour_core::status::events::EventLog;
@@ -46,8 +47,9 @@ impl PublishedStatus {
 
 /// What the status task watches.
 pub struct Feeds {
-    pub models: watch::Receiver<Arc<Model>>,
-    pub health: watch::Receiver<HealthMap>,
+    /// The tables task's decisions: the model, the health and the views.
+    pub decisions: watch::Receiver<Arc<Decided>>,
+    /// The tables as published (their versions).
     pub tables: watch::Receiver<Arc<TableSet>>,
     /// The file source's word on each load; `None` in Kubernetes mode.
     pub config: watch::Receiver<Option<ConfigState>>,
@@ -88,23 +90,24 @@ pub fn channel(
     watch::Sender<Arc<PublishedStatus>>,
     watch::Receiver<Arc<PublishedStatus>>,
 ) {
-    let mut report = Tracker::new(source, EventLog::default()).observe(
-        &Inputs {
-            model: &Arc::new(Model::default()),
-            board: &HealthMap::new(),
-            tables: &TableSet::default(),
-            config: None,
-            ready: false,
-        },
+    let nothing = Decided::new(
+        Arc::new(Model::default()),
+        Arc::new(HealthMap::new()),
         Instant::now(),
         SystemTime::now(),
     );
+    let mut report = Tracker::new(source, EventLog::default()).observe(&Inputs {
+        decided: &nothing,
+        tables: &TableSet::default(),
+        config: None,
+        ready: false,
+    });
     report.version = versions.next();
     report.generated_at = rfc3339_ms(SystemTime::now());
     watch::channel(Arc::new(PublishedStatus::new(report)))
 }
 
-/// Rebuilds and publishes until the model, health or table feed closes.
+/// Rebuilds and publishes until the decision or table feed closes.
 pub async fn run(
     mut tracker: Tracker,
     mut feeds: Feeds,
@@ -118,23 +121,15 @@ pub async fn run(
     ready_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
         let report = {
-            let model = feeds.models.borrow_and_update().clone();
+            let decided = feeds.decisions.borrow_and_update().clone();
             let tables = feeds.tables.borrow_and_update().clone();
             let config = feeds.config.borrow_and_update().clone();
-            // A copy: the checkers write to the board, and building the document for
-            // hundreds of schemes should not hold them up.
-            let board = feeds.health.borrow_and_update().clone();
-            tracker.observe(
-                &Inputs {
-                    model: &model,
-                    board: &board,
-                    tables: &tables,
-                    config: config.as_ref(),
-                    ready: feeds.ready.load(Ordering::Acquire),
-                },
-                Instant::now(),
-                SystemTime::now(),
-            )
+            tracker.observe(&Inputs {
+                decided: &decided,
+                tables: &tables,
+                config: config.as_ref(),
+                ready: feeds.ready.load(Ordering::Acquire),
+            })
         };
         if last.as_ref() != Some(&report) {
             let mut stamped = report.clone();
@@ -145,8 +140,7 @@ pub async fn run(
         }
         let waiting_for_ready = !feeds.ready.load(Ordering::Acquire);
         tokio::select! {
-            r = feeds.models.changed() => if r.is_err() { return },
-            r = feeds.health.changed() => if r.is_err() { return },
+            r = feeds.decisions.changed() => if r.is_err() { return },
             r = feeds.tables.changed() => if r.is_err() { return },
             r = feeds.config.changed(), if config_open => config_open = r.is_ok(),
             _ = ready_poll.tick(), if waiting_for_ready => {}

@@ -4,7 +4,9 @@
 //! the HTTP server(s). In Kubernetes mode the leader also writes status, Events and
 //! Secrets ([`detour_kube::run`]).
 //!
-//! A fourth task keeps the status API's document current ([`crate::live`]).
+//! The tables task makes one decision per change ([`detour_core::decide`]): it publishes
+//! its tables, and the status API's task ([`crate::live`]) and the Kubernetes status
+//! writer report its views.
 //!
 //! Listeners: without TLS, `--listen` serves the table API and the operational
 //! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
@@ -24,13 +26,14 @@ use crate::tls::config::{TlsFiles, server_config};
 use crate::tls::reload::load_and_watch;
 use crate::tls::server::TlsListener;
 use anyhow::Context;
+use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
 use detour_core::model::{Model, ProbeSpec};
 use detour_core::status::events::EventLog;
 use detour_core::status::tracker::Tracker;
-use detour_core::tables::{self, PublishedTable, TableSet};
+use detour_core::tables::{PublishedTable, TableSet};
 use detour_kube::run::{KubeOptions, Wiring};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,6 +104,12 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (models_tx, models) = watch::channel(Arc::new(Model::default()));
     let (source_ready_tx, source_ready) = watch::channel(false);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
+    let (decisions_tx, decisions_rx) = watch::channel(Arc::new(Decided::new(
+        Arc::new(Model::default()),
+        Arc::new(HealthMap::new()),
+        Instant::now(),
+        SystemTime::now(),
+    )));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (config_tx, config_rx) = watch::channel(None);
     let mut election = None;
@@ -138,8 +147,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             let wiring = Wiring {
                 models: models_tx,
                 source_ready: source_ready_tx,
-                health: board.subscribe(),
-                tables: tables_rx.clone(),
+                decisions: decisions_rx.clone(),
                 shutdown: shutdown_rx.clone(),
             };
             election = Some(
@@ -152,8 +160,14 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     // The first tables exist before the listener does: every member cluster can be
     // answered from the first request on (all targets Unknown until checked).
-    let first = tables::build(&models.borrow(), &HashMap::new(), Instant::now());
-    publish(&tables_tx, first.tables, &metrics);
+    let first = Decided::new(
+        models.borrow().clone(),
+        Arc::new(HealthMap::new()),
+        Instant::now(),
+        SystemTime::now(),
+    );
+    publish(&tables_tx, first.decision.tables.clone(), &metrics);
+    decisions_tx.send_replace(Arc::new(first));
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
@@ -162,8 +176,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         live::run(
             Tracker::new(source_kind, EventLog::default()),
             Feeds {
-                models: models.clone(),
-                health: board.subscribe(),
+                decisions: decisions_rx,
                 tables: tables_rx.clone(),
                 config: config_rx,
                 ready: ready.clone(),
@@ -179,7 +192,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             models,
             checker,
             board.subscribe(),
-            tables_tx,
+            Outputs {
+                tables: tables_tx,
+                decisions: decisions_tx,
+            },
             Readiness {
                 ready: ready.clone(),
                 source: source_ready,
@@ -281,6 +297,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Where each decision goes: its tables (versioned, for the table API) and the whole
+/// decision (status API, Kubernetes status and Events).
+struct Outputs {
+    tables: watch::Sender<Arc<TableSet>>,
+    decisions: watch::Sender<Arc<Decided>>,
+}
+
 /// Ready once the source has listed everything and every target was checked once.
 struct Readiness {
     ready: Arc<AtomicBool>,
@@ -313,7 +336,7 @@ async fn run_tables(
     mut models: watch::Receiver<Arc<Model>>,
     mut checker: Checker,
     mut health: watch::Receiver<HealthMap>,
-    tables: watch::Sender<Arc<TableSet>>,
+    outputs: Outputs,
     mut readiness: Readiness,
     metrics: Arc<Metrics>,
 ) {
@@ -353,11 +376,13 @@ async fn run_tables(
             ready.store(true, Ordering::Release);
             info!("ready: every target has been checked once");
         }
-        let built = tables::build(&model, &board, Instant::now());
-        drop(board);
-        publish(&tables, built.tables, &metrics);
+        // One decision, read by the table API, the status API and the Kubernetes writers.
+        let decided = Decided::new(model, Arc::new(board), Instant::now(), SystemTime::now());
+        publish(&outputs.tables, decided.decision.tables.clone(), &metrics);
+        let next_change = decided.decision.next_change;
+        outputs.decisions.send_replace(Arc::new(decided));
         let damping_ends = async {
-            match built.next_change {
+            match next_change {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
                 None => std::future::pending().await,
             }

@@ -11,6 +11,7 @@
 //! read files, talk to servers and run tasks. Its dependency list enforces that.
 #![forbid(unsafe_code)]
 
+pub mod decide;
 pub mod docs;
 pub mod health;
 pub mod index;

@@ -2,22 +2,19 @@
 //! filter's own selection code (`detour_filter::select`) over the health the tables carry
 //! — and every target's health with the time it began.
 //!
-//! Pure (time is a parameter). The Kubernetes status writer reports it on each
-//! FailoverScheme; [`report`] turns it into the status API's document (what `/ui` and
+//! Pure (time is a parameter). [`crate::decide`] computes the views; the Kubernetes
+//! status writer reports them on each FailoverScheme; [`report`] turns it into the status API's document (what `/ui` and
 //! `detour status` show), [`events`] keeps what happened; the binary runs both.
 
 pub mod events;
 pub mod report;
 pub mod tracker;
 
-use crate::health::HealthMap;
-use crate::model::{Model, Scheme, TargetRef};
-use crate::tables::{HealthBasis, published_health, scheme_doc, target_health};
+use crate::model::TargetRef;
+use crate::tables::HealthBasis;
 use detour_filter::health::Health;
-use detour_filter::select::{Why, select};
-use detour_filter::table::wire::TableDoc;
-use detour_filter::table::{TABLE_API_VERSION, Table};
-use std::time::{Instant, SystemTime};
+use detour_filter::select::Why;
+use std::time::SystemTime;
 
 /// One scheme's live state.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,63 +43,6 @@ impl SchemeView {
     pub fn group(&self, group: usize) -> impl Iterator<Item = &TargetView> {
         self.targets.iter().filter(move |t| t.group == group)
     }
-}
-
-/// The view of `scheme` as of `now`, with the health its table carries.
-pub fn scheme_view(model: &Model, scheme: &Scheme, board: &HealthMap, now: Instant) -> SchemeView {
-    let mut targets = Vec::new();
-    // Decided on the health the table publishes; each target below shows its own.
-    let doc = scheme_doc(model, scheme, |target| {
-        published_health(model, scheme, target, board, now).health
-    });
-    for (group, members) in doc.groups.iter().enumerate() {
-        for member in members {
-            // The doc lists targets in the scheme's own order; find each one's reference.
-            let Some(target) = scheme
-                .targets()
-                .find(|t| t.envoy_cluster() == member.envoy_cluster)
-            else {
-                continue;
-            };
-            let effective = target_health(model, scheme, target, board, now);
-            targets.push(TargetView {
-                group,
-                target: target.clone(),
-                weight: member.weight,
-                health: effective.health,
-                basis: effective.why,
-            });
-        }
-    }
-    // The filter's code decides, on the table the filter would receive.
-    let table = Table::compile(TableDoc {
-        api_version: TABLE_API_VERSION.to_string(),
-        cluster: scheme.primary.cluster.clone(),
-        version: String::new(),
-        schemes: vec![doc],
-    });
-    let decision = table.ok().and_then(|table| {
-        let compiled = table.schemes.first()?;
-        select(compiled, |t| t.health, None, 0).map(|d| (d.group, d.why))
-    });
-    // A compiled scheme always has a primary, so there is always a decision; were there
-    // none, the primary is where the filter would send the request anyway.
-    let (active_group, why) = decision.unwrap_or((0, Why::AllUnhealthyTryingPrimary));
-    SchemeView {
-        id: scheme.id(),
-        active_group,
-        why,
-        targets,
-    }
-}
-
-/// Every scheme's view.
-pub fn views(model: &Model, board: &HealthMap, now: Instant) -> Vec<SchemeView> {
-    model
-        .schemes
-        .iter()
-        .map(|s| scheme_view(model, s, board, now))
-        .collect()
 }
 
 /// When a target's reported health began: carried over from the previous report while
@@ -155,6 +95,30 @@ pub fn routing_message(view: &SchemeView) -> String {
     }
 }
 
+/// Traffic leaving a scheme's group for another: the one transition both the event log
+/// and Kubernetes Events report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Move {
+    pub from: usize,
+    pub to: usize,
+    /// To a later group (a failover), or back to an earlier one (a failback).
+    pub failover: bool,
+    /// [`move_message`].
+    pub message: String,
+}
+
+/// The move from group `from` to where `view` sends the traffic now; `None` when it
+/// stays. Callers decide which earlier group counts (what they last saw or reported).
+pub fn traffic_move(view: &SchemeView, from: usize) -> Option<Move> {
+    let to = view.active_group;
+    (from != to).then(|| Move {
+        from,
+        to,
+        failover: to > from,
+        message: move_message(view, from, to),
+    })
+}
+
 /// A move of the traffic from group `from` to group `to`, in a sentence (Kubernetes
 /// Events and the status API's event log say the same).
 pub fn move_message(view: &SchemeView, from: usize, to: usize) -> String {
@@ -169,10 +133,14 @@ pub fn move_message(view: &SchemeView, from: usize, to: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::decide;
+    use crate::health::HealthMap;
     use crate::health::state::TargetState;
+    use crate::model::Model;
     use crate::testing::example_model;
     use std::collections::HashMap;
     use std::time::Duration;
+    use std::time::Instant;
 
     /// Sets `cluster`'s target to `health` (by checks at `at`).
     fn set(model: &Model, board: &mut HealthMap, cluster: &str, healthy: bool, at: Instant) {
@@ -191,7 +159,7 @@ mod tests {
         let model = example_model();
         let mut board = HashMap::new();
         let t0 = Instant::now();
-        let view = scheme_view(&model, &model.schemes[0], &board, t0);
+        let view = decide(&model, &board, t0).views.remove(0);
         assert_eq!(view.id, "apps/foo");
         assert_eq!(view.active_group, 0, "nothing checked: the first Unknown");
         assert_eq!(view.why, Why::NothingHealthyTryingUnknown);
@@ -205,31 +173,31 @@ mod tests {
         for c in ["east", "west", "south"] {
             set(&model, &mut board, c, true, t0);
         }
-        let view = scheme_view(&model, &model.schemes[0], &board, t0);
+        let view = decide(&model, &board, t0).views.remove(0);
         assert_eq!((view.active_group, view.why), (0, Why::PrimaryHealthy));
 
         set(&model, &mut board, "east", false, t0);
-        let view = scheme_view(&model, &model.schemes[0], &board, t0);
+        let view = decide(&model, &board, t0).views.remove(0);
         assert_eq!((view.active_group, view.why), (1, Why::FailedOver));
         assert_eq!(
             describe_group(&view, 1),
             "failover group 1 (apps/foo in west: Healthy)"
         );
         set(&model, &mut board, "west", false, t0);
-        let view = scheme_view(&model, &model.schemes[0], &board, t0);
+        let view = decide(&model, &board, t0).views.remove(0);
         assert_eq!(view.active_group, 2);
 
         // The primary recovers: damped for stableFor, then the traffic returns.
         let back = t0 + Duration::from_secs(5);
         set(&model, &mut board, "east", true, back);
-        let view = scheme_view(&model, &model.schemes[0], &board, back);
+        let view = decide(&model, &board, back).views.remove(0);
         assert_eq!(view.active_group, 2);
         assert!(matches!(
             view.targets[0].basis,
             HealthBasis::Recovering { .. }
         ));
         let later = back + model.schemes[0].failback.stable_for;
-        let view = scheme_view(&model, &model.schemes[0], &board, later);
+        let view = decide(&model, &board, later).views.remove(0);
         assert_eq!(view.active_group, 0);
     }
 
@@ -245,12 +213,12 @@ mod tests {
         if let Some(east) = model.clusters.get_mut("east") {
             east.services.get_mut(&foo).unwrap().endpoints.clear();
         }
-        let view = scheme_view(&model, &model.schemes[0], &board, t0);
+        let view = decide(&model, &board, t0).views.remove(0);
         assert_eq!(view.active_group, 1);
         assert_eq!(view.targets[0].health, Health::Unhealthy);
         assert_eq!(view.targets[0].basis, HealthBasis::NoReadyEndpoints);
         // The tables say the same.
-        let built = crate::tables::build(&model, &board, t0);
+        let built = decide(&model, &board, t0);
         assert_eq!(
             built.tables["east"].schemes[0].groups[0][0].health,
             Health::Unhealthy
@@ -260,7 +228,9 @@ mod tests {
     #[test]
     fn since_carries_over_while_the_health_stays() {
         let model = example_model();
-        let view = scheme_view(&model, &model.schemes[0], &HashMap::new(), Instant::now());
+        let view = decide(&model, &HashMap::new(), Instant::now())
+            .views
+            .remove(0);
         let t = &view.targets[0];
         let then = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000);
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(2_000);

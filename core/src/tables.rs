@@ -1,4 +1,6 @@
-//! Model + health → one priority table per member cluster (the filter's wire types).
+//! The priority tables (the filter's wire types): each target's published health, one
+//! scheme as a table entry, a table stamped with its version. [`crate::decide`] builds
+//! them.
 //!
 //! A cluster's table lists the schemes whose primary runs there: group 0 is the primary,
 //! group n the nth failover group. Its version is a hash of its content, so it changes
@@ -9,7 +11,6 @@ use crate::health::HealthMap;
 use crate::model::{Model, Scheme, TargetRef, istio_cluster};
 use bytes::Bytes;
 use detour_filter::health::Health;
-use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::{FailbackDoc, ReplayDoc, SchemeDoc, TableDoc, TargetDoc};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -48,14 +49,6 @@ impl TableSet {
     pub fn get(&self, cluster: &str) -> Option<&Arc<PublishedTable>> {
         self.tables.get(cluster)
     }
-}
-
-/// The tables of a moment, and the next moment they change by themselves (a failback
-/// damping window ending).
-#[derive(Debug)]
-pub struct Built {
-    pub tables: BTreeMap<String, TableDoc>,
-    pub next_change: Option<Instant>,
 }
 
 /// A target's health as a scheme's table gives it, and why.
@@ -171,39 +164,6 @@ pub fn published_health(
     }
 }
 
-/// Builds every member cluster's table from the health board as of `now`.
-pub fn build(model: &Model, board: &HealthMap, now: Instant) -> Built {
-    let mut next_change: Option<Instant> = None;
-    let mut tables = BTreeMap::new();
-    for cluster in model.clusters.keys() {
-        let schemes = model
-            .schemes_of(cluster)
-            .map(|scheme| {
-                scheme_doc(model, scheme, |target| {
-                    let effective = published_health(model, scheme, target, board, now);
-                    if let HealthBasis::Recovering { until } = effective.why {
-                        next_change = Some(next_change.map_or(until, |n| n.min(until)));
-                    }
-                    effective.health
-                })
-            })
-            .collect();
-        tables.insert(
-            cluster.clone(),
-            TableDoc {
-                api_version: TABLE_API_VERSION.to_string(),
-                cluster: cluster.clone(),
-                version: String::new(),
-                schemes,
-            },
-        );
-    }
-    Built {
-        tables,
-        next_change,
-    }
-}
-
 /// One scheme as a table entry, each target's health given by `health`.
 pub fn scheme_doc(
     model: &Model,
@@ -259,6 +219,7 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decide::decide;
     use crate::health::state::TargetState;
     use crate::testing::example_model;
     use detour_filter::table::{DEFAULT_MAX_TABLE_BYTES, Table};
@@ -277,7 +238,7 @@ mod tests {
     #[test]
     fn each_cluster_gets_the_schemes_of_its_primaries() {
         let model = example_model();
-        let built = build(&model, &HashMap::new(), Instant::now());
+        let built = decide(&model, &HashMap::new(), Instant::now());
         assert_eq!(
             built.tables.keys().collect::<Vec<_>>(),
             ["east", "south", "west"]
@@ -323,7 +284,7 @@ mod tests {
     #[test]
     fn the_filter_accepts_the_published_json() {
         let model = example_model();
-        let built = build(&model, &HashMap::new(), Instant::now());
+        let built = decide(&model, &HashMap::new(), Instant::now());
         let table = PublishedTable::new(built.tables["east"].clone());
         let parsed = Table::parse(&table.json, "east", DEFAULT_MAX_TABLE_BYTES).unwrap();
         assert_eq!(parsed.version, table.version());
@@ -341,7 +302,7 @@ mod tests {
         let mut board = HashMap::new();
         let now = Instant::now();
         let v = |board: &HealthMap| {
-            PublishedTable::new(build(&model, board, now).tables["east"].clone())
+            PublishedTable::new(decide(&model, board, now).tables["east"].clone())
                 .version()
                 .to_string()
         };
@@ -369,7 +330,7 @@ mod tests {
         // send east's traffic to west (the primary is Unknown, and Unknown is not Healthy).
         state_of(&model, &mut board, "west").observe(true, &p, now);
         let healths = |board: &HealthMap| -> Vec<Health> {
-            build(&model, board, now).tables["east"].schemes[0]
+            decide(&model, board, now).tables["east"].schemes[0]
                 .groups
                 .iter()
                 .flatten()
@@ -386,7 +347,7 @@ mod tests {
         // The status page decides on the published health too: the primary is active.
         let mut fresh = HashMap::new();
         state_of(&model, &mut fresh, "west").observe(true, &p, now);
-        let view = crate::status::scheme_view(&model, &model.schemes[0], &fresh, now);
+        let view = decide(&model, &fresh, now).views.remove(0);
         assert_eq!(view.active_group, 0);
     }
 
@@ -406,11 +367,12 @@ mod tests {
         for _ in 0..p.healthy_threshold {
             east.observe(true, &p, back);
         }
-        let primary = |built: &Built| built.tables["east"].schemes[0].groups[0][0].health;
-        let damped = build(&model, &board, back + Duration::from_secs(2));
+        let primary =
+            |built: &crate::decide::Decision| built.tables["east"].schemes[0].groups[0][0].health;
+        let damped = decide(&model, &board, back + Duration::from_secs(2));
         assert_eq!(primary(&damped), Health::Unhealthy);
         assert_eq!(damped.next_change, Some(back + stable_for));
-        let after = build(&model, &board, back + stable_for);
+        let after = decide(&model, &board, back + stable_for);
         assert_eq!(primary(&after), Health::Healthy);
         assert_eq!(after.next_change, None);
     }
@@ -430,7 +392,7 @@ mod tests {
             state_of(&model, &mut board, "east").observe(gateway_down, &p, now);
         }
         let healths = |board: &HealthMap| -> Vec<Health> {
-            build(&model, board, now).tables["east"].schemes[0]
+            decide(&model, board, now).tables["east"].schemes[0]
                 .groups
                 .iter()
                 .flatten()
@@ -438,7 +400,7 @@ mod tests {
                 .collect()
         };
         assert_eq!(healths(&board)[0], Health::Healthy);
-        let view = crate::status::scheme_view(&model, &model.schemes[0], &board, now);
+        let view = decide(&model, &board, now).views.remove(0);
         assert_eq!(view.active_group, 0);
         // Its service then answers, then the gateway dies: still east's traffic stays.
         state_of(&model, &mut board, "east").observe(true, &p, now);
@@ -455,7 +417,7 @@ mod tests {
             state_of(&model, &mut board, "east").observe(false, &p, now);
         }
         assert_eq!(healths(&board)[0], Health::Unhealthy);
-        let view = crate::status::scheme_view(&model, &model.schemes[0], &board, now);
+        let view = decide(&model, &board, now).views.remove(0);
         assert_eq!(view.active_group, 1);
     }
 }

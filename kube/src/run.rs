@@ -12,9 +12,8 @@ use super::source::{self, Outputs};
 use super::status::{self, StatusWriter};
 use crate::metrics::KubeMetrics;
 use anyhow::Context;
-use detour_core::health::HealthMap;
+use detour_core::decide::Decided;
 use detour_core::model::Model;
-use detour_core::tables::TableSet;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -45,8 +44,8 @@ pub struct Wiring {
     pub models: watch::Sender<Arc<Model>>,
     /// Becomes true once everything was listed (see [`Snapshot::ready`]).
     pub source_ready: watch::Sender<bool>,
-    pub health: watch::Receiver<HealthMap>,
-    pub tables: watch::Receiver<Arc<TableSet>>,
+    /// The controller's decisions (tables and views), for status and Events.
+    pub decisions: watch::Receiver<Arc<Decided>>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -105,14 +104,8 @@ pub async fn start(
         metrics.clone(),
     );
     tokio::spawn(
-        status::run(
-            writer,
-            snapshots,
-            wiring.health,
-            wiring.tables,
-            wiring.shutdown.clone(),
-        )
-        .instrument(info_span!("status")),
+        status::run(writer, snapshots, wiring.decisions, wiring.shutdown.clone())
+            .instrument(info_span!("status")),
     );
     match issuer {
         Some(issuer) => {

@@ -12,21 +12,20 @@ use super::index::{MemberState, Snapshot, Sync};
 use super::lease::Leadership;
 use super::{Error, FIELD_MANAGER};
 use crate::metrics::KubeMetrics;
+use detour_core::decide::Decided;
 use detour_core::docs::{
     API_VERSION, FailoverScheme, FailoverSchemeStatus, Kind, MemberCluster, MemberClusterStatus,
     ObjectRef, Problem, ProblemKind, SchemeState, TargetStatus,
 };
-use detour_core::health::HealthMap;
 use detour_core::status::report::rfc3339;
-use detour_core::status::{SchemeView, move_message, routing_message, since, views};
-use detour_core::tables::TableSet;
+use detour_core::status::{SchemeView, routing_message, since, traffic_move};
 use detour_filter::health::Health;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource};
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -211,23 +210,26 @@ fn scheme_notices(
             note: "valid again: detour serves this scheme".into(),
         });
     }
-    let from = previous.and_then(|p| p.active_group);
-    if let (Some(to), Some(view)) = (status.active_group, view) {
-        let from_group = from.unwrap_or(0);
-        if from_group != to {
-            let group = |g: u32| usize::try_from(g).unwrap_or(0);
-            let (type_, reason) = if to > from_group {
-                (EventType::Warning, "FailedOver")
-            } else {
-                (EventType::Normal, "FailedBack")
-            };
-            notices.push(Notice {
-                type_,
-                reason,
-                action: "Route",
-                note: move_message(view, group(from_group), group(to)),
-            });
-        }
+    // Moves are told relative to what was last reported: a new leader, or a restarted
+    // controller, reports a move that happened while nobody wrote.
+    let from = previous
+        .and_then(|p| p.active_group)
+        .and_then(|g| usize::try_from(g).ok())
+        .unwrap_or(0);
+    if status.active_group.is_some()
+        && let Some(moved) = view.and_then(|view| traffic_move(view, from))
+    {
+        let (type_, reason) = if moved.failover {
+            (EventType::Warning, "FailedOver")
+        } else {
+            (EventType::Normal, "FailedBack")
+        };
+        notices.push(Notice {
+            type_,
+            reason,
+            action: "Route",
+            note: moved.message,
+        });
     }
     notices
 }
@@ -334,20 +336,17 @@ impl StatusWriter {
         self.clusters.clear();
     }
 
-    /// Reports every object of `snapshot`, with health from `board` as of `now`.
-    /// Continues past an object's API error (returns the first); stops at once when the
-    /// lease is lost.
-    pub async fn sync(
-        &mut self,
-        snapshot: &Snapshot,
-        board: &HealthMap,
-        now: Instant,
-        wall: SystemTime,
-    ) -> Result<(), Error> {
-        let views: HashMap<String, SchemeView> = views(&snapshot.model, board, now)
-            .into_iter()
-            .map(|v| (v.id.clone(), v))
+    /// Reports every object of `snapshot`, with the views of `decided` (one decision,
+    /// shared with the table and status APIs). Continues past an object's API error
+    /// (returns the first); stops at once when the lease is lost.
+    pub async fn sync(&mut self, snapshot: &Snapshot, decided: &Decided) -> Result<(), Error> {
+        let views: HashMap<&str, &SchemeView> = decided
+            .decision
+            .views
+            .iter()
+            .map(|v| (v.id.as_str(), v))
             .collect();
+        let wall = decided.wall;
         let mut first_error = None;
         for scheme in &snapshot.schemes {
             let id = format!(
@@ -356,7 +355,7 @@ impl StatusWriter {
                 scheme.metadata.name.as_deref().unwrap_or_default()
             );
             match self
-                .sync_scheme(scheme, snapshot, views.get(&id), wall)
+                .sync_scheme(scheme, snapshot, views.get(id.as_str()).copied(), wall)
                 .await
             {
                 Ok(()) => {}
@@ -480,13 +479,12 @@ impl StatusWriter {
     }
 }
 
-/// Reports status while this replica leads: whenever the index, the health or the
-/// tables (a damping window ending) change, and again after a failed write.
+/// Reports status while this replica leads: whenever the index or the decision (new
+/// health, a damping window ending) change, and again after a failed write.
 pub async fn run(
     mut writer: StatusWriter,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
-    mut health: watch::Receiver<HealthMap>,
-    mut tables: watch::Receiver<Arc<TableSet>>,
+    mut decisions: watch::Receiver<Arc<Decided>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut leading = writer.leadership.subscribe();
@@ -497,14 +495,14 @@ pub async fn run(
     loop {
         let mut retry = None;
         let snapshot = snapshots.borrow_and_update().clone();
-        tables.borrow_and_update();
+        let decided = decisions.borrow_and_update().clone();
         listed |= snapshot.ready;
-        if writer.leadership.is_leader() && listed {
-            let board = health.borrow_and_update().clone();
-            match writer
-                .sync(&snapshot, &board, Instant::now(), SystemTime::now())
-                .await
-            {
+        // Only a decision made on this snapshot's model says anything of its schemes (a
+        // scheme the decision task has not seen yet would read as not validated): wait
+        // for the decision task to catch up, which it does within its build gap.
+        let caught_up = *decided.model == snapshot.model;
+        if writer.leadership.is_leader() && listed && caught_up {
+            match writer.sync(&snapshot, &decided).await {
                 Ok(()) | Err(Error::NotLeader) => {}
                 Err(_) => retry = Some(RETRY),
             }
@@ -517,8 +515,7 @@ pub async fn run(
         };
         tokio::select! {
             r = snapshots.changed() => if r.is_err() { return },
-            r = health.changed() => if r.is_err() { return },
-            r = tables.changed() => if r.is_err() { return },
+            r = decisions.changed() => if r.is_err() { return },
             r = leading.changed() => {
                 if r.is_err() { return }
                 writer.forget();

@@ -10,7 +10,8 @@ use super::report::{
     Basis, ClusterReport, ConfigOutcome, ConfigState, ControllerInfo, STATUS_API_VERSION,
     SchemeReport, StatusReport, Summary, TargetId, TargetReport, rfc3339_ms,
 };
-use super::{SchemeView, TargetView, move_message, routing_message, since, views};
+use super::{SchemeView, TargetView, routing_message, since, traffic_move};
+use crate::decide::Decided;
 use crate::health::HealthMap;
 use crate::health::state::TargetState;
 use crate::model::{Model, Scheme, TargetRef};
@@ -18,15 +19,16 @@ use crate::tables::{HealthBasis, TableSet};
 use detour_filter::health::Health;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 /// Names listed in one event before "and N more".
 const LISTED: usize = 5;
 
 /// What the controller knows at one moment.
 pub struct Inputs<'a> {
-    pub model: &'a Arc<Model>,
-    pub board: &'a HealthMap,
+    /// The moment's decision, and the model and health it was made on.
+    pub decided: &'a Decided,
+    /// The tables as published (their versions).
     pub tables: &'a TableSet,
     /// The source's word on the last configuration load (file mode).
     pub config: Option<&'a ConfigState>,
@@ -71,12 +73,15 @@ impl Tracker {
     /// The document for this moment (`version` and `generatedAt` left empty: the
     /// publisher stamps them when the content changed), logging what changed since the
     /// last call. The first call logs nothing: there is no "before" yet.
-    pub fn observe(&mut self, inputs: &Inputs<'_>, now: Instant, wall: SystemTime) -> StatusReport {
+    pub fn observe(&mut self, inputs: &Inputs<'_>) -> StatusReport {
+        let decided = inputs.decided;
+        let wall = decided.wall;
         let at = rfc3339_ms(wall);
-        let model = inputs.model;
+        let model = &decided.model;
+        let board: &HealthMap = &decided.board;
         let model_changed = self.model_events(model, inputs.config, &at);
         self.config_events(inputs.config, model_changed, &at);
-        self.health_events(inputs.board, &at);
+        self.health_events(board, &at);
 
         let mut summary = Summary {
             clusters: model.clusters.len(),
@@ -85,8 +90,8 @@ impl Tracker {
         };
         let mut schemes = Vec::with_capacity(model.schemes.len());
         let mut seen_targets = BTreeSet::new();
-        for (scheme, view) in model.schemes.iter().zip(views(model, inputs.board, now)) {
-            let report = self.scheme_report(model, scheme, &view, inputs.board, wall, &at);
+        for (scheme, view) in model.schemes.iter().zip(&decided.decision.views) {
+            let report = self.scheme_report(model, scheme, view, board, wall, &at);
             if report.active_group > 0 {
                 summary.failed_over += 1;
             }
@@ -152,17 +157,19 @@ impl Tracker {
         let active_since = match previous {
             Some(p) if p.group == view.active_group => p.since,
             Some(p) => {
-                if p.settled && settled {
-                    let kind = if view.active_group > p.group {
+                if p.settled
+                    && settled
+                    && let Some(moved) = traffic_move(view, p.group)
+                {
+                    let kind = if moved.failover {
                         EventKind::FailedOver
                     } else {
                         EventKind::FailedBack
                     };
-                    let mut event =
-                        Event::new(kind, move_message(view, p.group, view.active_group));
+                    let mut event = Event::new(kind, moved.message);
                     event.scheme = Some(view.id.clone());
-                    event.from_group = Some(p.group);
-                    event.to_group = Some(view.active_group);
+                    event.from_group = Some(moved.from);
+                    event.to_group = Some(moved.to);
                     self.log.push(at, event);
                 }
                 wall

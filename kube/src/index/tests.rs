@@ -4,8 +4,8 @@
 
 use super::*;
 use crate::testing::{Example, example, loaded, mk_service, mk_slice, objects_of};
+use detour_core::decide::{Decision, decide};
 use detour_core::docs::load::parse_file;
-use detour_core::tables::{self, Built};
 use detour_core::testing::EXAMPLE;
 use detour_core::validate::build_model;
 use detour_filter::health::Health;
@@ -13,16 +13,16 @@ use std::collections::HashMap;
 use std::time::Instant;
 
 /// The file path: documents → model → tables, with no health yet.
-fn file_tables(text: &str) -> (Model, Built) {
+fn file_tables(text: &str) -> (Model, Decision) {
     let (docs, problems) = parse_file("files.yaml", text);
     assert!(problems.is_empty(), "{problems:?}");
     let model = build_model(&docs).unwrap();
-    let built = tables::build(&model, &HashMap::new(), Instant::now());
+    let built = decide(&model, &HashMap::new(), Instant::now());
     (model, built)
 }
 
-fn kube_tables(snapshot: &Snapshot) -> Built {
-    tables::build(&snapshot.model, &HashMap::new(), Instant::now())
+fn kube_tables(snapshot: &Snapshot) -> Decision {
+    decide(&snapshot.model, &HashMap::new(), Instant::now())
 }
 
 #[test]

@@ -6,12 +6,15 @@ use crate::events::REPORTING_CONTROLLER;
 use crate::index::{Change, KubeIndex};
 use crate::lease::Clock;
 use crate::testing::{ApiServer, Example, example, loaded, mock_client, objects_of};
+use detour_core::decide::decide;
 use detour_core::docs::TargetHealth;
+use detour_core::health::HealthMap;
 use detour_core::health::state::TargetState;
 use detour_core::testing::EXAMPLE;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 use std::sync::Mutex;
+use std::time::Instant;
 
 const SCHEME_STATUS: &str = "/apis/detour.dev/v1alpha1/namespaces/apps/failoverschemes/foo/status?&force=true&fieldManager=detour";
 const EVENTS: &str = "/apis/events.k8s.io/v1/namespaces/apps/events?";
@@ -138,7 +141,13 @@ where
         api.no_more_calls().await;
         api
     });
-    let result = writer.sync(snapshot, board, now, wall(at)).await;
+    let decided = Decided::new(
+        Arc::new(snapshot.model.clone()),
+        Arc::new(board.clone()),
+        now,
+        wall(at),
+    );
+    let result = writer.sync(snapshot, &decided).await;
     (result, server.await.unwrap())
 }
 
@@ -379,7 +388,7 @@ async fn failover_and_failback_write_the_active_group_and_an_event_each() {
             state.since_wall = wall(60);
         }
     }
-    let views_now = |at: Instant| detour_core::status::views(&snapshot.model, &back, at);
+    let views_now = |at: Instant| decide(&snapshot.model, &back, at).views;
     assert_eq!(views_now(recovered)[0].active_group, 1, "damped");
     let stable_for = snapshot.model.schemes[0].failback.stable_for;
     let later = recovered + stable_for;
@@ -459,9 +468,13 @@ async fn losing_the_lease_stops_writing_at_once() {
     );
     // The renewal deadline passes with no call from anyone: writes stop by the clock.
     *clock.0.lock().unwrap() = t0 + Duration::from_secs(10);
-    let result = writer
-        .sync(&snapshot, &health, Instant::now(), wall(100))
-        .await;
+    let decided = Decided::new(
+        Arc::new(snapshot.model.clone()),
+        Arc::new(health),
+        Instant::now(),
+        wall(100),
+    );
+    let result = writer.sync(&snapshot, &decided).await;
     assert!(matches!(result, Err(Error::NotLeader)), "{result:?}");
     api.no_more_calls().await;
 }
@@ -520,7 +533,7 @@ fn plan_of(
 ) -> Option<Plan<FailoverSchemeStatus>> {
     let snapshot = index.snapshot();
     let scheme = snapshot.schemes[0].clone();
-    let views = detour_core::status::views(&snapshot.model, health, Instant::now());
+    let views = decide(&snapshot.model, health, Instant::now()).views;
     plan_scheme(&scheme, previous, &snapshot, views.first(), wall(0))
 }
 
@@ -652,11 +665,16 @@ async fn the_writer_reports_while_leading_and_stops_when_the_lease_goes() {
         leadership.clone(),
         Arc::new(KubeMetrics::new()),
     );
+    let decided = Decided::new(
+        Arc::new(snapshot.model.clone()),
+        Arc::new(health),
+        Instant::now(),
+        SystemTime::now(),
+    );
     let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot));
-    let (_health_tx, health_rx) = watch::channel(health);
-    let (_tables_tx, tables) = watch::channel(Arc::new(TableSet::default()));
+    let (_decisions_tx, decisions) = watch::channel(Arc::new(decided));
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(writer, snapshots, health_rx, tables, stopped));
+    let task = tokio::spawn(run(writer, snapshots, decisions, stopped));
 
     // Leading: everything is reported once. What the API server answers is what its
     // watch then delivers to the index.

@@ -4,7 +4,7 @@ use crate::health::state::TargetState;
 use crate::status::report::{ConfigOutcome, parse_rfc3339};
 use crate::testing::EXAMPLE;
 use crate::validate::build_model;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 fn model_of(text: &str) -> Arc<Model> {
     let (docs, problems) = parse_file("t.yaml", text);
@@ -66,17 +66,13 @@ impl World {
 
     fn observe(&mut self, at: Instant) -> StatusReport {
         let wall = self.wall(at);
-        self.tracker.observe(
-            &Inputs {
-                model: &self.model,
-                board: &self.board,
-                tables: &TableSet::default(),
-                config: self.config.as_ref(),
-                ready: true,
-            },
-            at,
-            wall,
-        )
+        let decided = Decided::new(self.model.clone(), Arc::new(self.board.clone()), at, wall);
+        self.tracker.observe(&Inputs {
+            decided: &decided,
+            tables: &TableSet::default(),
+            config: self.config.as_ref(),
+            ready: true,
+        })
     }
 }
 
