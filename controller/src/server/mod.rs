@@ -9,6 +9,7 @@
 //! endpoints ([`ops_router`]) then stay on a plain listener of their own, where probes
 //! and Prometheus can reach them without a certificate.
 
+mod longpoll;
 mod ops;
 mod status_api;
 mod tables;
