@@ -8,6 +8,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod decisions;
 pub mod explain;
 pub mod health;
 pub mod live;

@@ -1,12 +1,14 @@
-//! `serve --kubernetes`: the source feeds the models the tables task serves (as the file
-//! source does); the elector decides who writes; the status writer and, given an
-//! issuer, the Secret writer write while this replica leads.
+//! `serve --kubernetes`, in two task groups started apart: the source (watches → models,
+//! as the file source does) and the leader-elected writers (the elector decides who
+//! writes; the status writer and, given an issuer, the Secret writer write while this
+//! replica leads).
 
 use super::client;
 use super::events::EventSink;
 use super::index::Snapshot;
 use super::issuer::CaIssuer;
 use super::lease::{self, Elector, Leadership, LeaseApi, SystemClock, Timing};
+use super::secrets::Member;
 use super::secrets::{self, SecretWriter};
 use super::source::{self, Outputs};
 use super::status::{self, StatusWriter};
@@ -14,6 +16,7 @@ use crate::metrics::KubeMetrics;
 use anyhow::Context;
 use detour_core::decide::Decided;
 use detour_core::model::Model;
+use kube::Client;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -39,92 +42,125 @@ pub struct KubeOptions {
     pub member_cert_lifetime: Duration,
 }
 
-/// What `serve` hands over and gets back.
-pub struct Wiring {
-    pub models: watch::Sender<Arc<Model>>,
-    /// Becomes true once everything was listed (see [`Snapshot::ready`]).
-    pub source_ready: watch::Sender<bool>,
-    /// The controller's decisions (tables and views), for status and Events.
-    pub decisions: watch::Receiver<Arc<Decided>>,
-    pub shutdown: watch::Receiver<bool>,
+/// The Kubernetes source, started: its watches feed the models (as the file source
+/// does); what the leader-elected writers need is kept here for
+/// [`KubeSource::start_writers`].
+pub struct KubeSource {
+    opts: KubeOptions,
+    client: Client,
+    issuer: Option<CaIssuer>,
+    snapshots: watch::Receiver<Arc<Snapshot>>,
+    members: watch::Receiver<BTreeMap<String, Member>>,
+    metrics: Arc<KubeMetrics>,
 }
 
-/// Starts the Kubernetes side; returns the election task, which releases the Lease when
-/// `shutdown` fires (await it before exiting).
-pub async fn start(
-    opts: KubeOptions,
-    wiring: Wiring,
-    metrics: Arc<KubeMetrics>,
-) -> anyhow::Result<JoinHandle<()>> {
-    let issuer = match &opts.issuer {
-        Some(dir) => CaIssuer::from_dir(dir, opts.member_cert_lifetime)?,
-        None => None,
-    };
-    let client = client::local()
-        .await
-        .context("connecting to the cluster detour runs in")?;
-    info!(
-        namespace = %opts.namespace,
-        identity = %opts.identity,
-        lease = %opts.lease_name,
-        "Kubernetes mode"
-    );
-    let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
-    let (members_tx, members) = watch::channel(BTreeMap::new());
-    tokio::spawn(
-        source::run(
-            client.clone(),
-            opts.namespace.clone(),
-            Outputs {
-                models: wiring.models,
-                snapshots: snapshots_tx,
-                members: members_tx,
-            },
-            metrics.clone(),
-        )
-        .instrument(info_span!("kube_source")),
-    );
-    tokio::spawn(forward_ready(snapshots.clone(), wiring.source_ready));
-
-    let leadership = Leadership::new(Arc::new(SystemClock));
-    let election = tokio::spawn(
-        lease::run(
-            Elector::new(&opts.identity, opts.timing),
-            LeaseApi::new(client.clone(), &opts.namespace, &opts.lease_name),
-            leadership.clone(),
-            wiring.shutdown.clone(),
-            metrics.clone(),
-        )
-        .instrument(info_span!("leader_election", identity = %opts.identity)),
-    );
-    let writer = StatusWriter::new(
-        client.clone(),
-        EventSink::new(client.clone(), &opts.identity),
-        leadership.clone(),
-        metrics.clone(),
-    );
-    tokio::spawn(
-        status::run(writer, snapshots, wiring.decisions, wiring.shutdown.clone())
-            .instrument(info_span!("status")),
-    );
-    match issuer {
-        Some(issuer) => {
-            info!(namespace = %opts.member_namespace, "issuing member clusters' mTLS Secrets");
-            let writer = SecretWriter::new(
-                Arc::new(issuer),
-                &opts.member_namespace,
-                leadership,
+impl KubeSource {
+    /// Connects to the cluster detour runs in and starts the watches: every model goes
+    /// to `models`, and `ready` becomes true once everything was listed (see
+    /// [`Snapshot::ready`]). A CA that cannot be read stops the start before anything
+    /// connects.
+    pub async fn start(
+        opts: KubeOptions,
+        models: watch::Sender<Arc<Model>>,
+        ready: watch::Sender<bool>,
+        metrics: Arc<KubeMetrics>,
+    ) -> anyhow::Result<KubeSource> {
+        let issuer = match &opts.issuer {
+            Some(dir) => CaIssuer::from_dir(dir, opts.member_cert_lifetime)?,
+            None => None,
+        };
+        let client = client::local()
+            .await
+            .context("connecting to the cluster detour runs in")?;
+        info!(
+            namespace = %opts.namespace,
+            identity = %opts.identity,
+            lease = %opts.lease_name,
+            "Kubernetes mode"
+        );
+        let (snapshots_tx, snapshots) = watch::channel(Arc::new(Snapshot::default()));
+        let (members_tx, members) = watch::channel(BTreeMap::new());
+        tokio::spawn(
+            source::run(
+                client.clone(),
+                opts.namespace.clone(),
+                Outputs {
+                    models,
+                    snapshots: snapshots_tx,
+                    members: members_tx,
+                },
                 metrics.clone(),
-            );
-            tokio::spawn(
-                secrets::run(writer, members, wiring.shutdown).instrument(info_span!("secrets")),
-            );
-        }
-        None => info!(
-            "no CA key (--certs DIR with ca.key): member clusters' mTLS Secrets are not written"
-        ),
+            )
+            .instrument(info_span!("kube_source")),
+        );
+        tokio::spawn(forward_ready(snapshots.clone(), ready));
+        Ok(KubeSource {
+            opts,
+            client,
+            issuer,
+            snapshots,
+            members,
+            metrics,
+        })
     }
-    Ok(election)
+
+    /// Starts the leader-elected task group: the election, and while this replica
+    /// leads, the status writer (status and Events, from the controller's `decisions`)
+    /// and, given an issuer, the Secret writer. Returns the election task, which
+    /// releases the Lease when `shutdown` fires (await it before exiting).
+    pub fn start_writers(
+        self,
+        decisions: watch::Receiver<Arc<Decided>>,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        let KubeSource {
+            opts,
+            client,
+            issuer,
+            snapshots,
+            members,
+            metrics,
+        } = self;
+        let leadership = Leadership::new(Arc::new(SystemClock));
+        let election = tokio::spawn(
+            lease::run(
+                Elector::new(&opts.identity, opts.timing),
+                LeaseApi::new(client.clone(), &opts.namespace, &opts.lease_name),
+                leadership.clone(),
+                shutdown.clone(),
+                metrics.clone(),
+            )
+            .instrument(info_span!("leader_election", identity = %opts.identity)),
+        );
+        let writer = StatusWriter::new(
+            client.clone(),
+            EventSink::new(client.clone(), &opts.identity),
+            leadership.clone(),
+            metrics.clone(),
+        );
+        tokio::spawn(
+            status::run(writer, snapshots, decisions, shutdown.clone())
+                .instrument(info_span!("status")),
+        );
+        match issuer {
+            Some(issuer) => {
+                info!(namespace = %opts.member_namespace, "issuing member clusters' mTLS Secrets");
+                let writer = SecretWriter::new(
+                    Arc::new(issuer),
+                    &opts.member_namespace,
+                    leadership,
+                    metrics,
+                );
+                tokio::spawn(
+                    secrets::run(writer, members, shutdown).instrument(info_span!("secrets")),
+                );
+            }
+            None => info!(
+                "no CA key (--certs DIR with ca.key): member clusters' mTLS Secrets are not written"
+            ),
+        }
+        election
+    }
 }
 
 async fn forward_ready(mut snapshots: watch::Receiver<Arc<Snapshot>>, ready: watch::Sender<bool>) {
