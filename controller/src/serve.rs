@@ -2,7 +2,7 @@
 //! Kubernetes, the same way), in Kubernetes mode the leader-elected writers (a task group
 //! of their own: [`detour_kube::run::KubeSource::start_writers`]), the decision task
 //! ([`crate::decisions`]: health checkers, one decision per change), the status API's
-//! task ([`crate::live`]) and the HTTP server(s) ([`crate::server`]).
+//! task ([`crate::reporter`]) and the HTTP server(s) ([`crate::server`]).
 //!
 //! Listeners: without TLS, `--listen` serves the table API and the operational
 //! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
@@ -15,8 +15,8 @@ use crate::client::Connections;
 use crate::decisions::{self, Outputs, Readiness};
 use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard};
-use crate::live::{self, Feeds, Versions};
 use crate::metrics::Metrics;
+use crate::reporter::{self, Feeds, Versions};
 use crate::server::{self, Access, AppState};
 pub use crate::source::Source;
 use crate::source::{SourceFeeds, Started};
@@ -27,8 +27,8 @@ use anyhow::Context;
 use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
 use detour_core::model::Model;
-use detour_core::status::events::EventLog;
-use detour_core::status::tracker::Tracker;
+use detour_core::report::events::EventLog;
+use detour_core::report::tracker::Tracker;
 use detour_core::tables::TableSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -130,9 +130,9 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
-    let (status_tx, status_rx) = live::channel(&mut versions, source_kind);
+    let (status_tx, status_rx) = reporter::channel(&mut versions, source_kind);
     tokio::spawn(
-        live::run(
+        reporter::run(
             Tracker::new(source_kind, EventLog::default()),
             Feeds {
                 decisions: decisions_rx,

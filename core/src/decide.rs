@@ -8,8 +8,8 @@
 
 use crate::health::HealthMap;
 use crate::model::{Model, Scheme};
-use crate::status::{SchemeView, TargetView};
 use crate::tables::{published_health, scheme_doc, target_health};
+use crate::views::{SchemeView, TargetView};
 use detour_filter::select::{Why, select};
 use detour_filter::table::wire::{SchemeDoc, TableDoc};
 use detour_filter::table::{TABLE_API_VERSION, Table};

@@ -3,7 +3,8 @@
 //! It holds the documents ([`docs`]: types and parsing from text), their validation
 //! ([`validate`]) into a [`model`], the [`index`] both sources feed, the health of
 //! checked targets as values ([`health`]), the priority tables ([`tables`]), what each
-//! scheme is doing ([`status`]), the Envoy configuration ([`render`]) and who a
+//! scheme is doing ([`views`]), the one function that decides both ([`decide`]), the
+//! status API's document ([`report`]), the Envoy configuration ([`render`]) and who a
 //! certificate speaks for and how certificates are issued ([`pki`]).
 //!
 //! It must not import tokio, hyper, axum, a Kubernetes client, or read or write files:
@@ -18,9 +19,10 @@ pub mod index;
 pub mod model;
 pub mod pki;
 pub mod render;
-pub mod status;
+pub mod report;
 pub mod tables;
 pub mod validate;
+pub mod views;
 
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;

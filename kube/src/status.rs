@@ -4,7 +4,7 @@
 //!
 //! [`plan_scheme`] and [`plan_cluster`] are pure: from an object, the status last
 //! reported for it, the index's [`Snapshot`] and the scheme's live view
-//! ([`detour_core::status`]), they give the status to report and the notices to publish.
+//! ([`detour_core::views`]), they give the status to report and the notices to publish.
 //! [`StatusWriter`] applies them, checking the lease before every call.
 
 use super::events::{EventSink, EventType, Notice};
@@ -17,8 +17,8 @@ use detour_core::docs::{
     API_VERSION, FailoverScheme, FailoverSchemeStatus, Kind, MemberCluster, MemberClusterStatus,
     ObjectRef, Problem, ProblemKind, SchemeState, TargetStatus,
 };
-use detour_core::status::report::rfc3339;
-use detour_core::status::{SchemeView, routing_message, since, traffic_move};
+use detour_core::report::rfc3339;
+use detour_core::views::{SchemeView, routing_message, since, traffic_move};
 use detour_filter::health::Health;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -152,7 +152,7 @@ pub fn plan_scheme(
         }
         status.message = Some(message);
         status.active_group = u32::try_from(view.active_group).ok();
-        let before = |t: &detour_core::status::TargetView| {
+        let before = |t: &detour_core::views::TargetView| {
             let p = previous?.targets.iter().find(|p| {
                 p.cluster == t.target.cluster
                     && p.namespace == t.target.service.namespace

@@ -8,7 +8,7 @@ use crate::client::{ClientError, HttpClient};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
-use detour_core::status::report::{STATUS_API_VERSION, StatusReport};
+use detour_core::report::{STATUS_API_VERSION, StatusReport};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};

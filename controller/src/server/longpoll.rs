@@ -4,8 +4,8 @@
 //! (200) or the end of the wait (304). Shutdown ends every wait with a 304.
 
 use super::json_error;
-use crate::live::PublishedStatus;
 use crate::metrics::InFlight;
+use crate::reporter::PublishedStatus;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;

@@ -15,8 +15,8 @@ mod status_api;
 mod tables;
 mod ui;
 
-use crate::live::PublishedStatus;
 use crate::metrics::Metrics;
+use crate::reporter::PublishedStatus;
 use crate::tls::server::{Peer, TlsListener};
 use axum::Router;
 use axum::http::StatusCode;

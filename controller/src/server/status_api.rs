@@ -1,6 +1,6 @@
 //! The status API (read-only, on the operational listener):
 //!
-//! - `GET /v1/status` → the document ([`detour_core::status::report::StatusReport`]) with
+//! - `GET /v1/status` → the document ([`detour_core::report::StatusReport`]) with
 //!   `ETag: "<version>"`; `If-None-Match` naming the current version → 304, and with
 //!   `?wait=30s` as well the answer is held until a new version (200) or the end of the
 //!   wait (304): the table API's long-poll ([`super::longpoll`]), for scripts and
@@ -11,7 +11,7 @@
 
 use super::AppState;
 use super::longpoll::Poll;
-use crate::live::PublishedStatus;
+use crate::reporter::PublishedStatus;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};

@@ -2,9 +2,9 @@
 
 use super::*;
 use crate::client::HttpClient;
-use crate::live::{self, Versions};
+use crate::reporter::{self, Versions};
 use bytes::Bytes;
-use detour_core::status::report::StatusReport;
+use detour_core::report::StatusReport;
 use detour_core::tables::PublishedTable;
 use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::TableDoc;
@@ -48,7 +48,7 @@ async fn start(max_wait: Duration) -> Api {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
     let (status, status_rx) =
-        live::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
+        reporter::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
     let state = AppState {
         tables: rx,
         status: status_rx,

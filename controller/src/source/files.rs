@@ -13,7 +13,7 @@ use detour_core::docs::load::{SourceFile, parse_files};
 use detour_core::docs::{Origin, Problem, ProblemKind, Problems};
 use detour_core::index::Index;
 use detour_core::model::Model;
-use detour_core::status::report::{ConfigOutcome, ConfigState, rfc3339_ms};
+use detour_core::report::{ConfigOutcome, ConfigState, rfc3339_ms};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};

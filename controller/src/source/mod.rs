@@ -7,7 +7,7 @@ pub mod files;
 
 use crate::metrics::Metrics;
 use detour_core::model::Model;
-use detour_core::status::report::ConfigState;
+use detour_core::report::ConfigState;
 use detour_kube::run::{KubeOptions, KubeSource};
 use files::FileSource;
 use std::path::PathBuf;

@@ -6,10 +6,8 @@
 //! documents and messages quote configuration and check errors, and a control character
 //! (an escape sequence) printed as is would be obeyed by the terminal.
 
-use detour_core::status::events::{Event, EventKind};
-use detour_core::status::report::{
-    ConfigOutcome, SchemeReport, StatusReport, parse_rfc3339, rfc3339,
-};
+use detour_core::report::events::{Event, EventKind};
+use detour_core::report::{ConfigOutcome, SchemeReport, StatusReport, parse_rfc3339, rfc3339};
 use detour_filter::health::Health;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -333,7 +331,7 @@ fn targets(s: &SchemeReport, now: SystemTime) -> Cell {
             }
             cell.push(plain(format!("{name} ")));
             let mut health = t.health.to_string();
-            if t.basis == detour_core::status::report::Basis::Recovering {
+            if t.basis == detour_core::report::Basis::Recovering {
                 health.push_str(" (recovering)");
             }
             cell.push(coloured(health, health_colour(t.health)));

@@ -1,7 +1,7 @@
 use super::*;
 use crate::docs::load::parse_file;
 use crate::health::state::TargetState;
-use crate::status::report::{ConfigOutcome, parse_rfc3339};
+use crate::report::{ConfigOutcome, parse_rfc3339};
 use crate::testing::EXAMPLE;
 use crate::validate::build_model;
 use std::time::{Duration, Instant};

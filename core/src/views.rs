@@ -3,12 +3,8 @@
 //! — and every target's health with the time it began.
 //!
 //! Pure (time is a parameter). [`crate::decide`] computes the views; the Kubernetes
-//! status writer reports them on each FailoverScheme; [`report`] turns it into the status API's document (what `/ui` and
-//! `detour status` show), [`events`] keeps what happened; the binary runs both.
-
-pub mod events;
-pub mod report;
-pub mod tracker;
+//! status writer reports them on each FailoverScheme, and [`crate::report`] turns them
+//! into the status API's document (what `/ui` and `detour status` show).
 
 use crate::model::TargetRef;
 use crate::tables::HealthBasis;

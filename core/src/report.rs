@@ -3,10 +3,15 @@
 //! and why, and the recent events. The page at `/ui` and `detour status` both read it,
 //! and `detour status` deserialises these very types, so the two cannot drift apart.
 //!
-//! Times are RFC 3339 strings (UTC, to the millisecond).
+//! Times are RFC 3339 strings (UTC, to the millisecond). [`tracker`] makes the document
+//! from each decision, remembering since when things are as they are, and [`events`]
+//! keeps what happened.
 
-use super::events::Event;
+pub mod events;
+pub mod tracker;
+
 use detour_filter::health::Health;
+use events::Event;
 use k8s_openapi::jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 use std::time::SystemTime;

@@ -3,19 +3,19 @@
 //! active group has taken the traffic, and what changed in between (the event log).
 //!
 //! Pure: the caller passes the time, so tests need no clock. Which group is active is
-//! [`super::views`]' answer, i.e. the filter's own selection code.
+//! [`crate::decide`]' answer, i.e. the filter's own selection code.
 
 use super::events::{Event, EventKind, EventLog};
-use super::report::{
+use super::{
     Basis, ClusterReport, ConfigOutcome, ConfigState, ControllerInfo, STATUS_API_VERSION,
     SchemeReport, StatusReport, Summary, TargetId, TargetReport, rfc3339_ms,
 };
-use super::{SchemeView, TargetView, routing_message, since, traffic_move};
 use crate::decide::Decided;
 use crate::health::HealthMap;
 use crate::health::state::TargetState;
 use crate::model::{Model, Scheme, TargetRef};
 use crate::tables::{HealthBasis, TableSet};
+use crate::views::{SchemeView, TargetView, routing_message, since, traffic_move};
 use detour_filter::health::Health;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;

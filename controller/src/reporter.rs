@@ -1,15 +1,16 @@
-//! Keeps the status API's document current: rebuilds it from each decision of the tables
-//! task (a new model, a target's health, a failback damping window ending) and whenever
-//! the configuration's outcome changes, and publishes a new version when the content differs. The HTTP handlers
-//! (`/v1/status`, its long-poll and its event stream) only read the published value.
+//! The status API's reporter: keeps its document current, rebuilding it from each
+//! decision of the decision task (a new model, a target's health, a failback damping
+//! window ending) and whenever the configuration's outcome changes, and publishing a new
+//! version when the content differs. The HTTP handlers (`/v1/status`, its long-poll and
+//! its event stream) only read the published value.
 
 use bytes::Bytes;
 use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
 use detour_core::model::Model;
-use detour_core::status::events::EventLog;
-use detour_core::status::report::{ConfigState, StatusReport, rfc3339_ms};
-use detour_core::status::tracker::{Inputs, Tracker};
+use detour_core::report::events::EventLog;
+use detour_core::report::tracker::{Inputs, Tracker};
+use detour_core::report::{ConfigState, StatusReport, rfc3339_ms};
 use detour_core::tables::TableSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
