@@ -39,6 +39,16 @@ impl SchemeView {
     pub fn group(&self, group: usize) -> impl Iterator<Item = &TargetView> {
         self.targets.iter().filter(move |t| t.group == group)
     }
+
+    /// True when every target has a verdict. A choice made while some target has none
+    /// is provisional: at start-up (or for a new scheme) targets are checked one after
+    /// the other, and the group moves as each first verdict lands. Neither the event log
+    /// nor Kubernetes status reports such moves.
+    pub fn settled(&self) -> bool {
+        self.targets
+            .iter()
+            .all(|t| t.basis != HealthBasis::Unchecked)
+    }
 }
 
 /// When a target's reported health began: carried over from the previous report while

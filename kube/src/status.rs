@@ -129,12 +129,8 @@ pub fn plan_scheme(
             (false, _) => (Some(SchemeState::Invalid), Some(problems_message(problems))),
         };
     } else if let Some(view) = view {
-        if previous.is_some_and(|p| p.active_group.is_some())
-            && view
-                .targets
-                .iter()
-                .any(|t| t.basis == detour_core::tables::HealthBasis::Unchecked)
-        {
+        // A provisional choice does not move a reported group.
+        if previous.is_some_and(|p| p.active_group.is_some()) && !view.settled() {
             return None;
         }
         status.state = Some(SchemeState::Accepted);

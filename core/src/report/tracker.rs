@@ -145,14 +145,9 @@ impl Tracker {
         wall: SystemTime,
         at: &str,
     ) -> SchemeReport {
-        // A choice made while some target has no verdict yet is provisional: at start-up
-        // (or for a new scheme) targets are checked one after the other, and the group
-        // moves as each first verdict lands. Those moves are not news; a move between two
-        // choices made on checked health is.
-        let settled = view
-            .targets
-            .iter()
-            .all(|t| t.basis != HealthBasis::Unchecked);
+        // Moves of a provisional choice are not news; a move between two choices made on
+        // checked health is.
+        let settled = view.settled();
         let previous = self.active.get(&view.id).copied();
         let active_since = match previous {
             Some(p) if p.group == view.active_group => p.since,
