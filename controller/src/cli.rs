@@ -3,23 +3,24 @@
 pub mod import;
 pub mod status;
 
-use crate::docs::Problems;
 use crate::explain::{ExplainOptions, explain};
-use crate::kube::lease::Timing;
-use crate::kube::register::RegisterOptions;
-use crate::kube::run::KubeOptions;
-use crate::model::{Address, Host, ServiceName, parse_host};
-use crate::render::envoy::{DEFAULT_WASM, RenderOptions, check_certs, render};
 use crate::serve::{ServeOptions, Source, serve};
 use crate::source::files::load_dir;
 use crate::telemetry::{self, LogFormat};
 use crate::tls::config::TlsFiles;
-use crate::tls::identity::ControllerRole;
+use crate::tls::files::check_certs;
 use crate::tls::init::{InitOptions, default_controller_hosts, init};
-use crate::tls::layout::Layout;
 use anyhow::{Context, anyhow};
 use clap::{Args, Parser, Subcommand};
+use detour_core::docs::Problems;
+use detour_core::model::{Address, Host, ServiceName, parse_host};
+use detour_core::pki::identity::ControllerRole;
+use detour_core::pki::layout::Layout;
+use detour_core::render::envoy::{DEFAULT_WASM, RenderOptions, render};
 use detour_filter::duration::parse_duration;
+use detour_kube::lease::Timing;
+use detour_kube::register::RegisterOptions;
+use detour_kube::run::KubeOptions;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -99,7 +100,7 @@ pub struct RegisterArgs {
     #[arg(long, value_name = "URL")]
     pub server: Option<String>,
     /// Namespace of detour's mTLS Secret in the member cluster.
-    #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
+    #[arg(long, value_name = "NS", default_value = detour_kube::secrets::DEFAULT_NAMESPACE)]
     pub namespace: String,
     /// The controller's namespace in the management cluster (where kubeconfig Secrets go).
     #[arg(long, value_name = "NS", default_value = DEFAULT_CONTROLLER_NAMESPACE)]
@@ -144,7 +145,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "NAME", default_value = "detour")]
     pub lease_name: String,
     /// Kubernetes: namespace of the mTLS Secret in every member cluster.
-    #[arg(long, value_name = "NS", default_value = crate::kube::secrets::DEFAULT_NAMESPACE)]
+    #[arg(long, value_name = "NS", default_value = detour_kube::secrets::DEFAULT_NAMESPACE)]
     pub member_namespace: String,
     /// Kubernetes: lifetime of the certificates the leader issues into member clusters'
     /// mTLS Secrets (with `ca.key` in --certs); each is renewed two thirds into it.
@@ -345,11 +346,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
         Command::Crds(args) => {
             match args.out {
                 Some(dir) => {
-                    for path in crate::kube::crds::write_dir(&dir)? {
+                    for path in detour_kube::crds::write_dir(&dir)? {
                         println!("{}", path.display());
                     }
                 }
-                None => print!("{}", crate::kube::crds::render_all()?),
+                None => print!("{}", detour_kube::crds::render_all()?),
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -357,7 +358,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let (address, port) = gateway(&args.gateway)?;
             print!(
                 "{}",
-                crate::kube::register::render(&RegisterOptions {
+                detour_kube::register::render(&RegisterOptions {
                     name: args.name,
                     gateway_address: address,
                     gateway_port: port,
@@ -440,13 +441,13 @@ fn default_identity() -> String {
 
 /// `HOST[:PORT]` of a gateway (port 15443 by default).
 fn gateway(text: &str) -> anyhow::Result<(String, u16)> {
-    if crate::model::parse_host(text).is_ok() {
-        return Ok((text.to_string(), crate::docs::DEFAULT_GATEWAY_PORT));
+    if detour_core::model::parse_host(text).is_ok() {
+        return Ok((text.to_string(), detour_core::docs::DEFAULT_GATEWAY_PORT));
     }
     let a = Address::parse(text).map_err(|e| anyhow!("--gateway: {e}"))?;
     let host = match a.host {
-        crate::model::Host::Ip(ip) => ip.to_string(),
-        crate::model::Host::Name(n) => n,
+        detour_core::model::Host::Ip(ip) => ip.to_string(),
+        detour_core::model::Host::Name(n) => n,
     };
     Ok((host, a.port))
 }
@@ -510,7 +511,7 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-fn load(dir: &Path) -> anyhow::Result<crate::model::Model> {
+fn load(dir: &Path) -> anyhow::Result<detour_core::model::Model> {
     load_dir(dir).map_err(|problems| {
         anyhow!(
             "{}\nthe configuration in {} is invalid (run `detour check`)",
@@ -547,7 +548,7 @@ mod tests {
                 other => panic!("not serve: {other:?}"),
             }
         };
-        assert_eq!(serve(&[]), crate::kube::issuer::LEAF_LIFETIME);
+        assert_eq!(serve(&[]), detour_kube::issuer::LEAF_LIFETIME);
         assert_eq!(
             serve(&["--member-cert-lifetime", "30s"]),
             Duration::from_secs(30)

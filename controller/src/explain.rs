@@ -10,11 +10,11 @@
 
 use crate::client::{Connections, HttpClient};
 use crate::health::probe::{ProbeResult, Prober};
-use crate::model::{Model, ServiceName, TargetRef};
-use crate::tables::scheme_doc;
 use crate::tls::client::{mtls_client, probe_files, table_files};
 use crate::tls::config::TlsConfigError;
-use crate::tls::layout::Layout;
+use detour_core::model::{Model, ServiceName, TargetRef};
+use detour_core::pki::layout::Layout;
+use detour_core::tables::scheme_doc;
 use detour_filter::health::Health;
 use detour_filter::select::{Explanation, select};
 use detour_filter::table::wire::TableDoc;
@@ -192,7 +192,7 @@ pub async fn explain(model: &Model, opts: &ExplainOptions) -> Result<String, Exp
 async fn probe_all(
     prober: &Prober,
     model: &Model,
-    scheme: &crate::model::Scheme,
+    scheme: &detour_core::model::Scheme,
 ) -> BTreeMap<TargetRef, (String, ProbeResult)> {
     let mut tasks = Vec::new();
     for target in scheme.targets() {

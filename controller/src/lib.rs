@@ -1,31 +1,28 @@
-//! detour's controller: documents → validated model → health-checked priority tables,
-//! served over HTTP; plus the tools around them (`check`, `render envoy`, `explain`).
+//! detour's controller binary: the command line ([`cli`]), the running controller
+//! ([`serve`]: sources, health checks, table and status servers) and the tools around the
+//! core (`check`, `render envoy`, `explain`, `certs init`, `status`).
 //!
-//! Pure parts (no I/O): [`docs`] (types, file parsing), [`validate`], [`model`],
-//! [`index`], [`health::state`], [`tables`], [`status`], [`render`]. Runtime parts:
-//! [`source`], [`health`], [`server`], [`serve`], [`explain`], [`cli`]. Kubernetes mode
-//! is a thin adapter in [`kube`].
+//! What is decided lives in `detour_core` (no I/O); Kubernetes in `detour_kube`. This
+//! crate holds what runs: tokio tasks ([`source`], [`decisions`], [`reporter`],
+//! [`health`] checks), HTTP servers ([`server`]) and clients ([`client`]), TLS and
+//! files ([`tls`]), [`metrics`]. It decides nothing itself: what a table or a view is,
+//! it asks `detour_core`; it must not talk to the Kubernetes API but through
+//! `detour_kube`. `main.rs` only calls [`cli::main`].
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod client;
-pub mod docs;
+pub mod decisions;
 pub mod explain;
 pub mod health;
 pub mod import;
-pub mod index;
-pub mod kube;
 pub mod metrics;
-pub mod model;
-pub mod render;
+pub mod reporter;
 pub mod serve;
 pub mod server;
 pub mod source;
-pub mod status;
-pub mod tables;
 pub mod telemetry;
 pub mod tls;
-pub mod validate;
 
 #[cfg(test)]
 pub(crate) mod testing;

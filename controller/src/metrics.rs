@@ -12,16 +12,12 @@
 //! | `detour_health_transitions_total` | counter | `cluster`, `namespace`, `name`, `to` |
 //! | `detour_table_requests_total` | counter | `code` |
 //! | `detour_long_polls_in_flight` | gauge | |
-//! | `detour_kube_watch_events_total` | counter | `resource`, `cluster` (member cluster; "" = management), `event` = apply \| delete \| init \| error |
-//! | `detour_kube_errors_total` | counter | `scope` = lease \| status \| secrets \| discovery, `error` |
-//! | `detour_kube_writes_total` | counter | `resource` = failoverschemes/status \| memberclusters/status \| events \| secrets |
-//! | `detour_kube_leader` | gauge | 1 while this replica holds the Lease |
-//! | `detour_kube_leader_transitions_total` | counter | |
-//! | `detour_kube_member_cluster_synced` | gauge | `cluster` (1 = listed and watched) |
+//! | `detour_kube_*` | | see `detour_kube::metrics` |
 //! | `detour_tls_handshake_failures_total` | counter | |
 
-use crate::model::TargetRef;
+use detour_core::model::TargetRef;
 use detour_filter::health::Health;
+use detour_kube::metrics::KubeMetrics;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -79,24 +75,6 @@ pub struct CodeLabels {
     pub code: u16,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct WatchLabels {
-    pub resource: &'static str,
-    pub cluster: String,
-    pub event: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KubeErrorLabels {
-    pub scope: &'static str,
-    pub error: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ResourceLabels {
-    pub resource: &'static str,
-}
-
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -111,12 +89,8 @@ pub struct Metrics {
     pub health_transitions: Family<TransitionLabels, Counter>,
     pub table_requests: Family<CodeLabels, Counter>,
     pub long_polls_in_flight: Gauge,
-    pub kube_watch_events: Family<WatchLabels, Counter>,
-    pub kube_errors: Family<KubeErrorLabels, Counter>,
-    pub kube_writes: Family<ResourceLabels, Counter>,
-    pub kube_leader: Gauge,
-    pub kube_leader_transitions: Counter,
-    pub kube_member_synced: Family<ClusterLabels, Gauge>,
+    /// The Kubernetes side's, registered here (`detour_kube_*`).
+    pub kube: KubeMetrics,
     /// Connections to the mTLS table API whose handshake failed (no client
     /// certificate, one from another CA, expired, ...) or timed out.
     pub tls_handshake_failures: Counter,
@@ -146,12 +120,7 @@ impl Metrics {
             health_transitions: Family::default(),
             table_requests: Family::default(),
             long_polls_in_flight: Gauge::default(),
-            kube_watch_events: Family::default(),
-            kube_errors: Family::default(),
-            kube_writes: Family::default(),
-            kube_leader: Gauge::default(),
-            kube_leader_transitions: Counter::default(),
-            kube_member_synced: Family::default(),
+            kube: KubeMetrics::new(),
             tls_handshake_failures: Counter::default(),
         };
         registry.register(
@@ -209,75 +178,13 @@ impl Metrics {
             "Table requests waiting for a new version",
             m.long_polls_in_flight.clone(),
         );
-        registry.register(
-            "kube_watch_events",
-            "Kubernetes watch events received, by resource, member cluster and kind of event",
-            m.kube_watch_events.clone(),
-        );
-        registry.register(
-            "kube_errors",
-            "Errors talking to Kubernetes APIs, by what was being done and error",
-            m.kube_errors.clone(),
-        );
-        registry.register(
-            "kube_writes",
-            "Writes to Kubernetes APIs (status, events, Secrets, the Lease), by resource",
-            m.kube_writes.clone(),
-        );
-        registry.register(
-            "kube_leader",
-            "1 while this replica holds the leader Lease (and writes), else 0",
-            m.kube_leader.clone(),
-        );
-        registry.register(
-            "kube_leader_transitions",
-            "Times this replica started or stopped leading",
-            m.kube_leader_transitions.clone(),
-        );
-        registry.register(
-            "kube_member_cluster_synced",
-            "1 when a member cluster's Services and EndpointSlices are listed and watched",
-            m.kube_member_synced.clone(),
-        );
+        m.kube.register(&mut registry);
         registry.register(
             "tls_handshake_failures",
             "Table API connections refused during the TLS handshake",
             m.tls_handshake_failures.clone(),
         );
         Metrics { registry, ..m }
-    }
-
-    /// Counts an error of the Kubernetes side.
-    pub fn kube_error(&self, scope: &'static str, error: &crate::kube::Error) {
-        self.kube_errors
-            .get_or_create(&KubeErrorLabels {
-                scope,
-                error: error.metric_label(),
-            })
-            .inc();
-    }
-
-    pub fn kube_write(&self, resource: &'static str) {
-        self.kube_writes
-            .get_or_create(&ResourceLabels { resource })
-            .inc();
-    }
-
-    pub fn set_leader(&self, leading: bool) {
-        if (self.kube_leader.get() == 1) != leading {
-            self.kube_leader_transitions.inc();
-        }
-        self.kube_leader.set(i64::from(leading));
-    }
-
-    pub fn watch_event(&self, resource: &'static str, cluster: &str, event: &'static str) {
-        self.kube_watch_events
-            .get_or_create(&WatchLabels {
-                resource,
-                cluster: cluster.to_string(),
-                event,
-            })
-            .inc();
     }
 
     /// The Prometheus text exposition of every metric.
@@ -340,7 +247,7 @@ impl Drop for InFlight<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::ServiceName;
+    use detour_core::model::ServiceName;
 
     #[test]
     fn exposes_prefixed_names() {

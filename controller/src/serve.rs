@@ -1,10 +1,8 @@
-//! `detour serve`: wires the parts together in three tasks: the source (files, or
-//! Kubernetes watches: either feeds the index and publishes each model), the tables task
-//! (which keeps the health checkers in line with the model and rebuilds the tables), and
-//! the HTTP server(s). In Kubernetes mode the leader also writes status, Events and
-//! Secrets ([`crate::kube::run`]).
-//!
-//! A fourth task keeps the status API's document current ([`crate::status::live`]).
+//! `detour serve`: wiring only. It starts the source ([`crate::source`]: files or
+//! Kubernetes, the same way), in Kubernetes mode the leader-elected writers (a task group
+//! of their own: [`detour_kube::run::KubeSource::start_writers`]), the decision task
+//! ([`crate::decisions`]: health checkers, one decision per change), the status API's
+//! task ([`crate::reporter`]) and the HTTP server(s) ([`crate::server`]).
 //!
 //! Listeners: without TLS, `--listen` serves the table API and the operational
 //! endpoints, unless `--ops-listen` gives the latter their own. With TLS, `--listen`
@@ -14,38 +12,31 @@
 //! they change on disk.
 
 use crate::client::Connections;
+use crate::decisions::{self, Outputs, Readiness};
 use crate::health::probe::Prober;
-use crate::health::{Checker, HealthBoard, HealthMap};
-use crate::kube::run::{KubeOptions, Wiring};
-use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
-use crate::model::{Model, ProbeSpec};
+use crate::health::{Checker, HealthBoard};
+use crate::metrics::Metrics;
+use crate::reporter::{self, Feeds, Versions};
 use crate::server::{self, Access, AppState};
-use crate::source::files::FileSource;
-use crate::status::events::EventLog;
-use crate::status::live::{self, Feeds, Versions};
-use crate::status::tracker::Tracker;
-use crate::tables::{self, PublishedTable, TableSet};
+pub use crate::source::Source;
+use crate::source::{SourceFeeds, Started};
 use crate::tls::config::{TlsFiles, server_config};
 use crate::tls::reload::load_and_watch;
 use crate::tls::server::TlsListener;
 use anyhow::Context;
-use std::collections::{BTreeSet, HashMap};
+use detour_core::decide::Decided;
+use detour_core::health::HealthMap;
+use detour_core::model::Model;
+use detour_core::report::events::EventLog;
+use detour_core::report::tracker::Tracker;
+use detour_core::tables::TableSet;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span};
-
-/// Where the documents come from.
-pub enum Source {
-    /// A directory of YAML files, polled every `reload_interval`.
-    Files { config: PathBuf },
-    /// CRDs and member clusters' Services, watched.
-    Kubernetes(KubeOptions),
-}
 
 pub struct ServeOptions {
     pub source: Source,
@@ -100,69 +91,51 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (models_tx, models) = watch::channel(Arc::new(Model::default()));
     let (source_ready_tx, source_ready) = watch::channel(false);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
+    let (decisions_tx, decisions_rx) = watch::channel(Arc::new(Decided::new(
+        Arc::new(Model::default()),
+        Arc::new(HealthMap::new()),
+        Instant::now(),
+        SystemTime::now(),
+    )));
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let (config_tx, config_rx) = watch::channel(None);
-    let mut election = None;
-    let source_kind = match &opts.source {
-        Source::Files { .. } => "files",
-        Source::Kubernetes(_) => "kubernetes",
-    };
-    match opts.source {
-        Source::Files { config } => {
-            let mut source =
-                FileSource::new(config.clone(), metrics.clone()).with_reports(config_tx);
-            let model = source.load().map_err(|problems| {
-                anyhow::anyhow!(
-                    "{}\nthe configuration in {} is invalid ({} problem(s))",
-                    crate::docs::Problems(problems.clone()),
-                    config.display(),
-                    problems.len()
-                )
-            })?;
-            info!(
-                config = %config.display(),
-                clusters = model.clusters.len(),
-                schemes = model.schemes.len(),
-                "configuration loaded"
-            );
-            models_tx.send_replace(Arc::new(model));
-            source_ready_tx.send_replace(true);
-            tokio::spawn(
-                source
-                    .watch(models_tx, opts.reload_interval)
-                    .instrument(info_span!("file_source", dir = %config.display())),
-            );
-        }
-        Source::Kubernetes(kube) => {
-            let wiring = Wiring {
+    let source_kind = opts.source.kind();
+    let started = opts
+        .source
+        .start(
+            SourceFeeds {
                 models: models_tx,
-                source_ready: source_ready_tx,
-                health: board.subscribe(),
-                tables: tables_rx.clone(),
-                shutdown: shutdown_rx.clone(),
-            };
-            election = Some(
-                crate::kube::run::start(kube, wiring, metrics.clone())
-                    .await
-                    .context("starting the Kubernetes source")?,
-            );
+                ready: source_ready_tx,
+                config: config_tx,
+            },
+            opts.reload_interval,
+            &metrics,
+        )
+        .await?;
+    // Kubernetes: the leader-elected writers, a task group of their own.
+    let election = match started {
+        Started::Files => None,
+        Started::Kubernetes(source) => {
+            Some(source.start_writers(decisions_rx.clone(), shutdown_rx.clone()))
         }
-    }
+    };
 
     // The first tables exist before the listener does: every member cluster can be
     // answered from the first request on (all targets Unknown until checked).
-    let first = tables::build(&models.borrow(), &HashMap::new(), Instant::now());
-    publish(&tables_tx, first.tables, &metrics);
+    let outputs = Outputs {
+        tables: tables_tx,
+        decisions: decisions_tx,
+    };
+    outputs.decide(models.borrow().clone(), HealthMap::new(), &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
-    let (status_tx, status_rx) = live::channel(&mut versions, source_kind);
+    let (status_tx, status_rx) = reporter::channel(&mut versions, source_kind);
     tokio::spawn(
-        live::run(
+        reporter::run(
             Tracker::new(source_kind, EventLog::default()),
             Feeds {
-                models: models.clone(),
-                health: board.subscribe(),
+                decisions: decisions_rx,
                 tables: tables_rx.clone(),
                 config: config_rx,
                 ready: ready.clone(),
@@ -174,11 +147,11 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     );
     let checker = Checker::new(board.clone(), prober, metrics.clone());
     tokio::spawn(
-        run_tables(
+        decisions::run(
             models,
             checker,
             board.subscribe(),
-            tables_tx,
+            outputs,
             Readiness {
                 ready: ready.clone(),
                 source: source_ready,
@@ -280,12 +253,6 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Ready once the source has listed everything and every target was checked once.
-struct Readiness {
-    ready: Arc<AtomicBool>,
-    source: watch::Receiver<bool>,
-}
-
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -297,138 +264,6 @@ async fn wait_for(task: &mut tokio::task::JoinHandle<std::io::Result<()>>) -> st
         Ok(result) => result,
         Err(e) => Err(std::io::Error::other(e.to_string())),
     }
-}
-
-/// Shortest time between two table builds: under a burst of health changes, builds of
-/// every cluster's table back to back would take the CPU the checks need, and make
-/// them time out (more changes). A change waits at most this long to be published.
-const MIN_BUILD_GAP: Duration = Duration::from_millis(100);
-
-/// Keeps one checker per probe spec of the current model, and rebuilds the tables
-/// whenever the model or a target's health changes, or a failback damping window ends;
-/// publishes those whose content changed. Checkers are reconciled here, just before the
-/// build, so a new model never meets a board that does not know its targets yet.
-async fn run_tables(
-    mut models: watch::Receiver<Arc<Model>>,
-    mut checker: Checker,
-    mut health: watch::Receiver<HealthMap>,
-    tables: watch::Sender<Arc<TableSet>>,
-    mut readiness: Readiness,
-    metrics: Arc<Metrics>,
-) {
-    let ready = readiness.ready.clone();
-    // The file source sets its readiness once and goes; a closed channel is final.
-    let mut source_open = true;
-    let mut reconciled: Option<(Arc<Model>, BTreeSet<ProbeSpec>)> = None;
-    let mut last_build: Option<tokio::time::Instant> = None;
-    loop {
-        // Changes that come in a burst (every target's first verdict at start, a
-        // cluster going down) are built together, at most one build per
-        // MIN_BUILD_GAP; a lone change is built at once.
-        if let Some(last) = last_build {
-            tokio::time::sleep_until(last + MIN_BUILD_GAP).await;
-        }
-        last_build = Some(tokio::time::Instant::now());
-        let model = models.borrow_and_update().clone();
-        if !reconciled
-            .as_ref()
-            .is_some_and(|(m, _)| Arc::ptr_eq(m, &model))
-        {
-            let specs = model.probe_specs();
-            checker.reconcile(&specs);
-            reconciled = Some((model.clone(), specs));
-        }
-        // A copy, so that the build does not hold the board: every checker that
-        // records a result needs it, and would wait (blocking its worker thread) for
-        // as long as a build of thousands of schemes takes.
-        let board = health.borrow_and_update().clone();
-        if !ready.load(Ordering::Acquire)
-            && *readiness.source.borrow_and_update()
-            && let Some((_, specs)) = &reconciled
-            && specs
-                .iter()
-                .all(|s| board.get(s).is_some_and(|state| state.checks > 0))
-        {
-            ready.store(true, Ordering::Release);
-            info!("ready: every target has been checked once");
-        }
-        let built = tables::build(&model, &board, Instant::now());
-        drop(board);
-        publish(&tables, built.tables, &metrics);
-        let damping_ends = async {
-            match built.next_change {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            r = models.changed() => if r.is_err() { return },
-            r = health.changed() => if r.is_err() { return },
-            r = readiness.source.changed(), if source_open && !ready.load(Ordering::Acquire) => {
-                source_open = r.is_ok();
-            }
-            () = damping_ends => {}
-        }
-    }
-}
-
-/// Publishes the tables whose version changed (and drops removed clusters'), so that
-/// long-polls wake only for real changes.
-fn publish(
-    tables: &watch::Sender<Arc<TableSet>>,
-    built: std::collections::BTreeMap<String, detour_filter::table::wire::TableDoc>,
-    metrics: &Metrics,
-) {
-    tables.send_if_modified(|current| {
-        let mut next = TableSet::default();
-        let mut changed = current.tables.len() != built.len();
-        for (cluster, doc) in built {
-            let table = PublishedTable::new(doc);
-            match current.get(&cluster) {
-                Some(old) if old.version() == table.version() => {
-                    next.tables.insert(cluster, old.clone());
-                    continue;
-                }
-                old => {
-                    changed = true;
-                    if let Some(old) = old {
-                        metrics.table_version.remove(&VersionLabels {
-                            cluster: cluster.clone(),
-                            version: old.version().to_string(),
-                        });
-                    }
-                    metrics
-                        .table_version
-                        .get_or_create(&VersionLabels {
-                            cluster: cluster.clone(),
-                            version: table.version().to_string(),
-                        })
-                        .set(1);
-                    metrics
-                        .table_updates
-                        .get_or_create(&ClusterLabels {
-                            cluster: cluster.clone(),
-                        })
-                        .inc();
-                    info!(%cluster, version = table.version(), "new table version");
-                    next.tables.insert(cluster, Arc::new(table));
-                }
-            }
-        }
-        for (cluster, old) in &current.tables {
-            if !next.tables.contains_key(cluster) {
-                changed = true;
-                metrics.table_version.remove(&VersionLabels {
-                    cluster: cluster.clone(),
-                    version: old.version().to_string(),
-                });
-            }
-        }
-        if changed {
-            *current = Arc::new(next);
-        }
-        changed
-    });
 }
 
 /// Ctrl-C or SIGTERM.

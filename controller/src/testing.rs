@@ -2,13 +2,6 @@
 
 #![allow(dead_code)] // shared with the integration tests, which use other parts
 
-/// The example configuration users read (`controller/examples/config`), as one stream.
-pub const EXAMPLE: &str = concat!(
-    include_str!("../examples/config/clusters.yaml"),
-    "---\n",
-    include_str!("../examples/config/foo.yaml")
-);
-
 use axum::Router;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode};

@@ -11,7 +11,7 @@
 mod common;
 use common::tls::files_under;
 use common::*;
-use detour::tls::identity::{ClusterRole, Identity};
+use detour_core::pki::identity::{ClusterRole, Identity};
 use std::path::{Path, PathBuf};
 
 fn init(config: &Path, out: &Path, extra: &[&str]) -> std::process::Output {

@@ -14,7 +14,7 @@ use common::envoy::*;
 use common::tls::Certs;
 use common::*;
 use detour::client::HttpClient;
-use detour::tls::identity::{ClusterRole, ControllerRole, Identity};
+use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -16,8 +16,10 @@ use common::*;
 use detour::client::Connections;
 use detour::health::grpc::ServingStatus;
 use detour::health::probe::{ProbeResult, Prober};
-use detour::model::{Address, CheckKind, HealthCheck, Host, ProbeSpec, ServiceName, TargetRef};
 use detour::tls::client::{mtls_client, probe_files};
+use detour_core::model::{
+    Address, CheckKind, HealthCheck, Host, ProbeSpec, ServiceName, TargetRef,
+};
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

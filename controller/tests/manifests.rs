@@ -11,8 +11,8 @@
 // Helpers of a test file: a broken expectation is a test failure, said where it broke.
 #![allow(clippy::expect_used, clippy::panic)]
 
-use detour::model::{CONTROLLER_CLUSTER, ServiceName, TargetRef, parse_host};
-use detour::tls::identity::{ClusterRole, ControllerRole, Identity};
+use detour_core::model::{CONTROLLER_CLUSTER, ServiceName, TargetRef, parse_host};
+use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use detour_filter::config::{DEFAULT_ROUTE_HEADER, FilterConfig};
 use serde_norway::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -482,7 +482,10 @@ fn the_added_clusters_are_the_tables_targets_over_mtls() {
             Some(peer.uri().as_str()),
             "{name}"
         );
-        let dns = matches!(parse_host(&endpoint.0), Ok(detour::model::Host::Name(_)));
+        let dns = matches!(
+            parse_host(&endpoint.0),
+            Ok(detour_core::model::Host::Name(_))
+        );
         assert_eq!(
             tls["sni"].as_str(),
             dns.then_some(endpoint.0.as_str()),

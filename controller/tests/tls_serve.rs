@@ -13,7 +13,7 @@
 mod common;
 use common::tls::{Certs, TlsGateway};
 use common::*;
-use detour::tls::identity::{ClusterRole, ControllerRole, Identity};
+use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use std::path::Path;
 use std::time::Duration;
 use tokio::net::TcpListener;

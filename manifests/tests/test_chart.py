@@ -112,7 +112,7 @@ def test_service_pdb_and_servicemonitor_select_the_pods(rendered):
             assert target_of.get(endpoint["port"]) == "ops" and endpoint["path"] == "/metrics"
 
 
-# What `serve --kubernetes` calls (controller/src/kube/: source.rs watches, status.rs
+# What `serve --kubernetes` calls (kube/src/: source.rs watches, status.rs
 # patch_status, events.rs create, lease.rs get/create/replace, secrets.rs get_opt + apply),
 # as (namespace or "*", apiGroup, resource, resourceNames, verbs).
 EXPECTED_RULES = {

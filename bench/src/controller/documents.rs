@@ -79,9 +79,9 @@ mod tests {
             services: 2,
         };
         let text = f.documents(|k| format!("127.0.10.{}:15443", k + 1).parse().unwrap());
-        let (docs, problems) = detour::docs::load::parse_file("bench.yaml", &text);
+        let (docs, problems) = detour_core::docs::load::parse_file("bench.yaml", &text);
         assert!(problems.is_empty(), "{problems:?}");
-        let model = detour::validate::build_model(&docs).unwrap();
+        let model = detour_core::validate::build_model(&docs).unwrap();
         assert_eq!(model.clusters.len(), 3);
         assert_eq!(model.schemes.len(), 6);
         assert_eq!(

@@ -1,6 +1,7 @@
 //! Table computation at growing sizes, in-process with the controller's own library
 //! (the code `detour serve` runs, built with the same profile): loading the documents
-//! (parse and validate), building every member cluster's table from the health board,
+//! (parse and validate), deciding every member cluster's table and every scheme's view
+//! from the health board (`detour_core::decide`, what `detour serve` runs per change),
 //! and publishing them (serialise, hash for the version). `detour serve` builds and
 //! publishes all tables again on every health change, so build + publish is the cost
 //! of one health change.
@@ -8,9 +9,10 @@
 use super::documents::Federation;
 use crate::stats::{Spread, ms};
 use anyhow::{Result, bail};
-use detour::health::HealthMap;
-use detour::health::state::TargetState;
-use detour::tables::{self, PublishedTable};
+use detour_core::decide::decide;
+use detour_core::health::HealthMap;
+use detour_core::health::state::TargetState;
+use detour_core::tables::PublishedTable;
 use std::time::Instant;
 
 /// Clusters of the made-up federations, and the scheme counts measured.
@@ -45,11 +47,11 @@ fn measure(schemes: usize) -> Result<TableScale> {
     let mut model = None;
     for _ in 0..REPEAT {
         let at = Instant::now();
-        let (docs, problems) = detour::docs::load::parse_file("bench.yaml", &text);
+        let (docs, problems) = detour_core::docs::load::parse_file("bench.yaml", &text);
         if !problems.is_empty() {
             bail!("made-up documents refused: {}", problems[0]);
         }
-        let built = match detour::validate::build_model(&docs) {
+        let built = match detour_core::validate::build_model(&docs) {
             Ok(m) => m,
             Err(problems) => bail!("made-up documents refused: {:?}", problems.first()),
         };
@@ -71,7 +73,7 @@ fn measure(schemes: usize) -> Result<TableScale> {
     let mut table_bytes = 0;
     for _ in 0..REPEAT {
         let at = Instant::now();
-        let built = tables::build(&model, &board, now);
+        let built = decide(&model, &board, now);
         build.push(ms(at.elapsed()));
         let at = Instant::now();
         let published: Vec<PublishedTable> = built

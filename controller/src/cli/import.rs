@@ -1,10 +1,11 @@
 //! `detour import`: another system's failover documents in, detour's documents out.
 
-use crate::docs::Problems;
-use crate::docs::load::{SourceFile, read_dir};
 use crate::import::gloo::{self, Options, output};
+use crate::source::files::read_dir;
 use anyhow::{Context, anyhow, bail};
 use clap::{Args, Subcommand};
+use detour_core::docs::Problems;
+use detour_core::docs::load::SourceFile;
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};

@@ -5,10 +5,10 @@
 mod text;
 
 use crate::client::{ClientError, HttpClient};
-use crate::status::report::{STATUS_API_VERSION, StatusReport};
 use anyhow::{Context, anyhow, bail};
 use bytes::Bytes;
 use clap::{Args, ValueEnum};
+use detour_core::report::{STATUS_API_VERSION, StatusReport};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};

@@ -3,13 +3,13 @@
 
 pub mod grpc;
 pub mod probe;
-pub mod state;
 
 use crate::metrics::{CheckLabels, Metrics, TransitionLabels};
-use crate::model::ProbeSpec;
+use detour_core::health::HealthMap;
+use detour_core::health::state::TargetState;
+use detour_core::model::ProbeSpec;
 use detour_filter::health::Health;
 use probe::{ProbeResult, Prober};
-use state::TargetState;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +17,6 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tracing::{Instrument, info, info_span, warn};
-
-pub type HealthMap = HashMap<ProbeSpec, TargetState>;
 
 /// The health of every checked target. Watchers wake on every transition and on each
 /// target's first result (readiness waits for those).

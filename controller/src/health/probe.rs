@@ -11,10 +11,10 @@
 //! gateway's address (its certificate names it).
 
 use super::grpc::{self, ServingStatus};
-use super::state::{Cause, Check};
 use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
-use crate::model::{Address, CheckKind, ProbeSpec};
 use bytes::Bytes;
+use detour_core::health::state::{Cause, Check};
+use detour_core::model::{Address, CheckKind, ProbeSpec};
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

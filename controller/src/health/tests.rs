@@ -1,8 +1,9 @@
 //! The checker against a real local HTTP server that is stopped and restarted.
 
 use super::*;
-use crate::model::{Address, CheckKind, HealthCheck, Host, ServiceName, TargetRef};
 use crate::testing::{FakeGateway, eventually};
+use detour_core::health::state;
+use detour_core::model::{Address, CheckKind, HealthCheck, Host, ServiceName, TargetRef};
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 

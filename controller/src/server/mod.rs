@@ -9,19 +9,20 @@
 //! endpoints ([`ops_router`]) then stay on a plain listener of their own, where probes
 //! and Prometheus can reach them without a certificate.
 
+mod longpoll;
 mod ops;
 mod status_api;
 mod tables;
 mod ui;
 
 use crate::metrics::Metrics;
-use crate::status::live::PublishedStatus;
-use crate::tables::TableSet;
+use crate::reporter::PublishedStatus;
 use crate::tls::server::{Peer, TlsListener};
 use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use detour_core::tables::TableSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

@@ -1,27 +1,26 @@
 //! The status API (read-only, on the operational listener):
 //!
-//! - `GET /v1/status` → the document ([`crate::status::report::StatusReport`]) with
+//! - `GET /v1/status` → the document ([`detour_core::report::StatusReport`]) with
 //!   `ETag: "<version>"`; `If-None-Match` naming the current version → 304, and with
 //!   `?wait=30s` as well the answer is held until a new version (200) or the end of the
-//!   wait (304): the table API's long-poll, for scripts and `detour status --watch`.
+//!   wait (304): the table API's long-poll ([`super::longpoll`]), for scripts and
+//!   `detour status --watch`.
 //! - `GET /v1/status/events` → server-sent events: one `status` event carrying the whole
 //!   document at once, then one per new version (what the `/ui` page listens to; a
 //!   browser's `EventSource` reconnects by itself).
 
-use super::tables::{IfNoneMatch, parse_wait};
-use super::{AppState, json_error};
-use crate::status::live::PublishedStatus;
+use super::AppState;
+use super::longpoll::Poll;
+use crate::reporter::PublishedStatus;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 #[derive(Deserialize)]
 pub(super) struct StatusQuery {
@@ -33,33 +32,19 @@ pub(super) async fn get_status(
     Query(query): Query<StatusQuery>,
     headers: HeaderMap,
 ) -> Response {
-    let wait = match query.wait.as_deref().map(parse_wait) {
-        None => Duration::ZERO,
-        Some(Ok(wait)) => wait.min(app.max_wait),
-        Some(Err(e)) => return json_error(StatusCode::BAD_REQUEST, &format!("wait: {e}")),
+    let poll = match Poll::new(query.wait.as_deref(), &headers, app.max_wait) {
+        Ok(poll) => poll,
+        Err(bad) => return bad.into_response(),
     };
-    let known = IfNoneMatch::parse(&headers);
-    let deadline = Instant::now() + wait;
-    let mut status = app.status.clone();
-    let mut shutdown = app.shutdown.clone();
-    loop {
-        let current = status.borrow_and_update().clone();
-        if !known.matches(current.version()) {
-            return ok(&current);
-        }
-        if wait.is_zero() || *shutdown.borrow() {
-            return not_modified(&current);
-        }
-        tokio::select! {
-            changed = status.changed() => {
-                if changed.is_err() {
-                    return not_modified(&current);
-                }
-            }
-            _ = tokio::time::sleep_until(deadline) => return not_modified(&current),
-            _ = shutdown.changed() => return not_modified(&current),
-        }
-    }
+    // The status document always exists (an empty one before the first build).
+    poll.answer(
+        app.status.clone(),
+        app.shutdown.clone(),
+        None,
+        |status| Some(status.clone()),
+        || StatusCode::NOT_FOUND.into_response(),
+    )
+    .await
 }
 
 pub(super) async fn status_events(
@@ -95,35 +80,4 @@ fn versions(
             Some((Ok(event), (status, shutdown, false)))
         },
     )
-}
-
-fn etag(status: &PublishedStatus) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{}\"", status.version()))
-        .unwrap_or_else(|_| HeaderValue::from_static("\"\""))
-}
-
-fn ok(status: &PublishedStatus) -> Response {
-    (
-        [
-            (
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ),
-            (header::ETAG, etag(status)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-        status.json.clone(),
-    )
-        .into_response()
-}
-
-fn not_modified(status: &PublishedStatus) -> Response {
-    (
-        StatusCode::NOT_MODIFIED,
-        [
-            (header::ETAG, etag(status)),
-            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
-        ],
-    )
-        .into_response()
 }

@@ -2,10 +2,10 @@
 
 use super::*;
 use crate::client::HttpClient;
-use crate::status::live::{self, Versions};
-use crate::status::report::StatusReport;
-use crate::tables::PublishedTable;
+use crate::reporter::{self, Versions};
 use bytes::Bytes;
+use detour_core::report::StatusReport;
+use detour_core::tables::PublishedTable;
 use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::TableDoc;
 use std::net::SocketAddr;
@@ -48,7 +48,7 @@ async fn start(max_wait: Duration) -> Api {
     let ready = Arc::new(AtomicBool::new(false));
     let metrics = Arc::new(Metrics::new());
     let (status, status_rx) =
-        live::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
+        reporter::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
     let state = AppState {
         tables: rx,
         status: status_rx,

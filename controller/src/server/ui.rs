@@ -6,9 +6,9 @@
 //! The page reads `../v1/status/events` (relative, so it also works behind a proxy that
 //! mounts the controller under a path prefix).
 
-use crate::tables::fnv1a;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
+use detour_core::tables::fnv1a;
 use std::sync::LazyLock;
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \

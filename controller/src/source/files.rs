@@ -8,12 +8,12 @@
 //! otherwise the last good model keeps serving and the problems are logged and counted,
 //! and reported to the status API ([`FileSource::with_reports`]).
 
-use crate::docs::load::{SourceFile, parse_files, read_dir};
-use crate::docs::{Problem, Problems};
-use crate::index::Index;
 use crate::metrics::{Metrics, ResultLabels};
-use crate::model::Model;
-use crate::status::report::{ConfigOutcome, ConfigState, rfc3339_ms};
+use detour_core::docs::load::{SourceFile, parse_files};
+use detour_core::docs::{Origin, Problem, ProblemKind, Problems};
+use detour_core::index::Index;
+use detour_core::model::Model;
+use detour_core::report::{ConfigOutcome, ConfigState, rfc3339_ms};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -42,6 +42,66 @@ fn apply(index: &mut Index, files: &[SourceFile]) -> Result<Model, Vec<Problem>>
         (&a.origin.source, a.origin.document).cmp(&(&b.origin.source, b.origin.document))
     });
     Err(problems)
+}
+
+/// Reads every `*.yaml` and `*.yml` file directly in `dir`, sorted by name. Hidden files
+/// are skipped (editor locks and swap files), and so are subdirectories (Kubernetes
+/// mounts a ConfigMap as `..data/` plus symlinks at the top, which are read).
+pub fn read_dir(dir: &Path) -> Result<Vec<SourceFile>, Vec<Problem>> {
+    let at_dir = |message: String| Problem {
+        kind: ProblemKind::Unreadable,
+        origin: Origin {
+            source: dir.display().to_string(),
+            document: None,
+        },
+        object: None,
+        path: None,
+        message,
+    };
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| vec![at_dir(format!("cannot read the config directory: {e}"))])?;
+    let mut paths = Vec::new();
+    let mut problems = Vec::new();
+    for entry in entries {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) => {
+                problems.push(at_dir(format!("cannot list the config directory: {e}")));
+                continue;
+            }
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let yaml = name.ends_with(".yaml") || name.ends_with(".yml");
+        if yaml && !name.starts_with('.') && !entry.path().is_dir() {
+            paths.push(dir.join(&*name));
+        }
+    }
+    paths.sort();
+    let mut files = Vec::new();
+    for path in paths {
+        match std::fs::read_to_string(&path) {
+            Ok(text) => files.push(SourceFile { path, text }),
+            Err(e) => problems.push(Problem {
+                kind: ProblemKind::Unreadable,
+                origin: Origin {
+                    source: path.display().to_string(),
+                    document: None,
+                },
+                object: None,
+                path: None,
+                message: format!("cannot read: {e}"),
+            }),
+        }
+    }
+    if files.is_empty() && problems.is_empty() {
+        problems.push(at_dir("no *.yaml or *.yml files".into()));
+    }
+    if problems.is_empty() {
+        Ok(files)
+    } else {
+        Err(problems)
+    }
 }
 
 /// The contents of the directory as last read (or why it could not be read).
@@ -160,5 +220,38 @@ impl FileSource {
             }
             self.applied = Some(snapshot);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CLUSTER: &str = "apiVersion: detour.dev/v1alpha1
+kind: MemberCluster
+metadata: {name: west}
+spec:
+  gateway: {address: 127.0.2.1, port: 15443}
+  services:
+  - {name: foo, namespace: apps, port: 8080, endpoints: [\"127.0.2.10:8080\"]}
+";
+
+    #[test]
+    fn read_dir_takes_yaml_files_in_name_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("b.yml"), CLUSTER).unwrap();
+        std::fs::write(dir.path().join("a.yaml"), CLUSTER).unwrap();
+        std::fs::write(dir.path().join(".#a.yaml"), "junk").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "junk").unwrap();
+        let files = read_dir(dir.path()).unwrap();
+        let names: Vec<_> = files
+            .iter()
+            .map(|f| f.path.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["a.yaml", "b.yml"]);
+        let empty = tempfile::tempdir().unwrap();
+        let err = read_dir(empty.path()).unwrap_err();
+        assert!(err[0].message.contains("no *.yaml"), "{err:?}");
+        assert!(read_dir(&empty.path().join("missing")).is_err());
     }
 }

@@ -3,9 +3,9 @@
 //! certificate).
 
 use super::config::{TlsConfigError, TlsFiles, client_config};
-use super::identity::{ClusterRole, ControllerRole};
-use super::layout::Layout;
 use crate::client::{Connections, HttpClient};
+use detour_core::pki::identity::{ClusterRole, ControllerRole};
+use detour_core::pki::layout::Layout;
 
 /// The probe's files in a `certs init` directory.
 pub fn probe_files(layout: &Layout) -> TlsFiles {

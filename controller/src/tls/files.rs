@@ -2,6 +2,8 @@
 //! content: a broken key file must not end up in a terminal or a log.
 
 use super::provider;
+use detour_core::pki::identity::ClusterRole;
+use detour_core::pki::layout::Layout;
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -183,10 +185,41 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), File
     result.map_err(failed)
 }
 
+/// Checks that the files a config rendered with `--certs` for `cluster` names are there
+/// and usable (PEM, each key matching its certificate), so that a bad file is reported
+/// now, by name, rather than by Envoy at start.
+pub fn check_certs(layout: &Layout, cluster: &str) -> Result<(), FileError> {
+    read_roots(&layout.ca().cert)?;
+    for role in ClusterRole::ALL {
+        let pair = layout.cluster(cluster, role);
+        read_pair(&pair.cert, &pair.key)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::tls::issue::testing::{self_signed, write_pair};
+    use rcgen::{CertificateParams, KeyPair};
+
+    /// A self-signed certificate and key, PEM.
+    fn self_signed(name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(vec![format!("{name}.test")])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    /// Writes `DIR/STEM.crt` and `DIR/STEM.key`.
+    fn write_pair(dir: &Path, stem: &str, pair: &(String, String)) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &pair.0).unwrap();
+        std::fs::write(&key, &pair.1).unwrap();
+        (cert, key)
+    }
 
     #[test]
     fn errors_name_the_file_and_never_quote_it() {

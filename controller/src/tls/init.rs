@@ -5,10 +5,10 @@
 //! those of the configuration, or near expiry.
 
 use super::files::{FileError, Shown, write_atomic};
-use super::identity::{ClusterRole, ControllerRole, Identity};
-use super::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
-use super::layout::{Layout, Pair};
-use crate::model::{Host, Model};
+use detour_core::model::{Host, Model};
+use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
+use detour_core::pki::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
+use detour_core::pki::layout::{Layout, Pair};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -265,9 +265,9 @@ pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::docs::load::parse_file;
-    use crate::testing::EXAMPLE;
-    use crate::validate::build_model;
+    use detour_core::docs::load::parse_file;
+    use detour_core::testing::EXAMPLE;
+    use detour_core::validate::build_model;
 
     const DAY: Duration = Duration::from_secs(86_400);
 

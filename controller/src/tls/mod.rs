@@ -1,9 +1,9 @@
 //! Mutual TLS between clusters and to the controller, with certificates detour issues.
 //!
-//! * [`identity`] — who a certificate speaks for (`spiffe://detour.dev/...` URI SANs);
-//! * [`issue`] — the federation CA, issuing leaves and deciding when to renew them
-//!   (storage-agnostic: files today, Kubernetes Secrets later);
-//! * [`layout`] and [`init`] — `detour certs init`'s directory;
+//! Identities, issuance and the directory's layout are values in `detour_core::pki`;
+//! here is what reads, writes and serves them:
+//!
+//! * [`init`] — `detour certs init`'s directory;
 //! * [`files`] — reading PEM files with errors that name the file, writing keys 0600;
 //! * [`server`] — the table API's rustls listener and the client identity it yields;
 //! * [`config`] — rustls server and client configurations from files; [`reload`] —
@@ -16,10 +16,7 @@
 pub mod client;
 pub mod config;
 pub mod files;
-pub mod identity;
 pub mod init;
-pub mod issue;
-pub mod layout;
 pub mod reload;
 pub mod server;
 

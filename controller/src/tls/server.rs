@@ -6,10 +6,10 @@
 //! others) and each uses the newest server configuration, so renewed certificates take
 //! effect for new connections without a restart.
 
-use super::identity::Identity;
 use crate::metrics::Metrics;
 use axum::extract::connect_info::Connected;
 use axum::serve::{IncomingStream, Listener};
+use detour_core::pki::identity::Identity;
 use rustls::ServerConfig;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -9,6 +9,8 @@ pub mod envoy;
 pub mod tls;
 
 use detour::client::HttpClient;
+#[allow(unused_imports)]
+pub use detour_core::testing::EXAMPLE;
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 #[allow(unused_imports)]
-pub use testing::{EXAMPLE, FakeGateway, eventually};
+pub use testing::{FakeGateway, eventually};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_detour");
 

@@ -5,10 +5,10 @@
 use super::{detour, stderr};
 use detour::client::{Connections, HttpClient};
 use detour::tls::config::{TlsFiles, client_config, server_config};
-use detour::tls::identity::Identity;
-use detour::tls::issue::{CertAuthority, LeafSpec};
-use detour::tls::layout::Layout;
 use detour::tls::server::{Peer, TlsListener};
+use detour_core::pki::identity::Identity;
+use detour_core::pki::issue::{CertAuthority, LeafSpec};
+use detour_core::pki::layout::Layout;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -112,7 +112,12 @@ impl Certs {
         self.client_with(&leaf, dir, "expired")
     }
 
-    fn client_with(&self, leaf: &detour::tls::issue::Issued, dir: &Path, stem: &str) -> HttpClient {
+    fn client_with(
+        &self,
+        leaf: &detour_core::pki::issue::Issued,
+        dir: &Path,
+        stem: &str,
+    ) -> HttpClient {
         let cert = dir.join(format!("{stem}.crt"));
         let key = dir.join(format!("{stem}.key"));
         std::fs::write(&cert, &leaf.cert_pem).unwrap();

@@ -6,8 +6,8 @@
 //! documents and messages quote configuration and check errors, and a control character
 //! (an escape sequence) printed as is would be obeyed by the terminal.
 
-use crate::status::events::{Event, EventKind};
-use crate::status::report::{ConfigOutcome, SchemeReport, StatusReport, parse_rfc3339};
+use detour_core::report::events::{Event, EventKind};
+use detour_core::report::{ConfigOutcome, SchemeReport, StatusReport, parse_rfc3339, rfc3339};
 use detour_filter::health::Health;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -140,8 +140,8 @@ fn clock(at: &str, now: SystemTime) -> String {
     let Some(t) = parse_rfc3339(at) else {
         return clean(at);
     };
-    let text = crate::kube::status::rfc3339(t); // to the second: 2026-11-24T16:44:41Z
-    let today = crate::kube::status::rfc3339(now);
+    let text = rfc3339(t); // to the second: 2026-11-24T16:44:41Z
+    let today = rfc3339(now);
     match (text.split_once('T'), today.split_once('T')) {
         (Some((day, time)), Some((now_day, _))) if day == now_day => time.to_string(),
         (Some((day, time)), _) => format!("{day} {time}"),
@@ -331,7 +331,7 @@ fn targets(s: &SchemeReport, now: SystemTime) -> Cell {
             }
             cell.push(plain(format!("{name} ")));
             let mut health = t.health.to_string();
-            if t.basis == crate::status::report::Basis::Recovering {
+            if t.basis == detour_core::report::Basis::Recovering {
                 health.push_str(" (recovering)");
             }
             cell.push(coloured(health, health_colour(t.health)));

@@ -12,16 +12,16 @@
 //! - Every cluster becomes a MemberCluster whose gateway comes from `--gateway`, and
 //!   (file mode) which lists the services the schemes name in it.
 
+use super::Problem;
 use super::health;
 use super::naming::discovered;
 use super::read::{
     Backend, CheckKind, GlooDoc, GlooObject, KubeCluster, Scheme, Upstream, UpstreamRef,
 };
 use super::uncarried::uncarried_notes;
-use crate::docs::{
+use detour_core::docs::{
     FailoverGroupSpec, FailoverSchemeSpec, GatewaySpec, GroupTargetSpec, HealthCheckSpec,
-    KubeconfigSecretRef, MemberClusterSpec, Origin, PrimarySpec, Problem, ServiceRefSpec,
-    ServiceSpec,
+    KubeconfigSecretRef, MemberClusterSpec, Origin, PrimarySpec, ServiceRefSpec, ServiceSpec,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 

@@ -2,12 +2,13 @@
 //! HTTP path or gRPC service name, interval, timeout and thresholds, written as near as
 //! detour can keep them when it cannot keep them exactly.
 
+use super::Problem;
 use super::read::{CheckKind, GlooDoc, HealthCheck};
-use crate::docs::{GrpcHealthCheckSpec, HealthCheckSpec, Problem};
+use detour_core::docs::{GrpcHealthCheckSpec, HealthCheckSpec};
 use detour_filter::duration::parse_duration;
 use std::time::Duration;
 
-/// detour's shortest health-check interval (`crate::validate` refuses shorter).
+/// detour's shortest health-check interval (`detour_core::validate` refuses shorter).
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
 /// The scheme's check from `check` of the Upstream `source`; notes into `report`, and
@@ -58,7 +59,7 @@ pub fn health_check(
         return None;
     }
     // What detour would check with, its defaults filling in what Gloo left out.
-    let defaults = crate::model::HealthCheck::default();
+    let defaults = detour_core::model::HealthCheck::default();
     let (interval, interval_text) = match interval {
         Some((_, i)) if i < MIN_INTERVAL => {
             report.push(source.problem(

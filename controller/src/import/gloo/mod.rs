@@ -21,8 +21,35 @@ mod tests;
 
 pub use convert::{Imported, Options};
 
-use crate::docs::Problem;
-use crate::docs::load::SourceFile;
+use detour_core::docs::Origin;
+use detour_core::docs::load::SourceFile;
+use std::fmt;
+
+/// A refusal, or a note about a field not carried, located as detour's own problems
+/// are (`FILE: document N (Kind NS/NAME): FIELD: message`). Its own type: a Gloo
+/// document is not one of detour's objects, so what it is about is told as text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub origin: Origin,
+    /// `Upstream gloo-system/foo`, when the problem is in one document.
+    pub subject: Option<String>,
+    /// Field path inside the document, when the problem is in one field.
+    pub path: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.origin)?;
+        if let Some(s) = &self.subject {
+            write!(f, " ({s})")?;
+        }
+        if let Some(p) = &self.path {
+            write!(f, ": {p}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
 
 /// Reads every file and converts what it holds; refuses with every problem found.
 pub fn import(files: &[SourceFile], opts: &Options) -> Result<Imported, Vec<Problem>> {

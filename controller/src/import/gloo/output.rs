@@ -1,7 +1,7 @@
 //! Writing the imported documents: one multi-document YAML, or one file per document.
 
 use super::Imported;
-use crate::docs::{API_VERSION, FailoverSchemeSpec, Kind, MemberClusterSpec};
+use detour_core::docs::{API_VERSION, FailoverSchemeSpec, Kind, MemberClusterSpec};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 

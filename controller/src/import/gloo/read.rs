@@ -7,8 +7,9 @@
 //! meaning; every field left unread is kept, with its path, to be reported as not
 //! carried ([`Uncarried`]).
 
+use super::Problem;
 use super::fields::{FieldError, Fields, Read};
-use crate::docs::{Origin, Problem};
+use detour_core::docs::Origin;
 use serde::Deserialize;
 use serde_norway::Value;
 

@@ -1,9 +1,12 @@
 //! The import on the fixtures in `tests/fixtures/gloo/` and on small inline documents.
 
 use super::*;
-use crate::docs::load::{parse_file, read_dir};
-use crate::docs::{FailoverSchemeSpec, GrpcHealthCheckSpec, HealthCheckSpec, MemberClusterSpec};
-use crate::model::Model;
+use crate::source::files::read_dir;
+use detour_core::docs::load::parse_file;
+use detour_core::docs::{
+    FailoverSchemeSpec, GrpcHealthCheckSpec, HealthCheckSpec, MemberClusterSpec,
+};
+use detour_core::model::Model;
 use std::path::PathBuf;
 
 fn fixtures(dir: &str) -> PathBuf {
@@ -64,11 +67,11 @@ fn cluster<'a>(imported: &'a Imported, name: &str) -> &'a MemberClusterSpec {
 }
 
 /// The output read back by the loader `detour check` uses, and validated.
-fn validate(imported: &Imported) -> Result<Model, Vec<Problem>> {
+fn validate(imported: &Imported) -> Result<Model, Vec<detour_core::docs::Problem>> {
     let yaml = output::to_yaml(imported).unwrap();
     let (docs, problems) = parse_file("out.yaml", &yaml);
     assert!(problems.is_empty(), "{problems:?}\n{yaml}");
-    crate::validate::build_model(&docs)
+    detour_core::validate::build_model(&docs)
 }
 
 /// A scheme, `{{upstream}}` and `{{cluster}}` of its single target to fill in.

@@ -1,7 +1,7 @@
 //! The fields of Gloo documents the import does not carry, and why.
 
+use super::Problem;
 use super::read::GlooDoc;
-use crate::docs::Problem;
 
 /// A note for each field of `doc` not carried, but those under a path in `skip`
 /// (reported whole).

@@ -1,5 +1,5 @@
 use super::*;
-use crate::status::report::StatusReport;
+use detour_core::report::StatusReport;
 
 const NOW: &str = "2026-11-24T16:45:00Z";
 

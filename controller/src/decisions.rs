@@ -1,0 +1,179 @@
+//! The decision task: keeps one health checker per probe spec of the current model,
+//! and makes one decision ([`detour_core::decide`]) whenever the model or a target's
+//! health changes, or a failback damping window ends. Its tables go to the table API
+//! (those whose version changed); the whole decision goes to the status API's task and
+//! the Kubernetes status writer, so that they all report the same moment.
+
+use crate::health::Checker;
+use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
+use detour_core::decide::Decided;
+use detour_core::health::HealthMap;
+use detour_core::model::{Model, ProbeSpec};
+use detour_core::tables::{PublishedTable, TableSet};
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+use tokio::sync::watch;
+use tracing::info;
+
+/// Where each decision goes: its tables (versioned, for the table API) and the whole
+/// decision (status API, Kubernetes status and Events).
+pub struct Outputs {
+    pub tables: watch::Sender<Arc<TableSet>>,
+    pub decisions: watch::Sender<Arc<Decided>>,
+}
+
+impl Outputs {
+    /// Decides on `model` and `board` now, and publishes: the tables whose version
+    /// changed first, then the decision (whose readers look the versions up). Returns
+    /// when the decision changes by itself (a damping window ending).
+    pub fn decide(
+        &self,
+        model: Arc<Model>,
+        board: HealthMap,
+        metrics: &Metrics,
+    ) -> Option<Instant> {
+        let decided = Decided::new(model, Arc::new(board), Instant::now(), SystemTime::now());
+        publish(&self.tables, decided.decision.tables.clone(), metrics);
+        let next_change = decided.decision.next_change;
+        self.decisions.send_replace(Arc::new(decided));
+        next_change
+    }
+}
+
+/// Ready once the source has listed everything and every target was checked once.
+pub struct Readiness {
+    pub ready: Arc<AtomicBool>,
+    pub source: watch::Receiver<bool>,
+}
+
+/// Shortest time between two table builds: under a burst of health changes, builds of
+/// every cluster's table back to back would take the CPU the checks need, and make
+/// them time out (more changes). A change waits at most this long to be published.
+const MIN_BUILD_GAP: Duration = Duration::from_millis(100);
+
+/// Keeps one checker per probe spec of the current model, and rebuilds the tables
+/// whenever the model or a target's health changes, or a failback damping window ends;
+/// publishes those whose content changed. Checkers are reconciled here, just before the
+/// build, so a new model never meets a board that does not know its targets yet.
+pub async fn run(
+    mut models: watch::Receiver<Arc<Model>>,
+    mut checker: Checker,
+    mut health: watch::Receiver<HealthMap>,
+    outputs: Outputs,
+    mut readiness: Readiness,
+    metrics: Arc<Metrics>,
+) {
+    let ready = readiness.ready.clone();
+    // The file source sets its readiness once and goes; a closed channel is final.
+    let mut source_open = true;
+    let mut reconciled: Option<(Arc<Model>, BTreeSet<ProbeSpec>)> = None;
+    let mut last_build: Option<tokio::time::Instant> = None;
+    loop {
+        // Changes that come in a burst (every target's first verdict at start, a
+        // cluster going down) are built together, at most one build per
+        // MIN_BUILD_GAP; a lone change is built at once.
+        if let Some(last) = last_build {
+            tokio::time::sleep_until(last + MIN_BUILD_GAP).await;
+        }
+        last_build = Some(tokio::time::Instant::now());
+        let model = models.borrow_and_update().clone();
+        if !reconciled
+            .as_ref()
+            .is_some_and(|(m, _)| Arc::ptr_eq(m, &model))
+        {
+            let specs = model.probe_specs();
+            checker.reconcile(&specs);
+            reconciled = Some((model.clone(), specs));
+        }
+        // A copy, so that the build does not hold the board: every checker that
+        // records a result needs it, and would wait (blocking its worker thread) for
+        // as long as a build of thousands of schemes takes.
+        let board = health.borrow_and_update().clone();
+        if !ready.load(Ordering::Acquire)
+            && *readiness.source.borrow_and_update()
+            && let Some((_, specs)) = &reconciled
+            && specs
+                .iter()
+                .all(|s| board.get(s).is_some_and(|state| state.checks > 0))
+        {
+            ready.store(true, Ordering::Release);
+            info!("ready: every target has been checked once");
+        }
+        let next_change = outputs.decide(model, board, &metrics);
+        let damping_ends = async {
+            match next_change {
+                Some(at) => tokio::time::sleep_until(at.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            r = models.changed() => if r.is_err() { return },
+            r = health.changed() => if r.is_err() { return },
+            r = readiness.source.changed(), if source_open && !ready.load(Ordering::Acquire) => {
+                source_open = r.is_ok();
+            }
+            () = damping_ends => {}
+        }
+    }
+}
+
+/// Publishes the tables whose version changed (and drops removed clusters'), so that
+/// long-polls wake only for real changes.
+fn publish(
+    tables: &watch::Sender<Arc<TableSet>>,
+    built: std::collections::BTreeMap<String, detour_filter::table::wire::TableDoc>,
+    metrics: &Metrics,
+) {
+    tables.send_if_modified(|current| {
+        let mut next = TableSet::default();
+        let mut changed = current.tables.len() != built.len();
+        for (cluster, doc) in built {
+            let table = PublishedTable::new(doc);
+            match current.get(&cluster) {
+                Some(old) if old.version() == table.version() => {
+                    next.tables.insert(cluster, old.clone());
+                    continue;
+                }
+                old => {
+                    changed = true;
+                    if let Some(old) = old {
+                        metrics.table_version.remove(&VersionLabels {
+                            cluster: cluster.clone(),
+                            version: old.version().to_string(),
+                        });
+                    }
+                    metrics
+                        .table_version
+                        .get_or_create(&VersionLabels {
+                            cluster: cluster.clone(),
+                            version: table.version().to_string(),
+                        })
+                        .set(1);
+                    metrics
+                        .table_updates
+                        .get_or_create(&ClusterLabels {
+                            cluster: cluster.clone(),
+                        })
+                        .inc();
+                    info!(%cluster, version = table.version(), "new table version");
+                    next.tables.insert(cluster, Arc::new(table));
+                }
+            }
+        }
+        for (cluster, old) in &current.tables {
+            if !next.tables.contains_key(cluster) {
+                changed = true;
+                metrics.table_version.remove(&VersionLabels {
+                    cluster: cluster.clone(),
+                    version: old.version().to_string(),
+                });
+            }
+        }
+        if changed {
+            *current = Arc::new(next);
+        }
+        changed
+    });
+}

@@ -1,0 +1,185 @@
+//! One build, one truth: (model, health, now) → every member cluster's table, every
+//! scheme's view (active group, why, each target's health and its basis) and the next
+//! moment this changes by itself (a failback damping window ending).
+//!
+//! [`decide`] is the only place this is computed. The controller runs it once per change
+//! and shares the [`Decided`] result: the table API serves its tables, the status API,
+//! Kubernetes status and Events report its views, all as of the same clock.
+
+use crate::health::HealthMap;
+use crate::model::{Model, Scheme};
+use crate::tables::{published_health, scheme_doc, target_health};
+use crate::views::{SchemeView, TargetView};
+use detour_filter::select::{Why, select};
+use detour_filter::table::wire::{SchemeDoc, TableDoc};
+use detour_filter::table::{TABLE_API_VERSION, Table};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+/// What the model and the health decide at one moment.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    /// Every member cluster's table (unversioned: the publisher stamps versions).
+    pub tables: BTreeMap<String, TableDoc>,
+    /// Every scheme's view, in the model's order.
+    pub views: Vec<SchemeView>,
+    /// When the tables change by themselves next (a damping window ending).
+    pub next_change: Option<Instant>,
+}
+
+impl Decision {
+    /// The view of the scheme `namespace/name`.
+    pub fn view(&self, id: &str) -> Option<&SchemeView> {
+        self.views.iter().find(|v| v.id == id)
+    }
+}
+
+/// Decides every table and view of `model` on `board` as of `now`.
+pub fn decide(model: &Model, board: &HealthMap, now: Instant) -> Decision {
+    let mut next_change: Option<Instant> = None;
+    let mut docs: HashMap<String, SchemeDoc> = HashMap::with_capacity(model.schemes.len());
+    let mut views = Vec::with_capacity(model.schemes.len());
+    for scheme in &model.schemes {
+        let doc = scheme_doc(model, scheme, |target| {
+            let effective = published_health(model, scheme, target, board, now);
+            if let crate::tables::HealthBasis::Recovering { until } = effective.why {
+                next_change = Some(next_change.map_or(until, |n| n.min(until)));
+            }
+            effective.health
+        });
+        views.push(view(model, scheme, &doc, board, now));
+        docs.insert(scheme.id(), doc);
+    }
+    let mut tables = BTreeMap::new();
+    for cluster in model.clusters.keys() {
+        let schemes = model
+            .schemes_of(cluster)
+            .filter_map(|s| docs.get(&s.id()).cloned())
+            .collect();
+        tables.insert(
+            cluster.clone(),
+            TableDoc {
+                api_version: TABLE_API_VERSION.to_string(),
+                cluster: cluster.clone(),
+                version: String::new(),
+                schemes,
+            },
+        );
+    }
+    Decision {
+        tables,
+        views,
+        next_change,
+    }
+}
+
+/// `scheme`'s view: the group the filter's own selection code picks on the health its
+/// table publishes (`doc`), and each target with the health its checks give it. The
+/// doc lists the scheme's targets in the scheme's own order, so they pair by position.
+fn view(
+    model: &Model,
+    scheme: &Scheme,
+    doc: &SchemeDoc,
+    board: &HealthMap,
+    now: Instant,
+) -> SchemeView {
+    let places = doc
+        .groups
+        .iter()
+        .enumerate()
+        .flat_map(|(group, members)| members.iter().map(move |m| (group, m.weight)));
+    let targets = scheme
+        .targets()
+        .zip(places)
+        .map(|(target, (group, weight))| {
+            let effective = target_health(model, scheme, target, board, now);
+            TargetView {
+                group,
+                target: target.clone(),
+                weight,
+                health: effective.health,
+                basis: effective.why,
+            }
+        })
+        .collect();
+    // The filter's code decides, on the table the filter would receive.
+    let table = Table::compile(TableDoc {
+        api_version: TABLE_API_VERSION.to_string(),
+        cluster: scheme.primary.cluster.clone(),
+        version: String::new(),
+        schemes: vec![doc.clone()],
+    });
+    let decision = table.ok().and_then(|table| {
+        let compiled = table.schemes.first()?;
+        select(compiled, |t| t.health, None, 0).map(|d| (d.group, d.why))
+    });
+    // A compiled scheme always has a primary, so there is always a decision; were there
+    // none, the primary is where the filter would send the request anyway.
+    let (active_group, why) = decision.unwrap_or((0, Why::AllUnhealthyTryingPrimary));
+    SchemeView {
+        id: scheme.id(),
+        active_group,
+        why,
+        targets,
+    }
+}
+
+/// One decision as the controller shares it: what it was decided on, when, and what it
+/// decided. Everything that reports routing reads this, never its own clock.
+#[derive(Debug, Clone)]
+pub struct Decided {
+    pub model: Arc<Model>,
+    /// The health it was decided on (a copy of the board at that moment).
+    pub board: Arc<HealthMap>,
+    pub at: Instant,
+    pub wall: SystemTime,
+    pub decision: Decision,
+}
+
+impl Decided {
+    pub fn new(model: Arc<Model>, board: Arc<HealthMap>, at: Instant, wall: SystemTime) -> Decided {
+        let decision = decide(&model, &board, at);
+        Decided {
+            model,
+            board,
+            at,
+            wall,
+            decision,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::example_model;
+
+    #[test]
+    fn one_decision_gives_every_table_and_every_view() {
+        let model = example_model();
+        let decision = decide(&model, &HealthMap::new(), Instant::now());
+        assert_eq!(
+            decision.tables.keys().collect::<Vec<_>>(),
+            model.clusters.keys().collect::<Vec<_>>()
+        );
+        assert_eq!(decision.views.len(), model.schemes.len());
+        for (scheme, view) in model.schemes.iter().zip(&decision.views) {
+            assert_eq!(view.id, scheme.id());
+            // The view's targets are the scheme's, in its order, each in its group.
+            let targets: Vec<_> = view.targets.iter().map(|t| &t.target).collect();
+            assert_eq!(targets, scheme.targets().collect::<Vec<_>>());
+            let doc = &decision.tables[&scheme.primary.cluster].schemes[0];
+            let places: Vec<_> = doc
+                .groups
+                .iter()
+                .enumerate()
+                .flat_map(|(g, m)| m.iter().map(move |t| (g, t.weight)))
+                .collect();
+            let seen: Vec<_> = view.targets.iter().map(|t| (t.group, t.weight)).collect();
+            assert_eq!(seen, places);
+        }
+        assert_eq!(decision.next_change, None);
+        assert!(decision.view(&model.schemes[0].id()).is_some());
+    }
+}
