@@ -92,13 +92,22 @@ KUBE_LDFLAGS := -X k8s.io/component-base/version.gitVersion=$(KUBE_VERSION) \
 	-X k8s.io/component-base/version.gitMinor=$(word 2,$(KUBE_VERSION_PARTS)) \
 	-X k8s.io/component-base/version.gitTreeState=clean
 
-# Fuzzing (filter/fuzz, its own cargo workspace) needs a nightly toolchain: libFuzzer's
-# coverage instrumentation and AddressSanitizer are nightly-only. The targets are built
-# with plain `cargo +nightly build` and the flags cargo-fuzz would pass, so no
-# cargo-fuzz install is needed; they are libFuzzer binaries, run directly.
+# Fuzzing needs a nightly toolchain: libFuzzer's coverage instrumentation and
+# AddressSanitizer are nightly-only. Two fuzz workspaces, each its own cargo workspace
+# with a committed Cargo.lock: filter/fuzz (the filter's parsers) and core/fuzz (the
+# controller's document loader and table builder). The targets are built with plain
+# `cargo +nightly build` and the flags cargo-fuzz would pass, so no cargo-fuzz install
+# is needed; they are libFuzzer binaries, run directly. Each target is DIR:NAME.
+# The dependency audit (deny.toml): cargo-deny at a pinned version; RustSec's advisory
+# database is a git repository cargo-deny clones from GitHub into ADVISORY_DB.
+CARGO_DENY_VERSION := 0.18.9
+CARGO_DENY_ROOT := $(abspath $(TARGET_DIR))/tools/cargo-deny-$(CARGO_DENY_VERSION)
+CARGO_DENY := $(CARGO_DENY_ROOT)/bin/cargo-deny
+ADVISORY_DB := $(or $(CARGO_HOME),$(HOME)/.cargo)/advisory-dbs
 NIGHTLY := $(shell rustup toolchain list 2>/dev/null | grep -q '^nightly' && echo yes)
-FUZZ_DIR := filter/fuzz
-FUZZ_TARGETS := table_parse config_parse shared_data header_pairs
+FUZZ_DIRS := filter/fuzz core/fuzz
+FUZZ_TARGETS := filter/fuzz:table_parse filter/fuzz:config_parse filter/fuzz:shared_data \
+	filter/fuzz:header_pairs core/fuzz:document_load core/fuzz:table_build
 FUZZ_SECONDS ?= 30
 # `make test` runs each target this long: a smoke test that the targets build and that
 # the seeds and a few thousand mutations of them pass.
@@ -111,7 +120,7 @@ FUZZ_RUSTFLAGS := -Cpasses=sancov-module -Cllvm-args=-sanitizer-coverage-level=4
 	-Cllvm-args=-sanitizer-coverage-pc-table -Cllvm-args=-sanitizer-coverage-trace-compares \
 	--cfg fuzzing -Zsanitizer=address -Cdebug-assertions -Coverflow-checks
 
-.PHONY: all build wasm wasm-target wasm-test-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests test-kube fuzz fuzz-build demo soak lint crds bench clean distclean
+.PHONY: audit all build wasm wasm-target wasm-test-target bench-tools envoy browser kube test test-unit test-wasm test-e2e test-soak test-fuzz test-manifests test-kube fuzz fuzz-build demo soak lint crds bench clean distclean
 
 all: build wasm
 
@@ -259,11 +268,26 @@ demo: envoy wasm build
 	$(CARGO) run --quiet -p detour-e2e --bin demo -- $(DEMO_ARGS)
 
 ## lint: formatting and clippy, native and for the filter on wasm32
-lint: wasm-target wasm-test-target
+lint: wasm-target wasm-test-target $(CARGO_DENY)
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter -p detour-bench-noop --target wasm32-wasip1 --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter --target wasm32-unknown-unknown --all-targets -- -D warnings
+	$(CARGO_DENY) --locked check bans licenses sources
+	@if [ -d "$(ADVISORY_DB)" ] && [ -n "$$(ls -A "$(ADVISORY_DB)")" ]; then \
+		$(CARGO_DENY) --locked check --disable-fetch advisories; \
+	else \
+		echo "SKIPPED advisories: no RustSec database in $(ADVISORY_DB) (\`make audit\` fetches it from GitHub)"; \
+	fi
+
+## audit: the RustSec advisories check, fetching their database from GitHub first
+audit: $(CARGO_DENY)
+	$(CARGO_DENY) --locked check advisories
+
+# cargo-deny, pinned, built once into the target directory like wasm-bindgen.
+$(CARGO_DENY):
+	$(CARGO) install cargo-deny --version $(CARGO_DENY_VERSION) --locked \
+		--root $(CARGO_DENY_ROOT) --target-dir $(abspath $(TARGET_DIR))/tools/build-deny
 
 ## crds: regenerate manifests/crds/ (and the Helm chart's copy) from the Rust types;
 ## tests fail when either drifts
@@ -271,37 +295,45 @@ crds:
 	$(CARGO) run --quiet -p detour -- crds --out manifests/crds
 	cp manifests/crds/*.yaml manifests/helm/detour/crds/
 
-## fuzz: every fuzz target of filter/fuzz for FUZZ_SECONDS (30) each, on nightly; new
-## inputs go to filter/fuzz/corpus/<target>, crashes to filter/fuzz/artifacts/<target>
+## fuzz: every fuzz target for FUZZ_SECONDS (30) each, on nightly. Each run starts from
+## DIR/corpus/NAME (committed) and DIR/seeds/NAME; afterwards the inputs that reach new
+## code are merged into DIR/corpus/NAME (commit them), crashes go to DIR/artifacts/NAME
 fuzz: fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-		mkdir -p $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/artifacts/$$t; \
+	@for dt in $(FUZZ_TARGETS); do \
+		d=$${dt%%:*}; t=$${dt#*:}; scratch=$(FUZZ_TARGET_DIR)/run/$$t; \
+		rm -rf $$scratch; mkdir -p $$scratch $$d/corpus/$$t $$d/artifacts/$$t; \
 		echo "fuzz: $$t for $(FUZZ_SECONDS)s"; \
-		$(FUZZ_BIN)/$$t $(FUZZ_DIR)/corpus/$$t $(FUZZ_DIR)/seeds/$$t \
-			-artifact_prefix=$(FUZZ_DIR)/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
-			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1; \
+		$(FUZZ_BIN)/$$t $$scratch $$d/corpus/$$t $$d/seeds/$$t \
+			-artifact_prefix=$$d/artifacts/$$t/ -max_total_time=$(FUZZ_SECONDS) \
+			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 || exit 1; \
+		$(FUZZ_BIN)/$$t -merge=1 $$d/corpus/$$t $$scratch >$(FUZZ_TARGET_DIR)/run/$$t.merge.log 2>&1 \
+			|| { cat $(FUZZ_TARGET_DIR)/run/$$t.merge.log; exit 1; }; \
+		echo "fuzz: $$t: $$(ls $$d/corpus/$$t | wc -l) inputs in $$d/corpus/$$t"; \
 	done
 
 fuzz-build:
 ifeq ($(NIGHTLY),yes)
-	RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) +nightly build --release \
-		--manifest-path $(FUZZ_DIR)/Cargo.toml --target $(FUZZ_TRIPLE) \
-		--target-dir $(FUZZ_TARGET_DIR) --bins
+	@for d in $(FUZZ_DIRS); do \
+		RUSTFLAGS="$(FUZZ_RUSTFLAGS)" $(CARGO) +nightly build --release --locked \
+			--manifest-path $$d/Cargo.toml --target $(FUZZ_TRIPLE) \
+			--target-dir $(FUZZ_TARGET_DIR) --bins || exit 1; \
+	done
 else
 	@echo "make fuzz: needs a nightly toolchain (rustup toolchain install nightly)" >&2
 	@exit 1
 endif
 
-# A few seconds per target, in a scratch corpus (the tree stays clean); skipped with a
-# note when there is no nightly toolchain.
+# A few seconds per target, from the committed corpus and seeds into a scratch corpus
+# (the tree stays clean); skipped with a note when there is no nightly toolchain.
 test-fuzz:
 ifeq ($(NIGHTLY),yes)
 	@$(MAKE) --no-print-directory fuzz-build
-	@for t in $(FUZZ_TARGETS); do \
-		mkdir -p $(FUZZ_TARGET_DIR)/smoke/$$t; \
+	@for dt in $(FUZZ_TARGETS); do \
+		d=$${dt%%:*}; t=$${dt#*:}; \
+		rm -rf $(FUZZ_TARGET_DIR)/smoke/$$t; mkdir -p $(FUZZ_TARGET_DIR)/smoke/$$t $$d/corpus/$$t; \
 		echo "fuzz smoke: $$t for $(FUZZ_SMOKE_SECONDS)s"; \
 		log=$(FUZZ_TARGET_DIR)/smoke/$$t.log; \
-		if ! $(FUZZ_BIN)/$$t $(FUZZ_TARGET_DIR)/smoke/$$t $(FUZZ_DIR)/seeds/$$t \
+		if ! $(FUZZ_BIN)/$$t $(FUZZ_TARGET_DIR)/smoke/$$t $$d/corpus/$$t $$d/seeds/$$t \
 			-artifact_prefix=$(FUZZ_TARGET_DIR)/smoke/$$t- -max_total_time=$(FUZZ_SMOKE_SECONDS) \
 			-timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >$$log 2>&1; then \
 			cat $$log; echo "fuzz smoke: $$t FAILED (reproducer: $(FUZZ_TARGET_DIR)/smoke/$$t-*)"; \
@@ -311,7 +343,7 @@ ifeq ($(NIGHTLY),yes)
 	done
 else
 	@echo "SKIPPED fuzz smoke test: no nightly toolchain (rustup toolchain install nightly);" \
-		"the fuzz targets in $(FUZZ_DIR) were not run"
+		"the fuzz targets in $(FUZZ_DIRS) were not run"
 endif
 
 ## bench: request overhead (wrk), failover time, controller scale, filter size and
