@@ -222,6 +222,20 @@ impl Cluster {
     }
 }
 
+/// A service as a member cluster has it, whether a scheme names it or not: what the
+/// status API lists of every cluster. No endpoints: their churn is not news there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownService {
+    pub name: ServiceName,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// Every service of each member cluster, by cluster name. In Kubernetes the model holds
+/// only the discovered services a scheme names (so that the same documents give the same
+/// model as in files); this holds them all. In file mode the model lists them all.
+pub type Catalogue = BTreeMap<String, Vec<KnownService>>;
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
     pub name: ServiceName,
