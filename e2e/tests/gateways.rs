@@ -90,11 +90,11 @@ fn gateway_shaped(
     let hosts = hcm["route_config"]["virtual_hosts"]
         .as_sequence()
         .context("the rendered ingress has no virtual hosts")?;
-    let foo = hosts
+    let rendered_host = hosts
         .iter()
         .find(|h| h["name"].as_str() == Some("foo.apps"))
         .context("the rendered ingress has no virtual host foo.apps")?;
-    let start_routes: Vec<&Value> = foo["routes"]
+    let start_routes: Vec<&Value> = rendered_host["routes"]
         .as_sequence()
         .into_iter()
         .flatten()

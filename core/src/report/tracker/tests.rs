@@ -352,44 +352,26 @@ fn every_service_of_every_cluster_is_listed_with_what_protects_it() {
         ("gone".to_string(), vec![known("apps", "ghost", 80)]),
     ]));
     let r = w.observe(w.t0);
-    let listed: Vec<(String, String, Vec<(String, Role, usize)>)> = r
+    // `cluster service: scheme role group, ...`
+    let listed: Vec<String> = r
         .services
         .iter()
         .map(|s| {
-            let by = s
+            let by: Vec<String> = s
                 .protection
                 .iter()
-                .map(|p| (p.scheme.clone(), p.role, p.group))
+                .map(|p| format!("{} {:?} {}", p.scheme, p.role, p.group))
                 .collect();
-            (s.cluster.clone(), s.service.clone(), by)
+            format!("{} {}: {}", s.cluster, s.service, by.join(", "))
         })
         .collect();
-    let by = |scheme: &str, role, group| (scheme.to_string(), role, group);
     assert_eq!(
         listed,
         [
-            (
-                "east".into(),
-                "apps/foo".into(),
-                vec![
-                    by("apps/bar", Role::Target, 1),
-                    by("apps/foo", Role::Primary, 0)
-                ]
-            ),
-            ("east".into(), "web/shop".into(), vec![]),
-            (
-                "south".into(),
-                "apps/foo".into(),
-                vec![by("apps/foo", Role::Target, 2)]
-            ),
-            (
-                "west".into(),
-                "apps/foo".into(),
-                vec![
-                    by("apps/bar", Role::Primary, 0),
-                    by("apps/foo", Role::Target, 1)
-                ]
-            ),
+            "east apps/foo: apps/bar Target 1, apps/foo Primary 0",
+            "east web/shop: ",
+            "south apps/foo: apps/foo Target 2",
+            "west apps/foo: apps/bar Primary 0, apps/foo Target 1",
         ]
     );
     let shop = &r.services[1];
