@@ -262,12 +262,14 @@ spec:
                 vec![
                     "detour|east|a|b-c",
                     "outbound|8080||b-c.a.svc.cluster.local",
+                    "kube-svc:a-b-c-8080_a",
                     "kube-svc:a-b-c-8080_a_a_b-c_8080",
                     "kube_a_b-c_8080"
                 ],
                 vec![
                     "detour|east|a-b|c",
                     "outbound|8080||c.a-b.svc.cluster.local",
+                    "kube-svc:a-b-c-8080_a-b",
                     "kube-svc:a-b-c-8080_a-b_a-b_c_8080",
                     "kube_a-b_c_8080"
                 ],

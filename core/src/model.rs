@@ -177,17 +177,23 @@ pub fn gloo_edge_cluster(service: &ServiceName, port: u16) -> Option<String> {
     (upstream.len() <= 63).then(|| format!("{upstream}_{GLOO_SYSTEM}"))
 }
 
-/// Gloo Gateway's Envoy cluster name for a Kubernetes Service as a route's backend when
-/// it serves the Kubernetes Gateway API (an `HTTPRoute`'s `backendRefs`): an in-memory
-/// Upstream `kube-svc:NAMESPACE-NAME-PORT` in the Service's namespace, whose cluster name
-/// spells out the Upstream and the Service (`UPSTREAM_UPSTREAMNS_NAMESPACE_NAME_PORT`,
-/// the kube plugin's `UpstreamToClusterName`). Unlike [`gloo_edge_cluster`] it names one
-/// service; `None` past 63 characters of the Upstream part, for the same hash.
-pub fn gloo_gateway_cluster(service: &ServiceName, port: u16) -> Option<String> {
+/// Gloo's Envoy cluster names for a Kubernetes Service as a route's destination (Gloo
+/// Gateway's `HTTPRoute` `backendRefs`, or a Gloo Edge route's `kube` destination): an
+/// in-memory Upstream `kube-svc:NAMESPACE-NAME-PORT` in the Service's namespace, its
+/// cluster named `UPSTREAM_NAMESPACE` as any Upstream's; some Gloo releases spelled the
+/// Service out as well (`UPSTREAM_NAMESPACE_NAMESPACE_NAME_PORT`), so both are listed.
+/// Unlike [`gloo_edge_cluster`]'s each names one service (the namespace stands apart);
+/// none past 63 characters of the Upstream part, for the same hash.
+pub fn gloo_service_clusters(service: &ServiceName, port: u16) -> Vec<String> {
     let (namespace, name) = (&service.namespace, &service.name);
-    let upstream = format!("{namespace}-{name}-{port}").to_ascii_lowercase();
-    (upstream.len() <= 63)
-        .then(|| format!("kube-svc:{upstream}_{namespace}_{namespace}_{name}_{port}"))
+    let upstream = format!("kube-svc:{namespace}-{name}-{port}").to_ascii_lowercase();
+    if upstream.len() - "kube-svc:".len() > 63 {
+        return Vec::new();
+    }
+    vec![
+        format!("{upstream}_{namespace}"),
+        format!("{upstream}_{namespace}_{namespace}_{name}_{port}"),
+    ]
 }
 
 /// kgateway's Envoy cluster name for a Kubernetes Service port as a route's backend:
@@ -530,10 +536,14 @@ mod tests {
             gloo_edge_cluster(&foo, 8080).as_deref(),
             Some("apps-foo-8080_gloo-system")
         );
-        // Gloo Gateway on the Gateway API: the in-memory Upstream and the Service.
+        // A Service as Gloo's route destination: the in-memory Upstream's cluster, in
+        // the spelling of current releases and of those that added the Service.
         assert_eq!(
-            gloo_gateway_cluster(&foo, 8080).as_deref(),
-            Some("kube-svc:apps-foo-8080_apps_apps_foo_8080")
+            gloo_service_clusters(&foo, 8080),
+            [
+                "kube-svc:apps-foo-8080_apps",
+                "kube-svc:apps-foo-8080_apps_apps_foo_8080"
+            ]
         );
         // kgateway: kube_NAMESPACE_NAME_PORT (its docs' kube_httpbin_httpbin_8000).
         assert_eq!(
@@ -543,7 +553,7 @@ mod tests {
         // Over 63 characters Gloo hashes the Upstream name: detour does not guess it.
         let long = ServiceName::new(&"n".repeat(30), &"s".repeat(30));
         assert_eq!(gloo_edge_cluster(&long, 8080), None);
-        assert_eq!(gloo_gateway_cluster(&long, 8080), None);
+        assert!(gloo_service_clusters(&long, 8080).is_empty());
         let edge = ServiceName::new(&"n".repeat(29), &"s".repeat(28));
         assert_eq!(
             gloo_edge_cluster(&edge, 8080).map(|n| n.len()),

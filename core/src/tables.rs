@@ -9,7 +9,7 @@
 
 use crate::health::HealthMap;
 use crate::model::{
-    Model, Scheme, TargetRef, gloo_edge_cluster, gloo_gateway_cluster, istio_cluster,
+    Model, Scheme, TargetRef, gloo_edge_cluster, gloo_service_clusters, istio_cluster,
     kgateway_cluster,
 };
 use bytes::Bytes;
@@ -190,13 +190,13 @@ pub fn scheme_doc(
         .and_then(|c| c.services.get(&scheme.primary.service))
         .map(|s| s.port);
     // The names each data plane routes the primary under: Istio's sidecar, Gloo Edge
-    // (its discovered Upstream), Gloo Gateway and kgateway (the Service as a Gateway API
-    // backend).
+    // (its discovered Upstream), Gloo (the Service as a route's destination) and
+    // kgateway (the Service as a Gateway API backend).
     if let Some(port) = port {
         let service = &scheme.primary.service;
         envoy_clusters.push(istio_cluster(service, port));
         envoy_clusters.extend(gloo_edge_cluster(service, port));
-        envoy_clusters.extend(gloo_gateway_cluster(service, port));
+        envoy_clusters.extend(gloo_service_clusters(service, port));
         envoy_clusters.push(kgateway_cluster(service, port));
     }
     SchemeDoc {
@@ -263,6 +263,7 @@ mod tests {
                 "detour|east|apps|foo",
                 "outbound|8080||foo.apps.svc.cluster.local",
                 "apps-foo-8080_gloo-system",
+                "kube-svc:apps-foo-8080_apps",
                 "kube-svc:apps-foo-8080_apps_apps_foo_8080",
                 "kube_apps_foo_8080",
             ]
@@ -305,6 +306,7 @@ mod tests {
         for name in [
             "outbound|8080||foo.apps.svc.cluster.local",
             "apps-foo-8080_gloo-system",
+            "kube-svc:apps-foo-8080_apps",
             "kube-svc:apps-foo-8080_apps_apps_foo_8080",
             "kube_apps_foo_8080",
         ] {

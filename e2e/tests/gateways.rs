@@ -3,11 +3,11 @@
 //! recognise the primary under each name to move traffic. One Envoy (east's, as
 //! `detour render envoy` writes it, with the real `.wasm`) gets one virtual host per
 //! flavour, shaped as that gateway writes it: its own route to the service under its own
-//! cluster name (`apps-foo-PORT_gloo-system`, `kube-svc:apps-foo-PORT_apps_apps_foo_PORT`,
-//! `kube_apps_foo_PORT`), with detour's start routes before it. East's foo then fails its
+//! cluster name (`apps-foo-PORT_gloo-system`, `kube-svc:apps-foo-PORT_apps` and its longer
+//! spelling, `kube_apps_foo_PORT`), with detour's start routes before it. East's foo then fails its
 //! health checks while it still answers every request: only the filter, finding the
 //! scheme by the route's cluster name and starting the request at west, can move the
-//! traffic. A fourth host, Gloo Edge installed in a namespace of its own (`gloo`), has a
+//! traffic. One more host, Gloo Edge installed in a namespace of its own (`gloo`), has a
 //! name the table does not carry, and stays on east: the limit the README states.
 
 use anyhow::{Context, Result, ensure};
@@ -48,6 +48,14 @@ fn flavours(port: u16) -> Vec<Flavour> {
             host: "foo.gloo-gateway.example",
             virtual_host: "listener~80~foo_gloo-gateway_example",
             route: "listener~80~foo_gloo-gateway_example-route-0-httproute-foo-apps-0-0-matcher-0",
+            cluster: format!("kube-svc:apps-foo-{port}_apps"),
+        },
+        // The same, from a Gloo release that spelled the Service out in the name.
+        Flavour {
+            what: "Gloo Gateway, the longer spelling",
+            host: "foo.gloo-gateway-long.example",
+            virtual_host: "listener~80~foo_gloo-gateway-long_example",
+            route: "listener~80~foo_gloo-gateway-long_example-route-0-httproute-foo-apps-0-0-matcher-0",
             cluster: format!("kube-svc:apps-foo-{port}_apps_apps_foo_{port}"),
         },
         Flavour {
