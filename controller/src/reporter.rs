@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
-use detour_core::model::Model;
+use detour_core::model::{Catalogue, Model};
 use detour_core::report::events::EventLog;
 use detour_core::report::tracker::{Inputs, Tracker};
 use detour_core::report::{ConfigState, StatusReport, rfc3339_ms};
@@ -54,6 +54,9 @@ pub struct Feeds {
     pub tables: watch::Receiver<Arc<TableSet>>,
     /// The file source's word on each load; `None` in Kubernetes mode.
     pub config: watch::Receiver<Option<ConfigState>>,
+    /// Every service of each member cluster (Kubernetes; empty with files, whose model
+    /// lists them all).
+    pub catalogue: watch::Receiver<Arc<Catalogue>>,
     pub ready: Arc<AtomicBool>,
 }
 
@@ -102,6 +105,7 @@ pub fn channel(
         tables: &TableSet::default(),
         config: None,
         ready: false,
+        catalogue: None,
     });
     report.version = versions.next();
     report.generated_at = rfc3339_ms(SystemTime::now());
@@ -118,6 +122,8 @@ pub async fn run(
     let mut last: Option<StatusReport> = None;
     // Kubernetes mode has no config reports: a closed channel is final, not an end.
     let mut config_open = true;
+    // Files never send one: the source drops its end, and that is no end either.
+    let mut catalogue_open = true;
     let mut ready_poll = tokio::time::interval(READY_POLL);
     ready_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -125,11 +131,13 @@ pub async fn run(
             let decided = feeds.decisions.borrow_and_update().clone();
             let tables = feeds.tables.borrow_and_update().clone();
             let config = feeds.config.borrow_and_update().clone();
+            let catalogue = feeds.catalogue.borrow_and_update().clone();
             tracker.observe(&Inputs {
                 decided: &decided,
                 tables: &tables,
                 config: config.as_ref(),
                 ready: feeds.ready.load(Ordering::Acquire),
+                catalogue: Some(&catalogue),
             })
         };
         if last.as_ref() != Some(&report) {
@@ -144,6 +152,7 @@ pub async fn run(
             r = feeds.decisions.changed() => if r.is_err() { return },
             r = feeds.tables.changed() => if r.is_err() { return },
             r = feeds.config.changed(), if config_open => config_open = r.is_ok(),
+            r = feeds.catalogue.changed(), if catalogue_open => catalogue_open = r.is_ok(),
             _ = ready_poll.tick(), if waiting_for_ready => {}
         }
         tokio::time::sleep(COALESCE).await;

@@ -26,7 +26,7 @@ use crate::tls::server::TlsListener;
 use anyhow::Context;
 use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
-use detour_core::model::Model;
+use detour_core::model::{Catalogue, Model};
 use detour_core::report::events::EventLog;
 use detour_core::report::tracker::Tracker;
 use detour_core::tables::TableSet;
@@ -89,6 +89,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::new());
     let board = HealthBoard::new();
     let (models_tx, models) = watch::channel(Arc::new(Model::default()));
+    let (catalogue_tx, catalogue_rx) = watch::channel(Arc::new(Catalogue::new()));
     let (source_ready_tx, source_ready) = watch::channel(false);
     let (tables_tx, tables_rx) = watch::channel(Arc::new(TableSet::default()));
     let (decisions_tx, decisions_rx) = watch::channel(Arc::new(Decided::new(
@@ -105,6 +106,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         .start(
             SourceFeeds {
                 models: models_tx,
+                catalogue: catalogue_tx,
                 ready: source_ready_tx,
                 config: config_tx,
             },
@@ -138,6 +140,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 decisions: decisions_rx,
                 tables: tables_rx.clone(),
                 config: config_rx,
+                catalogue: catalogue_rx,
                 ready: ready.clone(),
             },
             versions,

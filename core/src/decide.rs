@@ -53,10 +53,11 @@ pub fn decide(model: &Model, board: &HealthMap, now: Instant) -> Decision {
     }
     let mut tables = BTreeMap::new();
     for cluster in model.clusters.keys() {
-        let schemes = model
+        let mut schemes: Vec<SchemeDoc> = model
             .schemes_of(cluster)
             .filter_map(|s| docs.get(&s.id()).cloned())
             .collect();
+        drop_shared_names(&mut schemes);
         tables.insert(
             cluster.clone(),
             TableDoc {
@@ -71,6 +72,26 @@ pub fn decide(model: &Model, board: &HealthMap, now: Instant) -> Decision {
         tables,
         views,
         next_change,
+    }
+}
+
+/// Leaves out of one table's schemes every alias of a primary (any name but the first,
+/// detour's own) that another scheme of the table has too: Gloo Edge's discovered names
+/// `NAMESPACE-NAME-PORT` can be one for two services (`a-b/c`, `a/b-c`), and a name that
+/// two schemes claim identifies neither (the filter would refuse the whole table).
+fn drop_shared_names(schemes: &mut [SchemeDoc]) {
+    let mut count: HashMap<String, usize> = HashMap::new();
+    for s in schemes.iter() {
+        for name in &s.envoy_clusters {
+            *count.entry(name.clone()).or_default() += 1;
+        }
+    }
+    for s in schemes.iter_mut() {
+        let mut index = 0;
+        s.envoy_clusters.retain(|name| {
+            index += 1;
+            index == 1 || count.get(name).copied().unwrap_or(0) < 2
+        });
     }
 }
 
@@ -181,5 +202,84 @@ mod tests {
         }
         assert_eq!(decision.next_change, None);
         assert!(decision.view(&model.schemes[0].id()).is_some());
+    }
+
+    /// Gloo Edge's discovered name `a-b-c-8080_gloo-system` is both `a-b/c`'s and
+    /// `a/b-c`'s: east's table names neither by it (else the filter refuses the table and
+    /// protects nothing), and keeps every other name of both.
+    #[test]
+    fn a_gloo_name_two_primaries_share_names_neither() {
+        let yaml = r#"
+apiVersion: detour.dev/v1alpha1
+kind: MemberCluster
+metadata: {name: east}
+spec:
+  gateway: {address: 127.0.1.1, port: 15443}
+  services:
+  - {name: c, namespace: a-b, port: 8080, endpoints: ["127.0.1.10:8080"]}
+  - {name: b-c, namespace: a, port: 8080, endpoints: ["127.0.1.11:8080"]}
+---
+apiVersion: detour.dev/v1alpha1
+kind: MemberCluster
+metadata: {name: west}
+spec:
+  gateway: {address: 127.0.2.1, port: 15443}
+  services:
+  - {name: c, namespace: a-b, port: 8080, endpoints: ["127.0.2.10:8080"]}
+  - {name: b-c, namespace: a, port: 8080, endpoints: ["127.0.2.11:8080"]}
+---
+apiVersion: detour.dev/v1alpha1
+kind: FailoverScheme
+metadata: {name: c, namespace: a-b}
+spec:
+  primary: {cluster: east, name: c, namespace: a-b}
+  failoverGroups:
+  - priorityGroup:
+    - {cluster: west, services: [{name: c, namespace: a-b}]}
+---
+apiVersion: detour.dev/v1alpha1
+kind: FailoverScheme
+metadata: {name: b-c, namespace: a}
+spec:
+  primary: {cluster: east, name: b-c, namespace: a}
+  failoverGroups:
+  - priorityGroup:
+    - {cluster: west, services: [{name: b-c, namespace: a}]}
+"#;
+        let (docs, problems) = crate::docs::load::parse_file("t.yaml", yaml);
+        assert!(problems.is_empty(), "{problems:?}");
+        let model = crate::validate::build_model(&docs).unwrap();
+        let decision = decide(&model, &HealthMap::new(), Instant::now());
+        let east = &decision.tables["east"];
+        let names: Vec<Vec<&str>> = east
+            .schemes
+            .iter()
+            .map(|s| s.envoy_clusters.iter().map(String::as_str).collect())
+            .collect();
+        assert_eq!(
+            names,
+            [
+                vec![
+                    "detour|east|a|b-c",
+                    "outbound|8080||b-c.a.svc.cluster.local",
+                    "kube-svc:a-b-c-8080_a",
+                    "kube-svc:a-b-c-8080_a_a_b-c_8080",
+                    "kube_a_b-c_8080"
+                ],
+                vec![
+                    "detour|east|a-b|c",
+                    "outbound|8080||c.a-b.svc.cluster.local",
+                    "kube-svc:a-b-c-8080_a-b",
+                    "kube-svc:a-b-c-8080_a-b_a-b_c_8080",
+                    "kube_a-b_c_8080"
+                ],
+            ]
+        );
+        let table = Table::compile(east.clone()).unwrap();
+        assert!(table.scheme_for("a-b-c-8080_gloo-system").is_none());
+        assert_eq!(
+            table.scheme_for("kube_a_b-c_8080").map(|s| s.name.as_str()),
+            Some("a/b-c")
+        );
     }
 }

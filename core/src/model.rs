@@ -159,6 +159,50 @@ pub fn istio_cluster(service: &ServiceName, port: u16) -> String {
     )
 }
 
+/// The namespace Gloo Edge's discovery writes the Upstreams it creates in: the one Gloo is
+/// installed in, `gloo-system` unless the install chose another.
+pub const GLOO_SYSTEM: &str = "gloo-system";
+
+/// Gloo Edge's Envoy cluster name for the Upstream its discovery creates for a Kubernetes
+/// service port: the Upstream is named `NAMESPACE-NAME-PORT` (`kubernetes.UpstreamName`,
+/// through `SanitizeNameV2`) in [`GLOO_SYSTEM`], and a cluster is named `NAME_NAMESPACE`
+/// of its Upstream (`translator.UpstreamToClusterName`). `None` when Gloo would shorten
+/// the name with an MD5 hash (over 63 characters), which detour does not compute. Two
+/// services can share one such name (`a-b/c` and `a/b-c`), as they share the Upstream:
+/// the table leaves a shared name out ([`crate::decide`]).
+pub fn gloo_edge_cluster(service: &ServiceName, port: u16) -> Option<String> {
+    // Kubernetes names are DNS labels (lower-case letters, digits, '-'): sanitising
+    // leaves them as they are, but for the length.
+    let upstream = format!("{}-{}-{port}", service.namespace, service.name).to_ascii_lowercase();
+    (upstream.len() <= 63).then(|| format!("{upstream}_{GLOO_SYSTEM}"))
+}
+
+/// Gloo's Envoy cluster names for a Kubernetes Service as a route's destination (Gloo
+/// Gateway's `HTTPRoute` `backendRefs`, or a Gloo Edge route's `kube` destination): an
+/// in-memory Upstream `kube-svc:NAMESPACE-NAME-PORT` in the Service's namespace, its
+/// cluster named `UPSTREAM_NAMESPACE` as any Upstream's; some Gloo releases spelled the
+/// Service out as well (`UPSTREAM_NAMESPACE_NAMESPACE_NAME_PORT`), so both are listed.
+/// Unlike [`gloo_edge_cluster`]'s each names one service (the namespace stands apart);
+/// none past 63 characters of the Upstream part, for the same hash.
+pub fn gloo_service_clusters(service: &ServiceName, port: u16) -> Vec<String> {
+    let (namespace, name) = (&service.namespace, &service.name);
+    let upstream = format!("kube-svc:{namespace}-{name}-{port}").to_ascii_lowercase();
+    if upstream.len() - "kube-svc:".len() > 63 {
+        return Vec::new();
+    }
+    vec![
+        format!("{upstream}_{namespace}"),
+        format!("{upstream}_{namespace}_{namespace}_{name}_{port}"),
+    ]
+}
+
+/// kgateway's Envoy cluster name for a Kubernetes Service port as a route's backend:
+/// `kube_NAMESPACE_NAME_PORT` (the `kube` prefix of its kubernetes plugin,
+/// `ir.buildClusterName`). `_` is in no Kubernetes name, so it names one service.
+pub fn kgateway_cluster(service: &ServiceName, port: u16) -> String {
+    format!("kube_{}_{}_{port}", service.namespace, service.name)
+}
+
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Model {
     /// By name.
@@ -183,6 +227,20 @@ impl Cluster {
         std::iter::once(&self.gateway).chain(&self.more_gateways)
     }
 }
+
+/// A service as a member cluster has it, whether a scheme names it or not: what the
+/// status API lists of every cluster. No endpoints: their churn is not news there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownService {
+    pub name: ServiceName,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+/// Every service of each member cluster, by cluster name. In Kubernetes the model holds
+/// only the discovered services a scheme names (so that the same documents give the same
+/// model as in files); this holds them all. In file mode the model lists them all.
+pub type Catalogue = BTreeMap<String, Vec<KnownService>>;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {
@@ -509,6 +567,40 @@ mod tests {
         assert_eq!(
             istio_cluster(&t.service, 8080),
             "outbound|8080||foo.apps.svc.cluster.local"
+        );
+    }
+
+    #[test]
+    fn gloo_and_kgateway_name_a_service_port_as_their_sources_do() {
+        let foo = ServiceName::new("apps", "foo");
+        // Gloo Edge: discovery's Upstream apps-foo-8080 in gloo-system, its cluster
+        // NAME_NAMESPACE.
+        assert_eq!(
+            gloo_edge_cluster(&foo, 8080).as_deref(),
+            Some("apps-foo-8080_gloo-system")
+        );
+        // A Service as Gloo's route destination: the in-memory Upstream's cluster, in
+        // the spelling of current releases and of those that added the Service.
+        assert_eq!(
+            gloo_service_clusters(&foo, 8080),
+            [
+                "kube-svc:apps-foo-8080_apps",
+                "kube-svc:apps-foo-8080_apps_apps_foo_8080"
+            ]
+        );
+        // kgateway: kube_NAMESPACE_NAME_PORT (its docs' kube_httpbin_httpbin_8000).
+        assert_eq!(
+            kgateway_cluster(&ServiceName::new("httpbin", "httpbin"), 8000),
+            "kube_httpbin_httpbin_8000"
+        );
+        // Over 63 characters Gloo hashes the Upstream name: detour does not guess it.
+        let long = ServiceName::new(&"n".repeat(30), &"s".repeat(30));
+        assert_eq!(gloo_edge_cluster(&long, 8080), None);
+        assert!(gloo_service_clusters(&long, 8080).is_empty());
+        let edge = ServiceName::new(&"n".repeat(29), &"s".repeat(28));
+        assert_eq!(
+            gloo_edge_cluster(&edge, 8080).map(|n| n.len()),
+            Some(63 + "_gloo-system".len())
         );
     }
 

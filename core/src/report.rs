@@ -32,6 +32,11 @@ pub struct StatusReport {
     pub clusters: Vec<ClusterReport>,
     /// In the configuration's order (namespace, then name).
     pub schemes: Vec<SchemeReport>,
+    /// Every service of every member cluster (listed in file mode, discovered in
+    /// Kubernetes), by cluster, then namespace and name, each with the schemes that name
+    /// it. Absent from an older controller's document.
+    #[serde(default)]
+    pub services: Vec<ServiceReport>,
     /// The recent events, newest first.
     pub events: Vec<Event>,
 }
@@ -77,6 +82,18 @@ pub struct Summary {
     pub failed_over: usize,
     /// Targets of every scheme by health (a target named by two schemes counts twice).
     pub targets: HealthCounts,
+    /// Services of every member cluster, protected by a scheme or not.
+    #[serde(default)]
+    pub services: ServiceCounts,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceCounts {
+    /// Named by at least one scheme, as its primary or a target.
+    pub protected: usize,
+    /// Named by none: a failure there moves no traffic anywhere.
+    pub unprotected: usize,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -132,6 +149,47 @@ pub struct SchemeReport {
     pub stable_for_ms: u64,
     /// Group 0 is the primary alone; then the failover groups in priority order.
     pub groups: Vec<Vec<TargetReport>>,
+}
+
+/// One service of one member cluster, and what protects it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceReport {
+    pub cluster: String,
+    /// `namespace/name`.
+    pub service: String,
+    pub port: u16,
+    /// `http`, `http2` or `grpc`.
+    pub protocol: String,
+    /// Every scheme naming this service in this cluster, in the schemes' order; empty:
+    /// unprotected.
+    pub protection: Vec<Protection>,
+}
+
+impl ServiceReport {
+    pub fn is_protected(&self) -> bool {
+        !self.protection.is_empty()
+    }
+}
+
+/// A scheme naming a service of a cluster.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Protection {
+    /// `namespace/name` of the FailoverScheme.
+    pub scheme: String,
+    pub role: Role,
+    /// 0 for the primary, n for a target of the nth failover group.
+    pub group: usize,
+}
+
+/// What a service is to a scheme.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Role {
+    /// The scheme protects it: its traffic fails over when it is down.
+    Primary,
+    /// Traffic of the scheme's primary comes to it when the groups before it are down.
+    Target,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

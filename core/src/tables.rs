@@ -8,7 +8,10 @@
 //! same table the same ETag.
 
 use crate::health::HealthMap;
-use crate::model::{Model, Scheme, TargetRef, istio_cluster};
+use crate::model::{
+    Model, Scheme, TargetRef, gloo_edge_cluster, gloo_service_clusters, istio_cluster,
+    kgateway_cluster,
+};
 use bytes::Bytes;
 use detour_filter::health::Health;
 use detour_filter::table::wire::{FailbackDoc, ReplayDoc, SchemeDoc, TableDoc, TargetDoc};
@@ -186,8 +189,15 @@ pub fn scheme_doc(
         .cluster(&scheme.primary.cluster)
         .and_then(|c| c.services.get(&scheme.primary.service))
         .map(|s| s.port);
+    // The names each data plane routes the primary under: Istio's sidecar, Gloo Edge
+    // (its discovered Upstream), Gloo (the Service as a route's destination) and
+    // kgateway (the Service as a Gateway API backend).
     if let Some(port) = port {
-        envoy_clusters.push(istio_cluster(&scheme.primary.service, port));
+        let service = &scheme.primary.service;
+        envoy_clusters.push(istio_cluster(service, port));
+        envoy_clusters.extend(gloo_edge_cluster(service, port));
+        envoy_clusters.extend(gloo_service_clusters(service, port));
+        envoy_clusters.push(kgateway_cluster(service, port));
     }
     SchemeDoc {
         name: scheme.id(),
@@ -251,7 +261,11 @@ mod tests {
             s.envoy_clusters,
             [
                 "detour|east|apps|foo",
-                "outbound|8080||foo.apps.svc.cluster.local"
+                "outbound|8080||foo.apps.svc.cluster.local",
+                "apps-foo-8080_gloo-system",
+                "kube-svc:apps-foo-8080_apps",
+                "kube-svc:apps-foo-8080_apps_apps_foo_8080",
+                "kube_apps_foo_8080",
             ]
         );
         let clusters: Vec<Vec<&str>> = s
@@ -289,11 +303,19 @@ mod tests {
         let parsed = Table::parse(&table.json, "east", DEFAULT_MAX_TABLE_BYTES).unwrap();
         assert_eq!(parsed.version, table.version());
         assert!(parsed.scheme_for("detour|east|apps|foo").is_some());
-        assert!(
-            parsed
-                .scheme_for("outbound|8080||foo.apps.svc.cluster.local")
-                .is_some()
-        );
+        for name in [
+            "outbound|8080||foo.apps.svc.cluster.local",
+            "apps-foo-8080_gloo-system",
+            "kube-svc:apps-foo-8080_apps",
+            "kube-svc:apps-foo-8080_apps_apps_foo_8080",
+            "kube_apps_foo_8080",
+        ] {
+            assert_eq!(
+                parsed.scheme_for(name).map(|s| s.name.as_str()),
+                Some("apps/foo"),
+                "{name}"
+            );
+        }
     }
 
     #[test]

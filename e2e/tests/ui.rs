@@ -2,7 +2,8 @@
 //! headless, driven by playwright-core) and `detour status` in a terminal, against a
 //! running controller: the clusters and schemes of the topology, a failover shown live
 //! (no reload), values from documents shown as text (never as markup), and 200 schemes
-//! loading in under a second. Screenshots are kept in `e2e/out/<test>/`.
+//! loading in under a second. Issue 16: every service of every member cluster, protected
+//! (by which scheme, as primary or target) or not, with an "unprotected only" filter. Screenshots are kept in `e2e/out/<test>/`.
 
 use anyhow::{Context, Result, ensure};
 use detour_e2e::browser::Browser;
@@ -405,5 +406,236 @@ fn two_hundred_schemes_load_within_a_second_and_stay_readable() {
     browser
         .screenshot(&out.file("ui-200-schemes-problems.png"), false)
         .unwrap();
+    assert_eq!(browser.console().unwrap(), Vec::<String>::new());
+}
+
+/// Issue 16, point 5: three member clusters' services, some a scheme's primary, some a
+/// target, some named by no scheme (each cluster's gateway a stand-in answering checks).
+fn services_config(gateways: &[SocketAddr]) -> String {
+    let clusters = [
+        (
+            "east",
+            vec![("apps", "foo"), ("apps", "bar"), ("web", "shop")],
+        ),
+        ("west", vec![("apps", "foo"), ("apps", "bar")]),
+        ("south", vec![("apps", "foo"), ("ops", "batch")]),
+    ];
+    let mut yaml = String::new();
+    for ((cluster, services), gw) in clusters.iter().zip(gateways) {
+        let _ = write!(
+            yaml,
+            "apiVersion: detour.dev/v1alpha1\nkind: MemberCluster\nmetadata: {{name: {cluster}}}\nspec:\n  \
+             gateway: {{address: {}, port: {}}}\n  services:\n",
+            gw.ip(),
+            gw.port()
+        );
+        for (ns, name) in services {
+            let _ = writeln!(
+                yaml,
+                "  - {{name: {name}, namespace: {ns}, port: 8080, endpoints: [\"{gw}\"]}}"
+            );
+        }
+        yaml.push_str("---\n");
+    }
+    yaml.push_str(
+        "apiVersion: detour.dev/v1alpha1\nkind: FailoverScheme\nmetadata: {name: foo, namespace: apps}\nspec:\n  \
+         primary: {cluster: east, name: foo, namespace: apps}\n  failoverGroups:\n  \
+         - priorityGroup: [{cluster: west, services: [{name: foo, namespace: apps}]}]\n  \
+         - priorityGroup: [{cluster: south, services: [{name: foo, namespace: apps}]}]\n---\n\
+         apiVersion: detour.dev/v1alpha1\nkind: FailoverScheme\nmetadata: {name: bar, namespace: apps}\nspec:\n  \
+         primary: {cluster: west, name: bar, namespace: apps}\n  failoverGroups:\n  \
+         - priorityGroup: [{cluster: east, services: [{name: bar, namespace: apps}]}]\n",
+    );
+    yaml
+}
+
+/// The services table as the page shows it: one `cluster service port: roles` per
+/// visible row.
+fn services_in_page(browser: &mut Browser) -> Result<Value> {
+    browser.eval(
+        "[...document.querySelectorAll('#services tbody tr:not([hidden])')].map(r =>
+            [...r.cells].map(c => c.textContent).slice(0, 3).join(' ') + ': ' +
+            [...r.querySelectorAll('.role')].map(c => c.textContent).join(', '))",
+    )
+}
+
+#[test]
+fn every_service_of_every_cluster_is_shown_protected_or_not() {
+    let name = "every_service_of_every_cluster_is_shown_protected_or_not";
+    let out = OutDir::fresh(name).unwrap();
+    let gateways: Vec<Upstream> = ["east", "west", "south"]
+        .iter()
+        .zip(1u8..)
+        .map(|(c, k)| {
+            let spec = UpstreamSpec {
+                cluster: c.to_string(),
+                service: "apps/gateway".into(),
+                listen: free_addr(Ipv4Addr::new(127, 0, k, 1))?,
+            };
+            Upstream::start(spec, &out)
+        })
+        .collect::<Result<_>>()
+        .unwrap();
+    let config = out.subdir("config").unwrap();
+    let addrs: Vec<SocketAddr> = gateways.iter().map(Upstream::addr).collect();
+    std::fs::write(config.join("config.yaml"), services_config(&addrs)).unwrap();
+    let controller = Controller::start(
+        &ControllerSpec {
+            config: config.clone(),
+            listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
+            ops_listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
+            certs: None,
+        },
+        &out,
+    )
+    .unwrap();
+    let url = controller.ops_url();
+    let detour = detour_e2e::controller::Detour::locate().unwrap();
+    let status = |args: &[&str]| -> String {
+        detour
+            .status(&url, args)
+            .unwrap()
+            .success(&format!("detour status {args:?}"))
+            .unwrap()
+            .stdout
+    };
+
+    let mut browser = Browser::launch(&out).unwrap();
+    assert_eq!(browser.open(&format!("{url}/ui/"), 1400, 900).unwrap(), 200);
+    browser
+        .wait_for(
+            "the services of every cluster",
+            "document.querySelectorAll('#services tbody tr').length === 7",
+            PAGE_LAG,
+        )
+        .unwrap();
+    // Every service of every cluster, each with the schemes naming it and how.
+    assert_eq!(
+        services_in_page(&mut browser).unwrap(),
+        json!([
+            "east apps/bar 8080: target of apps/bar (group 1)",
+            "east apps/foo 8080: primary of apps/foo",
+            "east web/shop 8080: unprotected",
+            "south apps/foo 8080: target of apps/foo (group 2)",
+            "south ops/batch 8080: unprotected",
+            "west apps/bar 8080: primary of apps/bar",
+            "west apps/foo 8080: target of apps/foo (group 1)",
+        ])
+    );
+    let summary = browser
+        .eval("document.getElementById('summary').textContent")
+        .unwrap();
+    assert!(
+        summary.as_str().unwrap().contains("2 unprotected services"),
+        "{summary}"
+    );
+    browser
+        .screenshot(&out.file("ui-services.png"), true)
+        .unwrap();
+
+    // "Unprotected only" leaves the two no scheme names; the filter box narrows further.
+    browser
+        .eval("document.getElementById('unprotected').click()")
+        .unwrap();
+    assert_eq!(
+        services_in_page(&mut browser).unwrap(),
+        json!([
+            "east web/shop 8080: unprotected",
+            "south ops/batch 8080: unprotected"
+        ])
+    );
+    browser
+        .eval("(() => { const f = document.getElementById('filter'); f.value = 'south'; f.dispatchEvent(new Event('input')); })()")
+        .unwrap();
+    assert_eq!(
+        services_in_page(&mut browser).unwrap(),
+        json!(["south ops/batch 8080: unprotected"])
+    );
+    browser
+        .eval("(() => { const f = document.getElementById('filter'); f.value = ''; f.dispatchEvent(new Event('input')); })()")
+        .unwrap();
+    browser
+        .screenshot(&out.file("ui-services-unprotected.png"), true)
+        .unwrap();
+
+    // The terminal says the same, and `--unprotected` keeps only those two.
+    let text = status(&[]);
+    for line in [
+        "east     apps/foo   8080  primary of apps/foo",
+        "east     web/shop   8080  unprotected",
+        "west     apps/foo   8080  target of apps/foo (group 1)",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+    assert!(
+        text.contains("services: 5 protected, 2 unprotected"),
+        "{text}"
+    );
+    let unprotected = status(&["--unprotected", "--events", "0"]);
+    let only: Vec<&str> = unprotected
+        .lines()
+        .skip_while(|l| !l.starts_with("CLUSTER"))
+        .skip(1)
+        .map(str::trim_end)
+        .collect();
+    assert_eq!(
+        only,
+        [
+            "east     web/shop   8080  unprotected",
+            "south    ops/batch  8080  unprotected"
+        ]
+    );
+    let doc: Value = serde_json::from_str(&status(&["--output", "json", "--unprotected"])).unwrap();
+    assert_eq!(
+        doc["services"],
+        json!([
+            {"cluster": "east", "service": "web/shop", "port": 8080, "protocol": "http", "protection": []},
+            {"cluster": "south", "service": "ops/batch", "port": 8080, "protocol": "http", "protection": []}
+        ])
+    );
+    assert_eq!(
+        doc["summary"]["services"],
+        json!({"protected": 5, "unprotected": 2})
+    );
+
+    // A new scheme protects both: the page follows without a reload, and with
+    // "unprotected only" still on it shows none.
+    browser.eval("window.__sameDocument = 'yes'").unwrap();
+    std::fs::write(
+        config.join("batch.yaml"),
+        "apiVersion: detour.dev/v1alpha1\nkind: FailoverScheme\nmetadata: {name: batch, namespace: ops}\nspec:\n  \
+         primary: {cluster: south, name: batch, namespace: ops}\n  failoverGroups:\n  \
+         - priorityGroup: [{cluster: east, services: [{name: shop, namespace: web}]}]\n",
+    )
+    .unwrap();
+    browser
+        .wait_for(
+            "no unprotected service left",
+            "document.querySelectorAll('#services tbody tr:not([hidden])').length === 0 && !document.getElementById('services-empty').hidden",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(browser.eval("window.__sameDocument").unwrap(), json!("yes"));
+    browser
+        .eval("document.getElementById('unprotected').click()")
+        .unwrap();
+    let shown = services_in_page(&mut browser).unwrap();
+    assert!(
+        shown
+            .to_string()
+            .contains("east web/shop 8080: target of ops/batch (group 1)"),
+        "{shown}"
+    );
+    assert!(
+        shown
+            .to_string()
+            .contains("south ops/batch 8080: primary of ops/batch"),
+        "{shown}"
+    );
+    let text = status(&["--unprotected"]);
+    assert!(
+        text.contains("(none: every service is protected)"),
+        "{text}"
+    );
     assert_eq!(browser.console().unwrap(), Vec::<String>::new());
 }

@@ -16,7 +16,7 @@
 //! Pure: apply/delete/reset of plain objects, as the watches deliver them.
 
 use detour_core::docs::ServiceSpec;
-use detour_core::model::{Address, Host, Protocol, ServiceName};
+use detour_core::model::{Address, Host, KnownService, Protocol, ServiceName};
 use k8s_openapi::api::core::v1::{Service, ServicePort};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use std::collections::{BTreeMap, BTreeSet};
@@ -74,32 +74,44 @@ impl ClusterServices {
     /// name). Selecting only the services some scheme names keeps unrelated churn in a
     /// big cluster from rebuilding anything.
     pub fn specs(&self, wanted: impl Fn(&ServiceName) -> bool) -> Vec<ServiceSpec> {
-        let mut out = Vec::new();
-        for ((namespace, name), service) in &self.services {
-            if !wanted(&ServiceName::new(namespace, name)) {
-                continue;
-            }
-            let Some(spec) = service.spec.as_ref() else {
-                continue;
-            };
-            if spec.type_.as_deref() == Some("ExternalName") {
-                continue;
-            }
-            let Some(port) = service_port(spec.ports.as_deref().unwrap_or_default()) else {
-                continue;
-            };
-            let Ok(number) = u16::try_from(port.port) else {
-                continue;
-            };
-            out.push(ServiceSpec {
-                name: name.clone(),
-                namespace: namespace.clone(),
-                port: number,
-                endpoints: self.ready_endpoints(namespace, name, port.name.as_deref()),
+        self.ports()
+            .filter(|(name, _, _)| wanted(name))
+            .map(|(name, port, number)| ServiceSpec {
+                endpoints: self.ready_endpoints(&name.namespace, &name.name, port.name.as_deref()),
                 protocol: Some(port_protocol(port).as_str().to_string()),
-            });
-        }
-        out
+                name: name.name,
+                namespace: name.namespace,
+                port: number,
+            })
+            .collect()
+    }
+
+    /// Every service detour could fail over, named by a scheme or not (sorted by
+    /// namespace and name), without endpoints: what the status API lists of the cluster.
+    pub fn known(&self) -> Vec<KnownService> {
+        self.ports()
+            .map(|(name, port, number)| KnownService {
+                name,
+                port: number,
+                protocol: port_protocol(port),
+            })
+            .collect()
+    }
+
+    /// Each Service with the port detour uses, and its number; ExternalName Services,
+    /// and those without a usable port, are left out.
+    fn ports(&self) -> impl Iterator<Item = (ServiceName, &ServicePort, u16)> {
+        self.services
+            .iter()
+            .filter_map(|((namespace, name), service)| {
+                let spec = service.spec.as_ref()?;
+                if spec.type_.as_deref() == Some("ExternalName") {
+                    return None;
+                }
+                let port = service_port(spec.ports.as_deref().unwrap_or_default())?;
+                let number = u16::try_from(port.port).ok()?;
+                Some((ServiceName::new(namespace, name), port, number))
+            })
     }
 
     /// `HOST:PORT` of every ready endpoint of a Service's port, sorted, without repeats

@@ -13,7 +13,7 @@ use detour_core::docs::{
     Document, FailoverScheme, Kind, MemberCluster, Object, ObjectRef, Origin, Problem,
 };
 use detour_core::index::Index;
-use detour_core::model::{Model, ServiceName};
+use detour_core::model::{Catalogue, Model, ServiceName};
 use detour_core::validate::Mode;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -134,6 +134,9 @@ pub struct Snapshot {
     pub clusters: Vec<Arc<MemberCluster>>,
     /// By member cluster name; a MemberCluster without an entry has not been connected.
     pub members: BTreeMap<String, MemberState>,
+    /// Every discovered service of each connected member cluster, named by a scheme or
+    /// not (the model holds only the named ones).
+    pub catalogue: Catalogue,
     /// The CRDs are listed and every member cluster was listed once or failed: a replica
     /// serves complete tables from now on.
     pub ready: bool,
@@ -427,9 +430,16 @@ impl KubeIndex {
                 .get(name)
                 .is_some_and(|m| m.ever_synced || matches!(m.sync, Sync::Failed(_)))
         });
+        let catalogue: Catalogue = self
+            .members
+            .iter()
+            .filter(|(name, _)| self.clusters.contains_key(*name))
+            .map(|(name, m)| (name.clone(), m.services.known()))
+            .collect();
         Snapshot {
             model,
             problems,
+            catalogue,
             schemes: self.schemes.values().cloned().collect(),
             clusters: self.clusters.values().cloned().collect(),
             members,

@@ -15,7 +15,7 @@ use super::status::{self, StatusWriter};
 use crate::metrics::KubeMetrics;
 use anyhow::Context;
 use detour_core::decide::Decided;
-use detour_core::model::Model;
+use detour_core::model::{Catalogue, Model};
 use kube::Client;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -56,12 +56,13 @@ pub struct KubeSource {
 
 impl KubeSource {
     /// Connects to the cluster detour runs in and starts the watches: every model goes
-    /// to `models`, and `ready` becomes true once everything was listed (see
+    /// to `models`, every member cluster's discovered services to `catalogue`, and `ready` becomes true once everything was listed (see
     /// [`Snapshot::ready`]). A CA that cannot be read stops the start before anything
     /// connects.
     pub async fn start(
         opts: KubeOptions,
         models: watch::Sender<Arc<Model>>,
+        catalogue: watch::Sender<Arc<Catalogue>>,
         ready: watch::Sender<bool>,
         metrics: Arc<KubeMetrics>,
     ) -> anyhow::Result<KubeSource> {
@@ -86,6 +87,7 @@ impl KubeSource {
                 opts.namespace.clone(),
                 Outputs {
                     models,
+                    catalogue,
                     snapshots: snapshots_tx,
                     members: members_tx,
                 },

@@ -14,7 +14,7 @@ use super::secrets::Member;
 use crate::metrics::{ClusterLabels, KubeMetrics};
 use detour_core::docs::{FailoverScheme, MemberCluster};
 use detour_core::model::Host;
-use detour_core::model::Model;
+use detour_core::model::{Catalogue, Model};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -59,6 +59,8 @@ pub enum Input {
 /// What the source publishes.
 pub struct Outputs {
     pub models: watch::Sender<Arc<Model>>,
+    /// Every discovered service of each member cluster, for the status API.
+    pub catalogue: watch::Sender<Arc<Catalogue>>,
     pub snapshots: watch::Sender<Arc<Snapshot>>,
     /// Connected member clusters whose MemberCluster is valid.
     pub members: watch::Sender<BTreeMap<String, Member>>,
@@ -149,6 +151,14 @@ pub async fn run(client: Client, namespace: String, outputs: Outputs, metrics: A
                     "configuration from Kubernetes"
                 );
                 *current = Arc::new(snapshot.model.clone());
+            }
+            changed
+        });
+        // Endpoints are not in it: only a Service added, removed or changed is news.
+        outputs.catalogue.send_if_modified(|current| {
+            let changed = **current != snapshot.catalogue;
+            if changed {
+                *current = Arc::new(snapshot.catalogue.clone());
             }
             changed
         });
@@ -506,6 +516,7 @@ mod tests {
             "detour-system".into(),
             Outputs {
                 models: models_tx,
+                catalogue: watch::channel(Arc::new(Catalogue::new())).0,
                 snapshots: snapshots_tx,
                 members: members_tx,
             },

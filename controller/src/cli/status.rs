@@ -12,7 +12,7 @@ use detour_core::report::{STATUS_API_VERSION, StatusReport};
 use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
-pub use text::{Style, clean, render};
+pub use text::{Services, Style, clean, render};
 
 /// Where `detour serve` answers by default (its `--listen` default, which serves the
 /// status API too unless `--ops-listen` is given).
@@ -44,6 +44,10 @@ pub struct StatusArgs {
     /// Recent events shown in text (the JSON has all the controller keeps).
     #[arg(long, value_name = "N", default_value_t = 10)]
     pub events: usize,
+    /// List only the services no scheme protects (as primary or target); in JSON, the
+    /// document's `services` keep only those.
+    #[arg(long)]
+    pub unprotected: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -59,7 +63,12 @@ pub fn run(args: StatusArgs, runtime: &tokio::runtime::Runtime) -> anyhow::Resul
         url: format!("{base}/v1/status"),
         base,
     };
-    let mut screen = Screen::new(args.output, args.events, args.watch);
+    let listed = if args.unprotected {
+        Services::Unprotected
+    } else {
+        Services::All
+    };
+    let mut screen = Screen::new(args.output, args.events, args.watch, listed);
     if !args.watch {
         let (report, json) = runtime
             .block_on(api.fetch(None, Duration::ZERO))?
@@ -195,6 +204,7 @@ impl Api {
 struct Screen {
     output: Output,
     events: usize,
+    listed: Services,
     /// `--watch` on a terminal: redraw in place.
     redraw: bool,
     style: Style,
@@ -202,13 +212,14 @@ struct Screen {
 }
 
 impl Screen {
-    fn new(output: Output, events: usize, watch: bool) -> Screen {
+    fn new(output: Output, events: usize, watch: bool, listed: Services) -> Screen {
         let terminal = std::io::stdout().is_terminal();
         // https://no-color.org: set and not empty means no colour.
         let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
         Screen {
             output,
             events,
+            listed,
             redraw: watch && terminal,
             printed: false,
             style: if terminal && !no_color {
@@ -228,12 +239,23 @@ impl Screen {
     ) -> anyhow::Result<()> {
         let mut out = std::io::stdout().lock();
         match self.output {
-            Output::Json => {
+            Output::Json if self.listed == Services::All => {
                 out.write_all(json)?;
                 out.write_all(b"\n")?;
             }
+            Output::Json => {
+                out.write_all(&only_unprotected(json)?)?;
+                out.write_all(b"\n")?;
+            }
             Output::Text => {
-                let mut picture = render(report, base, SystemTime::now(), self.style, self.events);
+                let mut picture = render(
+                    report,
+                    base,
+                    SystemTime::now(),
+                    self.style,
+                    self.events,
+                    self.listed,
+                );
                 if let Some(problem) = problem {
                     picture.push_str(&format!("\n{}\n", clean(problem)));
                 }
@@ -265,9 +287,41 @@ impl Screen {
     }
 }
 
+/// The document as served, its `services` cut down to the unprotected ones. Read as
+/// plain JSON, so that fields this detour does not know stay as the controller wrote them.
+fn only_unprotected(json: &[u8]) -> anyhow::Result<Vec<u8>> {
+    let mut doc: serde_json::Value =
+        serde_json::from_slice(json).context("the status document is not JSON")?;
+    if let Some(services) = doc
+        .get_mut("services")
+        .and_then(serde_json::Value::as_array_mut)
+    {
+        services.retain(|s| {
+            s.get("protection")
+                .and_then(serde_json::Value::as_array)
+                .is_none_or(Vec::is_empty)
+        });
+    }
+    Ok(serde_json::to_vec(&doc)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unprotected_json_keeps_only_services_no_scheme_names() {
+        let doc = br#"{"apiVersion":"detour.dev/status/v1","future":{"kept":true},"services":[
+            {"cluster":"east","service":"apps/foo","protection":[{"scheme":"apps/foo","role":"Primary","group":0}]},
+            {"cluster":"east","service":"web/shop","protection":[]}]}"#;
+        let out: serde_json::Value =
+            serde_json::from_slice(&only_unprotected(doc).unwrap()).unwrap();
+        assert_eq!(
+            out["services"],
+            serde_json::json!([{"cluster":"east","service":"web/shop","protection":[]}])
+        );
+        assert_eq!(out["future"]["kept"], true);
+    }
 
     #[test]
     fn controller_urls() {

@@ -6,7 +6,7 @@
 pub mod files;
 
 use crate::metrics::Metrics;
-use detour_core::model::Model;
+use detour_core::model::{Catalogue, Model};
 use detour_core::report::ConfigState;
 use detour_kube::run::{KubeOptions, KubeSource};
 use files::FileSource;
@@ -27,6 +27,9 @@ pub enum Source {
 /// What every source feeds.
 pub struct SourceFeeds {
     pub models: watch::Sender<Arc<Model>>,
+    /// Every service of each member cluster where the model holds only those a scheme
+    /// names (Kubernetes); files leave it empty, their model lists every service.
+    pub catalogue: watch::Sender<Arc<Catalogue>>,
     /// True once everything was listed (files: at the first load).
     pub ready: watch::Sender<bool>,
     /// The outcome of each load (files; Kubernetes reports on each object instead).
@@ -87,6 +90,7 @@ impl Source {
                 let source = KubeSource::start(
                     opts,
                     feeds.models,
+                    feeds.catalogue,
                     feeds.ready,
                     Arc::new(metrics.kube.clone()),
                 )

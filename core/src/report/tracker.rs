@@ -7,17 +7,18 @@
 
 use super::events::{Event, EventKind, EventLog};
 use super::{
-    Basis, ClusterReport, ConfigOutcome, ConfigState, ControllerInfo, STATUS_API_VERSION,
-    SchemeReport, StatusReport, Summary, TargetId, TargetReport, rfc3339_ms,
+    Basis, ClusterReport, ConfigOutcome, ConfigState, ControllerInfo, Protection, Role,
+    STATUS_API_VERSION, SchemeReport, ServiceReport, StatusReport, Summary, TargetId, TargetReport,
+    rfc3339_ms,
 };
 use crate::decide::Decided;
 use crate::health::HealthMap;
 use crate::health::state::TargetState;
-use crate::model::{Model, Scheme, TargetRef};
+use crate::model::{Catalogue, Model, Protocol, Scheme, ServiceName, TargetRef};
 use crate::tables::{HealthBasis, TableSet};
 use crate::views::{SchemeView, TargetView, routing_message, since, traffic_move};
 use detour_filter::health::Health;
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::SystemTime;
 
@@ -33,6 +34,9 @@ pub struct Inputs<'a> {
     /// The source's word on the last configuration load (file mode).
     pub config: Option<&'a ConfigState>,
     pub ready: bool,
+    /// Every service of each member cluster, where the model holds only those a scheme
+    /// names (Kubernetes); `None`: the model's are all there are (files).
+    pub catalogue: Option<&'a Catalogue>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -105,6 +109,14 @@ impl Tracker {
             );
             schemes.push(report);
         }
+        let services = service_reports(model, inputs.catalogue);
+        for s in &services {
+            if s.is_protected() {
+                summary.services.protected += 1;
+            } else {
+                summary.services.unprotected += 1;
+            }
+        }
         // Forget schemes and targets that are gone: back later, they start afresh.
         self.since.retain(|k, _| seen_targets.contains(k));
         self.active
@@ -132,6 +144,7 @@ impl Tracker {
                 })
                 .collect(),
             schemes,
+            services,
             events: self.log.newest_first(),
         }
     }
@@ -316,6 +329,54 @@ fn checks_verdicts(board: &HealthMap) -> HashMap<TargetRef, &TargetState> {
         }
     }
     out
+}
+
+/// Every service of every member cluster of the model (the catalogue's and the model's
+/// own), with the schemes naming each.
+fn service_reports(model: &Model, catalogue: Option<&Catalogue>) -> Vec<ServiceReport> {
+    let mut all: BTreeMap<(&str, &ServiceName), (u16, Protocol)> = BTreeMap::new();
+    for cluster in model.clusters.values() {
+        for s in cluster.services.values() {
+            all.insert((cluster.name.as_str(), &s.name), (s.port, s.protocol));
+        }
+    }
+    // A catalogue's cluster without a valid MemberCluster is not a member cluster.
+    for (cluster, list) in catalogue.into_iter().flatten() {
+        if let Some((name, _)) = model.clusters.get_key_value(cluster) {
+            for s in list {
+                all.entry((name.as_str(), &s.name))
+                    .or_insert((s.port, s.protocol));
+            }
+        }
+    }
+    let mut protection: HashMap<(&str, &ServiceName), Vec<Protection>> = HashMap::new();
+    for scheme in &model.schemes {
+        let primary = std::iter::once((&scheme.primary, Role::Primary, 0));
+        let targets = scheme
+            .groups
+            .iter()
+            .enumerate()
+            .flat_map(|(i, group)| group.iter().map(move |t| (&t.target, Role::Target, i + 1)));
+        for (target, role, group) in primary.chain(targets) {
+            protection
+                .entry((target.cluster.as_str(), &target.service))
+                .or_default()
+                .push(Protection {
+                    scheme: scheme.id(),
+                    role,
+                    group,
+                });
+        }
+    }
+    all.into_iter()
+        .map(|((cluster, name), (port, protocol))| ServiceReport {
+            cluster: cluster.to_string(),
+            service: name.to_string(),
+            port,
+            protocol: protocol.as_str().to_string(),
+            protection: protection.remove(&(cluster, name)).unwrap_or_default(),
+        })
+        .collect()
 }
 
 fn target_report(

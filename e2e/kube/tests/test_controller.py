@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import base64
 import datetime
+import json
 import re
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -211,6 +213,46 @@ def test_the_scheme_is_accepted_on_its_primary_with_every_target_checked(federat
     # Status is detour's, by server-side apply on the status subresource.
     managers = {(m["manager"], m.get("subresource")) for m in kube.get("FailoverScheme", "foo", "apps")["metadata"]["managedFields"]}
     assert ("detour", "status") in managers, managers
+
+
+def test_the_status_api_lists_every_discovered_service_protected_or_not(federation: Federation):
+    """Issue 16, point 5: a Service no scheme names, discovered in a member cluster, is in
+    the status API beside the scheme's own, unprotected; the model (and so every table
+    and check) still holds only the services schemes name."""
+    west = federation.kube("west")
+    west.ensure_namespace("web")
+    west.apply(service("web", "shop"))
+    west.apply(endpoint_slice("web", "shop", [ENDPOINTS["west"]]))
+    ops = federation.controllers["a"].ops
+
+    def listed() -> dict[tuple[str, str], list[tuple[str, str, int]]]:
+        with urllib.request.urlopen(f"http://{ops}/v1/status", timeout=5) as r:
+            doc = json.load(r)
+        return {(s["cluster"], s["service"]): [(p["scheme"], p["role"], p["group"]) for p in s["protection"]]
+                for s in doc["services"]}
+
+    services = wait_for("west's web/shop in the status API", lambda: ("west", "web/shop") in (s := listed()) and s, 30)
+    # Every Service, the API server's own `default/kubernetes` in each cluster too.
+    assert services == {
+        ("east", "apps/foo"): [("apps/foo", "Primary", 0)],
+        ("east", "default/kubernetes"): [],
+        ("south", "apps/foo"): [("apps/foo", "Target", 2)],
+        ("south", "default/kubernetes"): [],
+        ("west", "apps/foo"): [("apps/foo", "Target", 1)],
+        ("west", "default/kubernetes"): [],
+        ("west", "web/shop"): [],
+    }, services
+    with urllib.request.urlopen(f"http://{ops}/v1/status", timeout=5) as r:
+        doc = json.load(r)
+    assert doc["summary"]["services"] == {"protected": 3, "unprotected": 4}, doc["summary"]
+    shop = next(s for s in doc["services"] if s["service"] == "web/shop")
+    assert (shop["port"], shop["protocol"]) == (8080, "http"), shop
+    west_cluster = next(c for c in doc["clusters"] if c["name"] == "west")
+    assert west_cluster["primaries"] == 0, west_cluster
+    # Gone again: the listing follows.
+    west.delete("EndpointSlice", "shop-1", "web")
+    west.delete("Service", "shop", "web")
+    wait_for("web/shop gone from the status API", lambda: ("west", "web/shop") not in listed(), 30)
 
 
 def test_emptying_the_primarys_endpoints_fails_over_with_an_event(federation: Federation):

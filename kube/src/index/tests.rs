@@ -141,6 +141,18 @@ fn only_services_a_scheme_names_enter_the_model() {
         2,
         "counted, not modelled"
     );
+    // ... and listed for the status API, with the port detour would use.
+    let west: Vec<(String, u16)> = index.snapshot().catalogue["west"]
+        .iter()
+        .map(|s| (s.name.to_string(), s.port))
+        .collect();
+    assert_eq!(
+        west,
+        [
+            ("apps/foo".to_string(), 8080),
+            ("apps/unrelated".to_string(), 80)
+        ]
+    );
 }
 
 #[test]

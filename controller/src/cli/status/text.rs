@@ -1,13 +1,16 @@
 //! The status API's document as text for a terminal: a summary line, the member
 //! clusters, one line per scheme (where its traffic goes, every target's health and
-//! since when), and the recent events. Pure: the time and the styling are parameters.
+//! since when), one per service of every member cluster (which schemes name it, or
+//! none), and the recent events. Pure: the time and the styling are parameters.
 //!
 //! Every string from the controller goes through [`clean`] first: names come from
 //! documents and messages quote configuration and check errors, and a control character
 //! (an escape sequence) printed as is would be obeyed by the terminal.
 
 use detour_core::report::events::{Event, EventKind};
-use detour_core::report::{ConfigOutcome, SchemeReport, StatusReport, parse_rfc3339, rfc3339};
+use detour_core::report::{
+    ConfigOutcome, Role, SchemeReport, ServiceReport, StatusReport, parse_rfc3339, rfc3339,
+};
 use detour_filter::health::Health;
 use std::fmt::Write;
 use std::time::{Duration, SystemTime};
@@ -157,6 +160,20 @@ fn health_colour(h: Health) -> Colour {
     }
 }
 
+/// Which services of the member clusters a picture lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Services {
+    All,
+    /// Those no scheme names (`--unprotected`).
+    Unprotected,
+}
+
+impl Services {
+    pub fn shows(self, service: &ServiceReport) -> bool {
+        self == Services::All || !service.is_protected()
+    }
+}
+
 /// The whole picture. `source` names where it came from (the controller's URL).
 pub fn render(
     report: &StatusReport,
@@ -164,6 +181,7 @@ pub fn render(
     now: SystemTime,
     style: Style,
     events: usize,
+    listed: Services,
 ) -> String {
     let mut out = String::new();
     summary(&mut out, report, source, style);
@@ -171,6 +189,8 @@ pub fn render(
     clusters(&mut out, report, style);
     out.push('\n');
     schemes(&mut out, report, now, style);
+    out.push('\n');
+    services(&mut out, report, style, listed);
     if events > 0 {
         out.push('\n');
         recent(&mut out, report, now, style, events);
@@ -206,6 +226,18 @@ fn summary(out: &mut String, r: &StatusReport, source: &str, style: Style) {
         plain("0 Unhealthy")
     });
     line.push(plain(format!(", {} Unknown", s.targets.unknown)));
+    line.push(plain(format!(
+        " · services: {} protected, ",
+        s.services.protected
+    )));
+    line.push(if s.services.unprotected > 0 {
+        coloured(
+            format!("{} unprotected", s.services.unprotected),
+            Colour::Yellow,
+        )
+    } else {
+        plain("0 unprotected")
+    });
     table(out, &[vec![line]], style);
     if !r.controller.ready {
         table(
@@ -273,6 +305,41 @@ fn schemes(out: &mut String, r: &StatusReport, now: SystemTime, style: Style) {
     }
     if r.schemes.is_empty() {
         rows.push(vec![vec![plain("(no schemes)")]]);
+    }
+    table(out, &rows, style);
+}
+
+/// Every service of every member cluster and the schemes naming it, or only those no
+/// scheme names.
+fn services(out: &mut String, r: &StatusReport, style: Style, listed: Services) {
+    let header = ["CLUSTER", "SERVICE", "PORT", "PROTECTED BY"];
+    let mut rows = vec![header.map(|h| vec![coloured(h, Colour::Bold)]).to_vec()];
+    for s in r.services.iter().filter(|s| listed.shows(s)) {
+        let by = if s.is_protected() {
+            let roles: Vec<String> = s
+                .protection
+                .iter()
+                .map(|p| match p.role {
+                    Role::Primary => format!("primary of {}", clean(&p.scheme)),
+                    Role::Target => format!("target of {} (group {})", clean(&p.scheme), p.group),
+                })
+                .collect();
+            coloured(roles.join("; "), Colour::Green)
+        } else {
+            coloured("unprotected", Colour::Yellow)
+        };
+        rows.push(vec![
+            vec![plain(clean(&s.cluster))],
+            vec![plain(clean(&s.service))],
+            vec![plain(s.port.to_string())],
+            vec![by],
+        ]);
+    }
+    if rows.len() == 1 {
+        rows.push(vec![vec![plain(match listed {
+            Services::All => "(no services)",
+            Services::Unprotected => "(none: every service is protected)",
+        })]]);
     }
     table(out, &rows, style);
 }

@@ -17,8 +17,11 @@
     report: null,
     // scheme name -> {sig, row}: a row is rebuilt only when its scheme changed.
     rows: new Map(),
+    // "cluster service" -> {sig, row}, the same for the services of every cluster.
+    serviceRows: new Map(),
     filter: '',
     problemsOnly: false,
+    unprotectedOnly: false,
     rendered: false,
   };
 
@@ -96,6 +99,11 @@
       chip(s.targets.unhealthy + ' unhealthy', s.targets.unhealthy > 0 ? 'bad' : 'quiet'),
       chip(s.targets.unknown + ' unknown', s.targets.unknown > 0 ? 'unknown' : 'quiet'),
     );
+    // An older controller's document has no services.
+    const services = s.services || { protected: 0, unprotected: 0 };
+    ul.append(chip(services.unprotected + ' unprotected ' + (services.unprotected === 1 ? 'service' : 'services'),
+      services.unprotected > 0 ? 'warn' : 'quiet',
+      'Services of the member clusters that no scheme names (' + services.protected + ' protected)'));
     $('notready').hidden = r.controller.ready;
     const config = r.controller.config;
     const refused = !!config && config.outcome === 'Refused';
@@ -234,6 +242,82 @@
     $('empty').hidden = shown > 0 || total === 0;
   }
 
+  // --- services of every member cluster ----------------------------------------------
+  function protectionChip(p) {
+    const text = p.role === 'Primary' ? 'primary of ' + p.scheme : 'target of ' + p.scheme + ' (group ' + p.group + ')';
+    const c = el('span', 'role ' + (p.role === 'Primary' ? 'Primary' : 'Target'), text);
+    c.dataset.scheme = p.scheme;
+    c.dataset.role = p.role;
+    c.title = p.role === 'Primary'
+      ? 'Scheme ' + p.scheme + ' protects it: when it is down, its traffic fails over'
+      : 'Scheme ' + p.scheme + ' sends traffic here when the groups before group ' + p.group + ' are down';
+    return c;
+  }
+
+  function serviceRow(s) {
+    const tr = el('tr', 'service');
+    const protectedBy = s.protection || [];
+    tr.dataset.cluster = s.cluster;
+    tr.dataset.service = s.service;
+    tr.dataset.protected = String(protectedBy.length > 0);
+    if (protectedBy.length === 0) tr.classList.add('unprotected');
+    const name = el('td', 'sname', s.service);
+    name.title = s.service + ' in ' + s.cluster + ' (' + s.protocol + ')';
+    tr.append(el('td', 'cname', s.cluster), name, el('td', 'num', s.port));
+    const by = el('td', 'c-protection');
+    if (protectedBy.length === 0) {
+      const none = el('span', 'role none', 'unprotected');
+      none.title = 'No scheme names this service: when it fails, nothing moves its traffic';
+      by.append(none);
+    }
+    for (const p of protectedBy) by.append(protectionChip(p));
+    tr.append(by);
+    tr.dataset.search = [s.cluster, s.service].concat(protectedBy.map((p) => p.scheme)).join(' ').toLowerCase();
+    return tr;
+  }
+
+  function renderServices(r) {
+    const body = document.querySelector('#services tbody');
+    const seen = new Set();
+    let previous = null;
+    for (const s of r.services || []) {
+      const key = s.cluster + ' ' + s.service;
+      seen.add(key);
+      const sig = JSON.stringify(s);
+      let entry = view.serviceRows.get(key);
+      if (!entry || entry.sig !== sig) {
+        const row = serviceRow(s);
+        if (entry) entry.row.replaceWith(row);
+        entry = { sig: sig, row: row };
+        view.serviceRows.set(key, entry);
+      }
+      const expected = previous ? previous.nextSibling : body.firstChild;
+      if (expected !== entry.row) body.insertBefore(entry.row, expected);
+      previous = entry.row;
+    }
+    for (const [key, entry] of view.serviceRows) {
+      if (!seen.has(key)) {
+        entry.row.remove();
+        view.serviceRows.delete(key);
+      }
+    }
+    applyServiceFilter();
+  }
+
+  function applyServiceFilter() {
+    const words = view.filter.toLowerCase().split(/\s+/).filter(Boolean);
+    let shown = 0;
+    for (const { row } of view.serviceRows.values()) {
+      const visible = words.every((w) => row.dataset.search.includes(w)) &&
+        (!view.unprotectedOnly || row.dataset.protected === 'false');
+      row.hidden = !visible;
+      if (visible) shown += 1;
+    }
+    const total = view.serviceRows.size;
+    $('services-shown').textContent = shown === total ? '(' + total + ')' : '(' + shown + ' of ' + total + ')';
+    $('services-empty').hidden = shown > 0 || total === 0;
+  }
+
   // --- events and clusters ------------------------------------------------------------
   function eventSubject(e) {
     if (e.scheme) return e.scheme;
@@ -284,6 +368,7 @@
     view.report = r;
     renderHeader(r);
     renderSchemes(r);
+    renderServices(r);
     renderEvents(r);
     renderClusters(r);
     document.body.dataset.version = r.version;
@@ -323,10 +408,15 @@
     $('filter').addEventListener('input', (e) => {
       view.filter = e.target.value;
       applyFilter();
+      applyServiceFilter();
     });
     $('problems').addEventListener('change', (e) => {
       view.problemsOnly = e.target.checked;
       applyFilter();
+    });
+    $('unprotected').addEventListener('change', (e) => {
+      view.unprotectedOnly = e.target.checked;
+      applyServiceFilter();
     });
     setInterval(tick, 1000);
     connect();

@@ -1,7 +1,7 @@
 use super::*;
 use crate::docs::load::parse_file;
 use crate::health::state::TargetState;
-use crate::report::{ConfigOutcome, parse_rfc3339};
+use crate::report::{ConfigOutcome, ServiceCounts, parse_rfc3339};
 use crate::testing::EXAMPLE;
 use crate::validate::build_model;
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ struct World {
     board: HealthMap,
     tracker: Tracker,
     config: Option<ConfigState>,
+    catalogue: Option<Catalogue>,
     t0: Instant,
 }
 
@@ -29,6 +30,7 @@ impl World {
             board: HealthMap::new(),
             tracker: Tracker::new("files", EventLog::default()),
             config: None,
+            catalogue: None,
             t0: Instant::now(),
         };
         for c in ["east", "west", "south"] {
@@ -72,6 +74,7 @@ impl World {
             tables: &TableSet::default(),
             config: self.config.as_ref(),
             ready: true,
+            catalogue: self.catalogue.as_ref(),
         })
     }
 }
@@ -324,4 +327,69 @@ fn model_changes_name_what_changed_and_cut_long_lists() {
         ]
     );
     assert!(model_changes(&one, &one).is_empty());
+}
+
+/// One discovered service of a member cluster, as the Kubernetes source lists it.
+fn known(namespace: &str, name: &str, port: u16) -> crate::model::KnownService {
+    crate::model::KnownService {
+        name: ServiceName::new(namespace, name),
+        port,
+        protocol: Protocol::Http,
+    }
+}
+
+#[test]
+fn every_service_of_every_cluster_is_listed_with_what_protects_it() {
+    let mut w = World::new();
+    w.model = model_of(&format!("{EXAMPLE}---\n{BAR}"));
+    // Kubernetes: the model holds only what schemes name; the catalogue has the rest,
+    // and a cluster that is no valid member cluster lists nothing.
+    w.catalogue = Some(Catalogue::from([
+        (
+            "east".to_string(),
+            vec![known("apps", "foo", 8080), known("web", "shop", 80)],
+        ),
+        ("gone".to_string(), vec![known("apps", "ghost", 80)]),
+    ]));
+    let r = w.observe(w.t0);
+    // `cluster service: scheme role group, ...`
+    let listed: Vec<String> = r
+        .services
+        .iter()
+        .map(|s| {
+            let by: Vec<String> = s
+                .protection
+                .iter()
+                .map(|p| format!("{} {:?} {}", p.scheme, p.role, p.group))
+                .collect();
+            format!("{} {}: {}", s.cluster, s.service, by.join(", "))
+        })
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "east apps/foo: apps/bar Target 1, apps/foo Primary 0",
+            "east web/shop: ",
+            "south apps/foo: apps/foo Target 2",
+            "west apps/foo: apps/bar Primary 0, apps/foo Target 1",
+        ]
+    );
+    let shop = &r.services[1];
+    assert_eq!((shop.port, shop.protocol.as_str()), (80, "http"));
+    assert!(!shop.is_protected());
+    assert_eq!(
+        r.summary.services,
+        ServiceCounts {
+            protected: 3,
+            unprotected: 1
+        }
+    );
+    // What `detour status` reads back is what was written.
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(
+        json.contains(r#""protection":[{"scheme":"apps/bar","role":"Target","group":1}"#),
+        "{json}"
+    );
+    let back: StatusReport = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, r);
 }

@@ -14,7 +14,8 @@ fn report() -> StatusReport {
             "outcome": "Refused", "at": "2026-11-24T16:40:00Z",
             "message": "config/x.yaml: document 1: unknown cluster \"\u{1b}[2Jevil\"\nconfig/y.yaml: bad"}},
         "summary": {"clusters": 2, "schemes": 1, "failedOver": 1,
-                    "targets": {"healthy": 1, "unhealthy": 1, "unknown": 0}},
+                    "targets": {"healthy": 1, "unhealthy": 1, "unknown": 0},
+                    "services": {"protected": 2, "unprotected": 1}},
         "clusters": [
             {"name": "east", "gateway": "127.0.1.1:15443", "services": 1, "primaries": 1, "tableVersion": "9c0f3e1a55d2b7e4"},
             {"name": "west", "gateway": "127.0.2.1:15443", "services": 1, "primaries": 0}],
@@ -26,6 +27,14 @@ fn report() -> StatusReport {
                   "since": "2026-11-24T16:44:47Z", "basis": "Checked", "lastCheck": "HTTP 503"}],
                 [{"cluster": "west", "service": "apps/foo", "weight": 2, "health": "Healthy",
                   "since": "2026-11-24T15:40:00Z", "basis": "Checked"}]]}],
+        "services": [
+            {"cluster": "east", "service": "apps/foo", "port": 8080, "protocol": "http",
+             "protection": [{"scheme": "apps/foo", "role": "Primary", "group": 0}]},
+            {"cluster": "east", "service": "web/\u{1b}[2Jshop", "port": 80, "protocol": "http",
+             "protection": []},
+            {"cluster": "west", "service": "apps/foo", "port": 8080, "protocol": "http",
+             "protection": [{"scheme": "apps/foo", "role": "Target", "group": 1},
+                            {"scheme": "apps/bar", "role": "Primary", "group": 0}]}],
         "events": [
             {"seq": 2, "at": "2026-11-24T16:44:48Z", "kind": "FailedOver", "scheme": "apps/foo",
              "fromGroup": 0, "toGroup": 1, "message": "traffic for apps/foo moves"},
@@ -41,9 +50,16 @@ fn now() -> SystemTime {
 
 #[test]
 fn the_picture_in_plain_text() {
-    let text = render(&report(), "http://127.0.0.1:8080", now(), Style::Plain, 10);
+    let text = render(
+        &report(),
+        "http://127.0.0.1:8080",
+        now(),
+        Style::Plain,
+        10,
+        Services::All,
+    );
     let expected = "\
-detour http://127.0.0.1:8080 · 2 member cluster(s) · 1 scheme(s) · 1 failed over · targets: 1 Healthy, 1 Unhealthy, 0 Unknown
+detour http://127.0.0.1:8080 · 2 member cluster(s) · 1 scheme(s) · 1 failed over · targets: 1 Healthy, 1 Unhealthy, 0 Unknown · services: 2 protected, 1 unprotected
 configuration refused at 2026-11-24T16:40:00Z; the last good one keeps serving:
   config/x.yaml: document 1: unknown cluster \"\\u{1b}[2Jevil\"
   config/y.yaml: bad
@@ -55,6 +71,11 @@ west            127.0.2.1:15443  1         0          -
 SCHEME    TRAFFIC         FOR  TARGETS (P primary, * active group)
 apps/foo  group 1 → west  12s  P east Unhealthy 13s | *1 west×2 Healthy 1h5m
 
+CLUSTER  SERVICE            PORT  PROTECTED BY
+east     apps/foo           8080  primary of apps/foo
+east     web/\\u{1b}[2Jshop  80    unprotected
+west     apps/foo           8080  target of apps/foo (group 1); primary of apps/bar
+
 RECENT EVENTS
 16:44:48Z             FailedOver     apps/foo          traffic for apps/foo moves
 2026-11-23 16:44:47Z  HealthChanged  apps/foo in east  down
@@ -65,9 +86,9 @@ RECENT EVENTS
 
 #[test]
 fn colour_only_when_asked_and_never_from_the_data() {
-    let plain = render(&report(), "c", now(), Style::Plain, 10);
+    let plain = render(&report(), "c", now(), Style::Plain, 10, Services::All);
     assert!(!plain.contains('\x1b'), "{plain:?}");
-    let colour = render(&report(), "c", now(), Style::Colour, 10);
+    let colour = render(&report(), "c", now(), Style::Colour, 10, Services::All);
     assert!(colour.contains("\x1b[31mUnhealthy\x1b[0m"), "{colour:?}");
     assert!(
         colour.contains("\x1b[33mgroup 1 → west\x1b[0m"),
@@ -86,11 +107,49 @@ fn colour_only_when_asked_and_never_from_the_data() {
 
 #[test]
 fn events_can_be_cut_or_left_out() {
-    let one = render(&report(), "c", now(), Style::Plain, 1);
+    let one = render(&report(), "c", now(), Style::Plain, 1, Services::All);
     assert!(one.contains("RECENT EVENTS (1 newest of 2)"), "{one}");
     assert!(!one.contains("HealthChanged"));
-    let none = render(&report(), "c", now(), Style::Plain, 0);
+    let none = render(&report(), "c", now(), Style::Plain, 0, Services::All);
     assert!(!none.contains("RECENT EVENTS"));
+}
+
+#[test]
+fn unprotected_lists_only_the_services_no_scheme_names() {
+    let text = render(
+        &report(),
+        "c",
+        now(),
+        Style::Plain,
+        0,
+        Services::Unprotected,
+    );
+    let listed: Vec<&str> = text
+        .lines()
+        .skip_while(|l| !l.starts_with("CLUSTER"))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            "CLUSTER  SERVICE            PORT  PROTECTED BY",
+            "east     web/\\u{1b}[2Jshop  80    unprotected"
+        ],
+        "{text}"
+    );
+    let mut all_protected = report();
+    all_protected.services.retain(|s| s.is_protected());
+    let text = render(
+        &all_protected,
+        "c",
+        now(),
+        Style::Plain,
+        0,
+        Services::Unprotected,
+    );
+    assert!(
+        text.ends_with("(none: every service is protected)\n"),
+        "{text}"
+    );
 }
 
 #[test]
