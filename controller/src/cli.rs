@@ -194,6 +194,21 @@ pub struct ServeArgs {
     /// Longest long-poll (`?wait=`) the table API honours.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
+    /// Table long-polls that may wait at once; more are answered 503 with the reason.
+    #[arg(long, value_name = "N", default_value_t = crate::server::caps::DEFAULT_MAX_LONG_POLLS)]
+    pub max_long_polls: usize,
+    /// Status event streams (/v1/status/events) and status long-polls open at once; more
+    /// are answered 503 with the reason.
+    #[arg(long, value_name = "N", default_value_t = crate::server::caps::DEFAULT_MAX_STATUS_WATCHERS)]
+    pub max_status_watchers: usize,
+    /// On every listener: a connection must send a whole request head within this (from
+    /// its start, or from the end of its previous request), else it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// On every listener: a connection on which nothing was read or written this long is
+    /// closed (must be longer than --max-wait).
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = duration)]
+    pub idle_timeout: Duration,
 }
 
 #[derive(Subcommand, Debug)]
@@ -340,6 +355,12 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 probe_tls,
                 reload_interval: args.reload_interval,
                 max_wait: args.max_wait,
+                conn_limits: crate::server::conn::ConnLimits {
+                    header_read_timeout: args.header_read_timeout,
+                    idle_timeout: args.idle_timeout,
+                },
+                max_long_polls: args.max_long_polls,
+                max_status_watchers: args.max_status_watchers,
             }))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -16,7 +16,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -40,6 +40,7 @@ pub(super) async fn get_status(
     poll.answer(
         app.status.clone(),
         app.shutdown.clone(),
+        &app.status_watchers,
         None,
         |status| Some(status.clone()),
         || StatusCode::NOT_FOUND.into_response(),
@@ -47,10 +48,20 @@ pub(super) async fn get_status(
     .await
 }
 
-pub(super) async fn status_events(
-    State(app): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(versions(app.status.clone(), app.shutdown.clone())).keep_alive(KeepAlive::default())
+/// An event stream holds one of the status watchers' slots while it lasts; over the cap,
+/// 503 with the reason.
+pub(super) async fn status_events(State(app): State<AppState>) -> Response {
+    let slot = match app.status_watchers.take() {
+        Ok(slot) => slot,
+        Err(full) => return full.into_response(),
+    };
+    let stream = versions(app.status.clone(), app.shutdown.clone()).map(move |event| {
+        let _held = &slot;
+        event
+    });
+    Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response()
 }
 
 /// Every version from the current one on, as `status` events; ends when the server
