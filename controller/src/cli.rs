@@ -17,12 +17,13 @@ use detour_core::model::{Address, Host, ServiceName, parse_host};
 use detour_core::pki::identity::ControllerRole;
 use detour_core::pki::layout::Layout;
 use detour_core::render::envoy::{DEFAULT_WASM, RenderOptions, render};
+use detour_core::validate::{CrossNamespace, DEFAULT_MAX_REPLAY_BODY_BYTES, Policy};
 use detour_filter::duration::parse_duration;
 use detour_kube::lease::Timing;
 use detour_kube::register::RegisterOptions;
 use detour_kube::run::KubeOptions;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -118,6 +119,48 @@ pub struct ConfigArg {
     /// Directory of *.yaml / *.yml files (MemberCluster and FailoverScheme documents).
     #[arg(long, value_name = "DIR")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// What the operator lets FailoverSchemes ask for; every command that validates
+/// documents takes them, so that `check` judges as `serve` does.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Let FailoverSchemes in SCHEME_NS protect primaries in PRIMARY_NS (`*`: any
+    /// namespace). Without it a scheme protects only a primary in its own namespace.
+    /// Repeat, or separate with commas.
+    #[arg(
+        long,
+        value_name = "SCHEME_NS=PRIMARY_NS",
+        value_delimiter = ',',
+        value_parser = CrossNamespace::parse
+    )]
+    pub allow_cross_namespace: Vec<CrossNamespace>,
+    /// Largest `replay.maxBodyBytes` a scheme may set (each Envoy buffers a replayable
+    /// request up to it).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REPLAY_BODY_BYTES)]
+    pub max_replay_body_bytes: u64,
+    /// Shortest `healthCheck.interval` a scheme may set (each target is checked through
+    /// its cluster's gateway at that pace).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DETOUR_MIN_HEALTH_CHECK_INTERVAL",
+        default_value = "100ms",
+        value_parser = duration
+    )]
+    pub min_health_check_interval: Duration,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            cross_namespace: self.allow_cross_namespace.clone(),
+            max_replay_body_bytes: self.max_replay_body_bytes,
+            min_health_check_interval: self.min_health_check_interval,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +173,8 @@ pub struct ServeArgs {
         conflicts_with = "kubernetes"
     )]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Read the documents from the CRDs of the cluster detour runs in (in-cluster
     /// config, or KUBECONFIG), discover member clusters' services, write status.
     #[arg(long)]
@@ -330,13 +375,14 @@ pub fn main() -> ExitCode {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check(args) => Ok(check(&args.config)),
+        Command::Check(args) => Ok(check(&args)),
         Command::Status(args) => status::run(args, &runtime()?),
         Command::Import(command) => import::run(command),
         Command::Serve(args) => {
             let (tls, probe_tls) = serve_tls(&args)?;
+            let policy = args.policy.policy();
             let source = match args.config {
-                Some(config) => Source::Files { config },
+                Some(config) => Source::Files { config, policy },
                 None => Source::Kubernetes(KubeOptions {
                     namespace: args.namespace,
                     identity: args.identity.unwrap_or_else(default_identity),
@@ -345,6 +391,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     timing: Timing::default(),
                     issuer: args.certs.clone(),
                     member_cert_lifetime: args.member_cert_lifetime,
+                    policy,
                 }),
             };
             runtime()?.block_on(serve(ServeOptions {
@@ -392,7 +439,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(CertsCommand::Init(args)) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             let day = Duration::from_secs(86_400);
             let opts = InitOptions {
                 out: args.out.clone(),
@@ -415,7 +462,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render(RenderCommand::Envoy(args)) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             if let Some(dir) = &args.certs {
                 check_certs(&Layout::new(dir), &args.cluster)?;
             }
@@ -435,7 +482,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             let text = runtime()?.block_on(explain(
                 &model,
                 &ExplainOptions {
@@ -511,8 +558,9 @@ fn serve_tls(args: &ServeArgs) -> anyhow::Result<(Option<TlsFiles>, Option<TlsFi
     Ok((tls, probe))
 }
 
-fn check(dir: &Path) -> ExitCode {
-    match load_dir(dir) {
+fn check(args: &ConfigArg) -> ExitCode {
+    let dir = &args.config;
+    match load_dir(dir, &args.policy.policy()) {
         Ok(model) => {
             println!(
                 "{}: OK ({} member clusters, {} failover schemes)",
@@ -532,8 +580,9 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-fn load(dir: &Path) -> anyhow::Result<detour_core::model::Model> {
-    load_dir(dir).map_err(|problems| {
+fn load(args: &ConfigArg) -> anyhow::Result<detour_core::model::Model> {
+    let dir = &args.config;
+    load_dir(dir, &args.policy.policy()).map_err(|problems| {
         anyhow!(
             "{}\nthe configuration in {} is invalid (run `detour check`)",
             Problems(problems),
