@@ -136,6 +136,17 @@ def test_the_ops_port_is_never_published_beyond_the_cluster(chart):
         chart.render({"opsService": {"type": "LoadBalancer"}}, name="detour", namespace=NAMESPACE, is_install=True)
 
 
+def test_the_scheme_policy_reaches_serve(chart):
+    args = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    # By default no namespace reaches into another.
+    assert not [a for a in args if a.startswith("--allow-cross-namespace")]
+    assert "--max-replay-body-bytes=1048576" in args and "--min-health-check-interval=100ms" in args
+    values = {"policy": {"allowCrossNamespace": ["platform=*", "team-b=apps"], "maxReplayBodyBytes": 4194304}}
+    args = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-cross-namespace=platform=*" in args and "--allow-cross-namespace=team-b=apps" in args
+    assert "--max-replay-body-bytes=4194304" in args
+
+
 def test_the_connection_limits_reach_serve(chart):
     values = {"connections": {"maxLongPolls": 500, "maxStatusWatchers": 8, "headerReadTimeout": "5s", "idleTimeout": "2m"}}
     args = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
@@ -280,6 +291,7 @@ def test_notes_tell_the_next_steps(chart):
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
         ({"connections": {"maxLongPolls": 0}}, "/connections/maxLongPolls"),
+        ({"policy": {"allowCrossNamespace": ["team-b"]}}, "/policy/allowCrossNamespace/0"),
         ({"connections": {"idleTimeout": "90"}}, "/connections/idleTimeout"),
     ],
 )
