@@ -50,7 +50,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve priority tables, health-checking every target.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a configuration directory; exits non-zero with every problem found.
     Check(ConfigArg),
     /// Render data-plane configuration.
@@ -254,6 +254,10 @@ pub struct ServeArgs {
     /// closed (must be longer than --max-wait).
     #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = duration)]
     pub idle_timeout: Duration,
+    /// The filters' `maxTableBytes` (set both alike): a larger table is never served
+    /// (the cluster's last good one stays), and one past 80% of it is warned about.
+    #[arg(long, value_name = "BYTES", default_value_t = detour_filter::table::DEFAULT_MAX_TABLE_BYTES)]
+    pub max_table_bytes: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -408,6 +412,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 max_long_polls: args.max_long_polls,
                 max_status_watchers: args.max_status_watchers,
+                max_table_bytes: args.max_table_bytes,
             }))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -58,6 +58,8 @@ pub struct ServeOptions {
     pub max_long_polls: usize,
     /// Status event streams and status long-polls at once; more are answered 503.
     pub max_status_watchers: usize,
+    /// The filters' `maxTableBytes`: a larger table is never served.
+    pub max_table_bytes: usize,
 }
 
 /// How long shutdown waits for the Lease to be released.
@@ -137,9 +139,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     // The first tables exist before the listener does: every member cluster can be
     // answered from the first request on (all targets Unknown until checked).
+    metrics
+        .table_max_bytes
+        .set(i64::try_from(opts.max_table_bytes).unwrap_or(i64::MAX));
     let outputs = Outputs {
         tables: tables_tx,
         decisions: decisions_tx,
+        max_table_bytes: opts.max_table_bytes,
     };
     outputs.decide(models.borrow().clone(), HealthMap::new(), &metrics);
 

@@ -39,6 +39,7 @@ fn set(tables: &[Arc<PublishedTable>]) -> Arc<TableSet> {
             .iter()
             .map(|t| (t.doc.cluster.clone(), t.clone()))
             .collect(),
+        ..TableSet::default()
     })
 }
 
