@@ -93,6 +93,14 @@ pub async fn run(
         {
             let specs = model.probe_specs();
             checker.reconcile(&specs);
+            // A service whose endpoints return is a recovery to damp like one the
+            // checks see: its checks may never have failed while it had no instance.
+            if let Some((before, _)) = &reconciled {
+                for target in model.endpoints_returned(before) {
+                    info!(%target, "ready endpoints again: failback waits for stableFor");
+                    checker.board().endpoints_returned(&target);
+                }
+            }
             reconciled = Some((model.clone(), specs));
         }
         // A copy, so that the build does not hold the board: every checker that

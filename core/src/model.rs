@@ -396,6 +396,27 @@ impl Model {
         })
     }
 
+    /// The services of `self` that have ready endpoints again after having none in
+    /// `before` (Kubernetes: an emptied EndpointSlice filled again).
+    pub fn endpoints_returned(&self, before: &Model) -> Vec<TargetRef> {
+        let mut back = Vec::new();
+        for (name, cluster) in &self.clusters {
+            for (service_name, service) in &cluster.services {
+                let was_empty = before
+                    .cluster(name)
+                    .and_then(|c| c.services.get(service_name))
+                    .is_some_and(|s| s.endpoints.is_empty());
+                if was_empty && !service.endpoints.is_empty() {
+                    back.push(TargetRef {
+                        cluster: name.clone(),
+                        service: service_name.clone(),
+                    });
+                }
+            }
+        }
+        back
+    }
+
     /// Every probe the configuration asks for.
     pub fn probe_specs(&self) -> std::collections::BTreeSet<ProbeSpec> {
         self.schemes
@@ -432,6 +453,28 @@ impl Model {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_service_whose_endpoints_come_back_is_named_once() {
+        let full = crate::testing::example_model();
+        let mut emptied = full.clone();
+        let east = ServiceName::new("apps", "foo");
+        if let Some(c) = emptied.clusters.get_mut("east")
+            && let Some(s) = c.services.get_mut(&east)
+        {
+            s.endpoints.clear();
+        }
+        assert_eq!(
+            full.endpoints_returned(&emptied),
+            [TargetRef {
+                cluster: "east".into(),
+                service: east,
+            }]
+        );
+        // Emptied, or unchanged: nothing came back.
+        assert!(emptied.endpoints_returned(&full).is_empty());
+        assert!(full.endpoints_returned(&full).is_empty());
+    }
 
     #[test]
     fn addresses_parse_and_print() {

@@ -7,12 +7,12 @@ pub mod probe;
 use crate::metrics::{CheckLabels, Metrics, TransitionLabels};
 use detour_core::health::HealthMap;
 use detour_core::health::state::TargetState;
-use detour_core::model::ProbeSpec;
+use detour_core::model::{ProbeSpec, TargetRef};
 use detour_filter::health::Health;
 use probe::{ProbeResult, Prober};
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
@@ -74,6 +74,22 @@ impl HealthBoard {
         self.tx.send_if_modified(|map| map.remove(spec).is_some());
     }
 
+    /// `target`'s service has ready endpoints again after having none: every check of
+    /// it records a recovery ([`TargetState::endpoints_returned`]) that failback damping
+    /// holds back.
+    pub fn endpoints_returned(&self, target: &TargetRef) {
+        let (at, at_wall) = (Instant::now(), SystemTime::now());
+        self.tx.send_if_modified(|map| {
+            let mut changed = false;
+            for (spec, state) in map.iter_mut() {
+                if spec.target == *target {
+                    changed |= state.endpoints_returned(at, at_wall);
+                }
+            }
+            changed
+        });
+    }
+
     /// Records a result; returns the new state when the health changed.
     fn record(&self, spec: &ProbeSpec, result: &ProbeResult) -> Option<(Health, TargetState)> {
         let mut changed = None;
@@ -108,6 +124,11 @@ impl Checker {
             metrics,
             tasks: HashMap::new(),
         }
+    }
+
+    /// The board the checkers record on.
+    pub fn board(&self) -> &HealthBoard {
+        &self.board
     }
 
     /// Starts checkers for new specs and stops those no longer wanted. A spec that stays

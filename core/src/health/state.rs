@@ -145,6 +145,24 @@ impl TargetState {
         Some(Transition { from, to })
     }
 
+    /// The service had no ready endpoint (published Unhealthy whatever its checks said)
+    /// and has some again at `at`: a recovery like one the checks see, so failback
+    /// damping holds it back from `at` — unless the target was never Healthy (its first
+    /// Healthy verdict is never held back) or its checks say it is not Healthy now (their
+    /// own recovery will be damped). Returns whether the state changed.
+    pub fn endpoints_returned(&mut self, at: Instant, at_wall: SystemTime) -> bool {
+        if self.health != Health::Healthy || !self.ever_healthy {
+            return false;
+        }
+        self.recovered = true;
+        // The service itself had no instance: its own cluster's traffic could not reach
+        // it either.
+        self.cause = Some(Cause::Service);
+        self.since = at;
+        self.since_wall = at_wall;
+        true
+    }
+
     /// The checks failed (or the target is recovering from failures) only because its
     /// gateway gave no answer: the service itself was never seen failing. Its own
     /// cluster's Envoy reaches it directly, so its traffic need not move.
@@ -334,5 +352,31 @@ mod tests {
         s.observe(gateway_down, &p, t0 + Duration::from_secs(5));
         assert_eq!(s.health, Unhealthy);
         assert!(!s.failed_behind_gateway());
+    }
+
+    #[test]
+    fn endpoints_that_return_are_a_recovery_only_for_a_target_once_healthy() {
+        let t0 = Instant::now();
+        let p = policy(1, 1);
+        let stable = Duration::from_secs(5);
+        let mut state = TargetState::new(t0);
+        // Never Healthy yet: nothing to hold back.
+        assert!(!state.endpoints_returned(t0, SystemTime::now()));
+        run(&mut state, t0, &[true], &p);
+        assert_eq!(
+            state.effective(stable, t0 + Duration::from_secs(2)),
+            (Healthy, None)
+        );
+        let back = t0 + Duration::from_secs(10);
+        assert!(state.endpoints_returned(back, SystemTime::now()));
+        assert_eq!(
+            state.effective(stable, back + Duration::from_secs(1)),
+            (Unhealthy, Some(back + stable))
+        );
+        assert_eq!(state.effective(stable, back + stable), (Healthy, None));
+        assert!(
+            !state.failed_behind_gateway(),
+            "the service had no instance"
+        );
     }
 }

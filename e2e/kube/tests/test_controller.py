@@ -234,10 +234,6 @@ def test_emptying_the_primarys_endpoints_fails_over_with_an_event(federation: Fe
     assert back["type"] == "Normal"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "found by this test: a primary Unhealthy for lack of ready endpoints is Healthy again "
-    "the moment they return, without failback.stableFor (core/src/tables.rs "
-    "target_health: the probes' verdict never changed, so nothing starts the window)"))
 def test_failback_after_the_endpoints_return_waits_for_stable_for(federation: Federation):
     kube = federation.east
     kube.apply(endpoint_slice("apps", "foo", []))
