@@ -147,6 +147,30 @@ def test_the_scheme_policy_reaches_serve(chart):
     assert "--max-replay-body-bytes=4194304" in args
 
 
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_memory_is_sized_from_the_bench_figures(rendered):
+    """`make bench BENCH_ARGS=controller`: 224 MiB of RSS at 5,000 targets, 383 MiB at
+    10,000 (values.yaml); the defaults hold 5,000 and production values 10,000, each with
+    room for a reload, which holds two models at once."""
+    name, objs = rendered
+    resources = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
+    measured = {"defaults": 224, "production": 383}[name]
+    assert mebibytes(resources["limits"]["memory"]) >= 2 * measured
+    assert mebibytes(resources["requests"]["memory"]) >= measured
+
+
+def test_the_table_limit_reaches_serve(chart):
+    args = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    # The filter's own default (filter/src/table.rs DEFAULT_MAX_TABLE_BYTES).
+    assert "--max-table-bytes=4194304" in args
+    args = one(objects(render(chart, {"maxTableBytes": 8388608})), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--max-table-bytes=8388608" in args
+
+
 def test_the_connection_limits_reach_serve(chart):
     values = {"connections": {"maxLongPolls": 500, "maxStatusWatchers": 8, "headerReadTimeout": "5s", "idleTimeout": "2m"}}
     args = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
