@@ -17,12 +17,13 @@ use detour_core::model::{Address, Host, ServiceName, parse_host};
 use detour_core::pki::identity::ControllerRole;
 use detour_core::pki::layout::Layout;
 use detour_core::render::envoy::{DEFAULT_WASM, RenderOptions, render};
+use detour_core::validate::{CrossNamespace, DEFAULT_MAX_REPLAY_BODY_BYTES, Policy};
 use detour_filter::duration::parse_duration;
 use detour_kube::lease::Timing;
 use detour_kube::register::RegisterOptions;
 use detour_kube::run::KubeOptions;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -49,7 +50,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Serve priority tables, health-checking every target.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Validate a configuration directory; exits non-zero with every problem found.
     Check(ConfigArg),
     /// Render data-plane configuration.
@@ -118,6 +119,48 @@ pub struct ConfigArg {
     /// Directory of *.yaml / *.yml files (MemberCluster and FailoverScheme documents).
     #[arg(long, value_name = "DIR")]
     pub config: PathBuf,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
+}
+
+/// What the operator lets FailoverSchemes ask for; every command that validates
+/// documents takes them, so that `check` judges as `serve` does.
+#[derive(Args, Debug, Clone)]
+pub struct PolicyArgs {
+    /// Let FailoverSchemes in SCHEME_NS protect primaries in PRIMARY_NS (`*`: any
+    /// namespace). Without it a scheme protects only a primary in its own namespace.
+    /// Repeat, or separate with commas.
+    #[arg(
+        long,
+        value_name = "SCHEME_NS=PRIMARY_NS",
+        value_delimiter = ',',
+        value_parser = CrossNamespace::parse
+    )]
+    pub allow_cross_namespace: Vec<CrossNamespace>,
+    /// Largest `replay.maxBodyBytes` a scheme may set (each Envoy buffers a replayable
+    /// request up to it).
+    #[arg(long, value_name = "BYTES", default_value_t = DEFAULT_MAX_REPLAY_BODY_BYTES)]
+    pub max_replay_body_bytes: u64,
+    /// Shortest `healthCheck.interval` a scheme may set (each target is checked through
+    /// its cluster's gateway at that pace).
+    #[arg(
+        long,
+        value_name = "DURATION",
+        env = "DETOUR_MIN_HEALTH_CHECK_INTERVAL",
+        default_value = "100ms",
+        value_parser = duration
+    )]
+    pub min_health_check_interval: Duration,
+}
+
+impl PolicyArgs {
+    pub fn policy(&self) -> Policy {
+        Policy {
+            cross_namespace: self.allow_cross_namespace.clone(),
+            max_replay_body_bytes: self.max_replay_body_bytes,
+            min_health_check_interval: self.min_health_check_interval,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -130,6 +173,8 @@ pub struct ServeArgs {
         conflicts_with = "kubernetes"
     )]
     pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub policy: PolicyArgs,
     /// Read the documents from the CRDs of the cluster detour runs in (in-cluster
     /// config, or KUBECONFIG), discover member clusters' services, write status.
     #[arg(long)]
@@ -194,6 +239,25 @@ pub struct ServeArgs {
     /// Longest long-poll (`?wait=`) the table API honours.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = duration)]
     pub max_wait: Duration,
+    /// Table long-polls that may wait at once; more are answered 503 with the reason.
+    #[arg(long, value_name = "N", default_value_t = crate::server::caps::DEFAULT_MAX_LONG_POLLS)]
+    pub max_long_polls: usize,
+    /// Status event streams (/v1/status/events) and status long-polls open at once; more
+    /// are answered 503 with the reason.
+    #[arg(long, value_name = "N", default_value_t = crate::server::caps::DEFAULT_MAX_STATUS_WATCHERS)]
+    pub max_status_watchers: usize,
+    /// On every listener: a connection must send a whole request head within this (from
+    /// its start, or from the end of its previous request), else it is closed.
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = duration)]
+    pub header_read_timeout: Duration,
+    /// On every listener: a connection on which nothing was read or written this long is
+    /// closed (must be longer than --max-wait).
+    #[arg(long, value_name = "DURATION", default_value = "90s", value_parser = duration)]
+    pub idle_timeout: Duration,
+    /// The filters' `maxTableBytes` (set both alike): a larger table is never served
+    /// (the cluster's last good one stays), and one past 80% of it is warned about.
+    #[arg(long, value_name = "BYTES", default_value_t = detour_filter::table::DEFAULT_MAX_TABLE_BYTES)]
+    pub max_table_bytes: usize,
 }
 
 #[derive(Subcommand, Debug)]
@@ -315,13 +379,14 @@ pub fn main() -> ExitCode {
 
 pub fn run(command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Check(args) => Ok(check(&args.config)),
+        Command::Check(args) => Ok(check(&args)),
         Command::Status(args) => status::run(args, &runtime()?),
         Command::Import(command) => import::run(command),
         Command::Serve(args) => {
             let (tls, probe_tls) = serve_tls(&args)?;
+            let policy = args.policy.policy();
             let source = match args.config {
-                Some(config) => Source::Files { config },
+                Some(config) => Source::Files { config, policy },
                 None => Source::Kubernetes(KubeOptions {
                     namespace: args.namespace,
                     identity: args.identity.unwrap_or_else(default_identity),
@@ -330,6 +395,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     timing: Timing::default(),
                     issuer: args.certs.clone(),
                     member_cert_lifetime: args.member_cert_lifetime,
+                    policy,
                 }),
             };
             runtime()?.block_on(serve(ServeOptions {
@@ -340,6 +406,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 probe_tls,
                 reload_interval: args.reload_interval,
                 max_wait: args.max_wait,
+                conn_limits: crate::server::conn::ConnLimits {
+                    header_read_timeout: args.header_read_timeout,
+                    idle_timeout: args.idle_timeout,
+                },
+                max_long_polls: args.max_long_polls,
+                max_status_watchers: args.max_status_watchers,
+                max_table_bytes: args.max_table_bytes,
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -371,7 +444,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Certs(CertsCommand::Init(args)) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             let day = Duration::from_secs(86_400);
             let opts = InitOptions {
                 out: args.out.clone(),
@@ -394,7 +467,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Render(RenderCommand::Envoy(args)) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             if let Some(dir) = &args.certs {
                 check_certs(&Layout::new(dir), &args.cluster)?;
             }
@@ -414,7 +487,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Explain(args) => {
-            let model = load(&args.config.config)?;
+            let model = load(&args.config)?;
             let text = runtime()?.block_on(explain(
                 &model,
                 &ExplainOptions {
@@ -490,8 +563,9 @@ fn serve_tls(args: &ServeArgs) -> anyhow::Result<(Option<TlsFiles>, Option<TlsFi
     Ok((tls, probe))
 }
 
-fn check(dir: &Path) -> ExitCode {
-    match load_dir(dir) {
+fn check(args: &ConfigArg) -> ExitCode {
+    let dir = &args.config;
+    match load_dir(dir, &args.policy.policy()) {
         Ok(model) => {
             println!(
                 "{}: OK ({} member clusters, {} failover schemes)",
@@ -511,8 +585,9 @@ fn check(dir: &Path) -> ExitCode {
     }
 }
 
-fn load(dir: &Path) -> anyhow::Result<detour_core::model::Model> {
-    load_dir(dir).map_err(|problems| {
+fn load(args: &ConfigArg) -> anyhow::Result<detour_core::model::Model> {
+    let dir = &args.config;
+    load_dir(dir, &args.policy.policy()).map_err(|problems| {
         anyhow!(
             "{}\nthe configuration in {} is invalid (run `detour check`)",
             Problems(problems),

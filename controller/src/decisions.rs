@@ -6,6 +6,7 @@
 
 use crate::health::Checker;
 use crate::metrics::{ClusterLabels, Metrics, VersionLabels};
+use crate::table_limit;
 use detour_core::decide::Decided;
 use detour_core::health::HealthMap;
 use detour_core::model::{Model, ProbeSpec};
@@ -22,6 +23,8 @@ use tracing::info;
 pub struct Outputs {
     pub tables: watch::Sender<Arc<TableSet>>,
     pub decisions: watch::Sender<Arc<Decided>>,
+    /// The filters' `maxTableBytes`: a larger table is not served ([`table_limit`]).
+    pub max_table_bytes: usize,
 }
 
 impl Outputs {
@@ -35,7 +38,12 @@ impl Outputs {
         metrics: &Metrics,
     ) -> Option<Instant> {
         let decided = Decided::new(model, Arc::new(board), Instant::now(), SystemTime::now());
-        publish(&self.tables, decided.decision.tables.clone(), metrics);
+        publish(
+            &self.tables,
+            decided.decision.tables.clone(),
+            self.max_table_bytes,
+            metrics,
+        );
         let next_change = decided.decision.next_change;
         self.decisions.send_replace(Arc::new(decided));
         next_change
@@ -132,13 +140,25 @@ pub async fn run(
 fn publish(
     tables: &watch::Sender<Arc<TableSet>>,
     built: std::collections::BTreeMap<String, detour_filter::table::wire::TableDoc>,
+    max_table_bytes: usize,
     metrics: &Metrics,
 ) {
     tables.send_if_modified(|current| {
         let mut next = TableSet::default();
-        let mut changed = current.tables.len() != built.len();
+        let mut changed = current.sizes.len() != built.len();
         for (cluster, doc) in built {
             let table = PublishedTable::new(doc);
+            let before = current.size(&cluster);
+            let size = table_limit::measure(&cluster, &table, before, max_table_bytes, metrics);
+            changed |= before != Some(&size);
+            next.sizes.insert(cluster.clone(), size);
+            if size.over_limit() {
+                // Every filter would refuse it: the last good table (if any) stays.
+                if let Some(old) = current.get(&cluster) {
+                    next.tables.insert(cluster, old.clone());
+                }
+                continue;
+            }
             match current.get(&cluster) {
                 Some(old) if old.version() == table.version() => {
                     next.tables.insert(cluster, old.clone());
@@ -176,6 +196,13 @@ fn publish(
                 metrics.table_version.remove(&VersionLabels {
                     cluster: cluster.clone(),
                     version: old.version().to_string(),
+                });
+            }
+        }
+        for cluster in current.sizes.keys() {
+            if !next.sizes.contains_key(cluster) {
+                metrics.table_bytes.remove(&ClusterLabels {
+                    cluster: cluster.clone(),
                 });
             }
         }

@@ -21,6 +21,7 @@ pub mod reporter;
 pub mod serve;
 pub mod server;
 pub mod source;
+pub mod table_limit;
 pub mod telemetry;
 pub mod tls;
 

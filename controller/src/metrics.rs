@@ -7,6 +7,9 @@
 //! | `detour_member_clusters`, `detour_schemes` | gauge | |
 //! | `detour_table_version_info` | gauge (1) | `cluster`, `version` |
 //! | `detour_table_updates_total` | counter | `cluster` |
+//! | `detour_table_bytes` | gauge | `cluster` (its newest table, served or not) |
+//! | `detour_table_max_bytes` | gauge | (`--max-table-bytes`, the filters' `maxTableBytes`) |
+//! | `detour_tables_refused_total` | counter | `cluster` (over the limit: not served) |
 //! | `detour_target_health` | gauge (1 = current state) | `cluster`, `namespace`, `name`, `state` |
 //! | `detour_health_checks_total` | counter | `cluster`, `namespace`, `name`, `result` = success \| failure \| timeout \| error |
 //! | `detour_health_transitions_total` | counter | `cluster`, `namespace`, `name`, `to` |
@@ -84,6 +87,9 @@ pub struct Metrics {
     pub schemes: Gauge,
     pub table_version: Family<VersionLabels, Gauge>,
     pub table_updates: Family<ClusterLabels, Counter>,
+    pub table_bytes: Family<ClusterLabels, Gauge>,
+    pub table_max_bytes: Gauge,
+    pub tables_refused: Family<ClusterLabels, Counter>,
     pub target_health: Family<StateLabels, Gauge>,
     pub health_checks: Family<CheckLabels, Counter>,
     pub health_transitions: Family<TransitionLabels, Counter>,
@@ -115,6 +121,9 @@ impl Metrics {
             schemes: Gauge::default(),
             table_version: Family::default(),
             table_updates: Family::default(),
+            table_bytes: Family::default(),
+            table_max_bytes: Gauge::default(),
+            tables_refused: Family::default(),
             target_health: Family::default(),
             health_checks: Family::default(),
             health_transitions: Family::default(),
@@ -152,6 +161,21 @@ impl Metrics {
             "table_updates",
             "New table versions per member cluster",
             m.table_updates.clone(),
+        );
+        registry.register(
+            "table_bytes",
+            "Size of each member cluster's newest table (its JSON), served or not",
+            m.table_bytes.clone(),
+        );
+        registry.register(
+            "table_max_bytes",
+            "The largest table served (the filters' maxTableBytes); a larger one is refused",
+            m.table_max_bytes.clone(),
+        );
+        registry.register(
+            "tables_refused",
+            "Tables not served because they were over the filters' maxTableBytes",
+            m.tables_refused.clone(),
         );
         registry.register(
             "target_health",

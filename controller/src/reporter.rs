@@ -12,8 +12,8 @@ use detour_core::report::events::EventLog;
 use detour_core::report::tracker::{Inputs, Tracker};
 use detour_core::report::{ConfigState, StatusReport, rfc3339_ms};
 use detour_core::tables::TableSet;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tokio::time::MissedTickBehavior;
@@ -32,13 +32,37 @@ const READY_POLL: Duration = Duration::from_secs(1);
 pub struct PublishedStatus {
     pub report: StatusReport,
     pub json: Bytes,
+    /// The server-sent event carrying it, made when the first event stream asks and
+    /// shared by every stream (the document can be megabytes, the streams dozens).
+    event: OnceLock<Bytes>,
 }
 
 impl PublishedStatus {
     pub fn new(report: StatusReport) -> PublishedStatus {
         // Plain structs with string keys always serialise.
         let json = Bytes::from(serde_json::to_vec(&report).unwrap_or_default());
-        PublishedStatus { report, json }
+        PublishedStatus {
+            report,
+            json,
+            event: OnceLock::new(),
+        }
+    }
+
+    /// `event: status`, `id: <version>` and the document as one `data:` line (compact
+    /// JSON has no line breaks), as an event stream carries it.
+    pub fn event(&self) -> Bytes {
+        self.event
+            .get_or_init(|| {
+                let mut frame = Vec::with_capacity(self.json.len() + 64);
+                frame.extend_from_slice(b"event: status\nid: ");
+                // A version is hex and dots: no line break to escape.
+                frame.extend_from_slice(self.version().as_bytes());
+                frame.extend_from_slice(b"\ndata: ");
+                frame.extend_from_slice(&self.json);
+                frame.extend_from_slice(b"\n\n");
+                Bytes::from(frame)
+            })
+            .clone()
     }
 
     pub fn version(&self) -> &str {
@@ -175,5 +199,23 @@ mod tests {
         assert_eq!(parsed, first.report);
         assert!(parsed.schemes.is_empty());
         assert_eq!(parsed.controller.source, "files");
+    }
+
+    #[test]
+    fn a_version_is_one_event_shared_by_every_stream() {
+        let (_tx, rx) = channel(&mut Versions::new(SystemTime::UNIX_EPOCH), "files");
+        let status = rx.borrow().clone();
+        let event = status.event();
+        let text = String::from_utf8_lossy(&event);
+        assert!(
+            text.starts_with("event: status\nid: 0.1\ndata: {"),
+            "{text}"
+        );
+        assert!(
+            text.ends_with("}\n\n") && text.matches('\n').count() == 4,
+            "{text}"
+        );
+        // The second stream gets the same bytes, not a copy.
+        assert_eq!(status.event().as_ptr(), event.as_ptr());
     }
 }

@@ -17,6 +17,8 @@ use crate::health::probe::Prober;
 use crate::health::{Checker, HealthBoard};
 use crate::metrics::Metrics;
 use crate::reporter::{self, Feeds, Versions};
+use crate::server::caps::Slots;
+use crate::server::conn::ConnLimits;
 use crate::server::{self, Access, AppState};
 pub use crate::source::Source;
 use crate::source::{SourceFeeds, Started};
@@ -50,6 +52,14 @@ pub struct ServeOptions {
     pub probe_tls: Option<TlsFiles>,
     pub reload_interval: Duration,
     pub max_wait: Duration,
+    /// Header-read and idle timeouts of every connection, on both listeners.
+    pub conn_limits: ConnLimits,
+    /// Table long-polls waiting at once; more are answered 503.
+    pub max_long_polls: usize,
+    /// Status event streams and status long-polls at once; more are answered 503.
+    pub max_status_watchers: usize,
+    /// The filters' `maxTableBytes`: a larger table is never served.
+    pub max_table_bytes: usize,
 }
 
 /// How long shutdown waits for the Lease to be released.
@@ -59,6 +69,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     if opts.tls.is_some() && opts.ops_listen.is_none() {
         anyhow::bail!(
             "with TLS, /healthz, /readyz and /metrics need a plain listener of their own: add --ops-listen ADDR:PORT"
+        );
+    }
+    if opts.conn_limits.idle_timeout <= opts.max_wait {
+        anyhow::bail!(
+            "--idle-timeout ({:?}) must be longer than --max-wait ({:?}): a long-poll is silent while it waits",
+            opts.conn_limits.idle_timeout,
+            opts.max_wait
         );
     }
     // Certificates first: a bad file stops the start before anything listens.
@@ -124,9 +141,13 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
 
     // The first tables exist before the listener does: every member cluster can be
     // answered from the first request on (all targets Unknown until checked).
+    metrics
+        .table_max_bytes
+        .set(i64::try_from(opts.max_table_bytes).unwrap_or(i64::MAX));
     let outputs = Outputs {
         tables: tables_tx,
         decisions: decisions_tx,
+        max_table_bytes: opts.max_table_bytes,
     };
     outputs.decide(models.borrow().clone(), HealthMap::new(), &metrics);
 
@@ -176,7 +197,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         } else {
             Access::Open
         },
+        long_polls: Slots::long_polls(opts.max_long_polls),
+        status_watchers: Slots::status_watchers(opts.max_status_watchers),
     };
+    let limits = opts.conn_limits;
     let listener = bind(opts.listen).await?;
     let address = listener.local_addr()?;
     let ops = match opts.ops_listen {
@@ -199,6 +223,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tokio::spawn(server::serve_tls(
                 listener,
                 server::table_router(state.clone()),
+                limits,
                 stopped(),
             ))
         }
@@ -207,6 +232,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tokio::spawn(server::serve(
                 listener,
                 server::table_router(state.clone()),
+                limits,
                 stopped(),
             ))
         }
@@ -215,6 +241,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             tokio::spawn(server::serve(
                 listener,
                 server::router(state.clone()),
+                limits,
                 stopped(),
             ))
         }
@@ -226,6 +253,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
             Some(tokio::spawn(server::serve(
                 listener,
                 server::ops_router(state),
+                limits,
                 stopped(),
             )))
         }

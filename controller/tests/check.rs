@@ -319,3 +319,45 @@ fn refuses_broken_yaml_and_empty_directories() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("cannot read the config directory"));
 }
+
+#[test]
+fn a_scheme_reaching_into_another_namespace_passes_only_with_the_controllers_allow_list() {
+    let (code, err, dir) = check_edited(
+        "foo.yaml",
+        "metadata: {name: foo, namespace: apps}",
+        "metadata: {name: foo, namespace: team-b}",
+    );
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("(FailoverScheme team-b/foo): spec.primary.namespace: the primary is in namespace \"apps\""),
+        "{err}"
+    );
+    let allowed = detour(&[
+        "check",
+        "--config",
+        dir.str(),
+        "--allow-cross-namespace",
+        "team-b=apps",
+    ]);
+    assert!(allowed.status.success(), "{}", stderr(&allowed));
+}
+
+#[test]
+fn replay_bodies_over_the_controllers_bound_are_refused_and_the_bound_is_a_flag() {
+    let (code, err, dir) = check_edited("foo.yaml", "maxBodyBytes: 65536", "maxBodyBytes: 2000000");
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains(
+            "spec.replay.maxBodyBytes: 2000000 is over the controller's limit of 1048576 bytes"
+        ),
+        "{err}"
+    );
+    let raised = detour(&[
+        "check",
+        "--config",
+        dir.str(),
+        "--max-replay-body-bytes",
+        "4000000",
+    ]);
+    assert!(raised.status.success(), "{}", stderr(&raised));
+}

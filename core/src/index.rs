@@ -8,11 +8,12 @@
 
 use crate::docs::{Document, Kind, Problem};
 use crate::model::Model;
-use crate::validate::{self, Mode};
+use crate::validate::{self, Mode, Policy};
 
 #[derive(Debug, Default, Clone)]
 pub struct Index {
     mode: Mode,
+    policy: Policy,
     /// In source order, which decides which of two conflicting documents is reported.
     docs: Vec<Document>,
 }
@@ -24,8 +25,14 @@ impl Index {
 
     /// An index of documents of `mode` (see [`Mode`]).
     pub fn with_mode(mode: Mode) -> Index {
+        Index::with_policy(mode, Policy::default())
+    }
+
+    /// An index of documents of `mode`, validated under `policy`.
+    pub fn with_policy(mode: Mode, policy: Policy) -> Index {
         Index {
             mode,
+            policy,
             docs: Vec::new(),
         }
     }
@@ -65,12 +72,12 @@ impl Index {
 
     /// The model of the current documents, or every problem with them.
     pub fn model(&self) -> Result<Model, Vec<Problem>> {
-        validate::build_model_in(&self.docs, self.mode)
+        validate::build_model_in(&self.docs, self.mode, &self.policy)
     }
 
     /// The model of every valid document, and the problems of the others.
     pub fn partial_model(&self) -> (Model, Vec<Problem>) {
-        validate::build_partial(&self.docs, self.mode)
+        validate::build_partial(&self.docs, self.mode, &self.policy)
     }
 }
 

@@ -127,6 +127,14 @@ pub struct ClusterReport {
     /// The version of its table now being served.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub table_version: Option<String>,
+    /// Bytes of its newest table, and the filters' limit (`maxTableBytes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_bytes: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_max_bytes: Option<usize>,
+    /// Set past 80% of the limit, and when the newest table is over it (not served).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_warning: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -46,11 +46,58 @@ impl PublishedTable {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TableSet {
     pub tables: BTreeMap<String, Arc<PublishedTable>>,
+    /// The size of each cluster's newest table, served or not (see [`TableSize`]).
+    pub sizes: BTreeMap<String, TableSize>,
+}
+
+/// A cluster's newest table against the filters' `maxTableBytes`: a filter refuses a
+/// larger table (and keeps its last good one), so the controller must not serve it and
+/// must say so before it happens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TableSize {
+    /// Bytes of the newest table built (its JSON, as served).
+    pub bytes: usize,
+    /// The filters' limit (the controller's `--max-table-bytes`).
+    pub max: usize,
+}
+
+impl TableSize {
+    /// Past 80% of the limit: a few more schemes and it would be refused.
+    pub fn near_limit(&self) -> bool {
+        self.bytes.saturating_mul(5) > self.max.saturating_mul(4)
+    }
+
+    /// Over the limit: not served; the cluster's last good table stays.
+    pub fn over_limit(&self) -> bool {
+        self.bytes > self.max
+    }
+
+    /// What an operator should read about it, when anything.
+    pub fn warning(&self, cluster: &str) -> Option<String> {
+        let percent = self.bytes.saturating_mul(100) / self.max.max(1);
+        if self.over_limit() {
+            Some(format!(
+                "the table of {cluster} is {} bytes, over the filters' maxTableBytes ({}): it is not served and the last good table stays; split the schemes whose primary runs in {cluster} or raise --max-table-bytes with the filters' maxTableBytes",
+                self.bytes, self.max
+            ))
+        } else if self.near_limit() {
+            Some(format!(
+                "the table of {cluster} is {} bytes, {percent}% of the filters' maxTableBytes ({}): past it the table will not be served",
+                self.bytes, self.max
+            ))
+        } else {
+            None
+        }
+    }
 }
 
 impl TableSet {
     pub fn get(&self, cluster: &str) -> Option<&Arc<PublishedTable>> {
         self.tables.get(cluster)
+    }
+
+    pub fn size(&self, cluster: &str) -> Option<&TableSize> {
+        self.sizes.get(cluster)
     }
 }
 

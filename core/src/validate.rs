@@ -17,8 +17,83 @@ use detour_filter::duration::parse_duration;
 use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
-/// Shortest health-check interval accepted: below it checks would only burn CPU.
-const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// What the operator lets a FailoverScheme ask for, beyond what the documents can say
+/// themselves: a scheme is written by whoever may write in its namespace, but it steers a
+/// primary's traffic, replays its requests and sends health checks through every gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Which schemes may protect a primary in another namespace than their own (none by
+    /// default: a scheme protects only its own namespace's primaries).
+    pub cross_namespace: Vec<CrossNamespace>,
+    /// Largest `replay.maxBodyBytes`: each replayable request is buffered up to it in
+    /// every Envoy it passes.
+    pub max_replay_body_bytes: u64,
+    /// Shortest `healthCheck.interval`: each target is checked through its cluster's
+    /// gateway at this pace.
+    pub min_health_check_interval: Duration,
+}
+
+/// Default of [`Policy::max_replay_body_bytes`] (1 MiB).
+pub const DEFAULT_MAX_REPLAY_BODY_BYTES: u64 = 1 << 20;
+/// Default of [`Policy::min_health_check_interval`].
+pub const DEFAULT_MIN_HEALTH_CHECK_INTERVAL: Duration = Duration::from_millis(100);
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy {
+            cross_namespace: Vec::new(),
+            max_replay_body_bytes: DEFAULT_MAX_REPLAY_BODY_BYTES,
+            min_health_check_interval: DEFAULT_MIN_HEALTH_CHECK_INTERVAL,
+        }
+    }
+}
+
+impl Policy {
+    fn allows(&self, scheme_namespace: &str, primary_namespace: &str) -> bool {
+        scheme_namespace == primary_namespace
+            || self.cross_namespace.iter().any(|c| {
+                c.scheme_namespace == scheme_namespace
+                    && c.primary_namespace
+                        .as_deref()
+                        .is_none_or(|p| p == primary_namespace)
+            })
+    }
+}
+
+/// Schemes in `scheme_namespace` may protect primaries in `primary_namespace` (any
+/// namespace when `None`). Written `SCHEME_NS=PRIMARY_NS` or `SCHEME_NS=*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CrossNamespace {
+    pub scheme_namespace: String,
+    pub primary_namespace: Option<String>,
+}
+
+impl CrossNamespace {
+    pub fn parse(text: &str) -> Result<CrossNamespace, String> {
+        let (from, to) = text.split_once('=').ok_or_else(|| {
+            format!("{text:?}: expected SCHEME_NAMESPACE=PRIMARY_NAMESPACE (or =* for any)")
+        })?;
+        dns_name(from, 63, false).map_err(|e| format!("{text:?}: {e}"))?;
+        let primary_namespace = match to {
+            "*" => None,
+            to => {
+                dns_name(to, 63, false).map_err(|e| format!("{text:?}: {e}"))?;
+                Some(to.to_string())
+            }
+        };
+        Ok(CrossNamespace {
+            scheme_namespace: from.to_string(),
+            primary_namespace,
+        })
+    }
+}
+
+impl std::fmt::Display for CrossNamespace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let to = self.primary_namespace.as_deref().unwrap_or("*");
+        write!(f, "{}={to}", self.scheme_namespace)
+    }
+}
 
 /// How the message of a [`ProblemKind::UnknownService`] problem begins.
 const UNKNOWN_SERVICE: &str = "unknown service";
@@ -34,14 +109,19 @@ pub enum Mode {
     Kubernetes,
 }
 
-/// Validates every document together and builds the model, or says everything wrong.
+/// Validates every document together and builds the model, or says everything wrong
+/// (under the default [`Policy`]).
 pub fn build_model(docs: &[Document]) -> Result<Model, Vec<Problem>> {
-    build_model_in(docs, Mode::Files)
+    build_model_in(docs, Mode::Files, &Policy::default())
 }
 
-/// [`build_model`] for documents of `mode`.
-pub fn build_model_in(docs: &[Document], mode: Mode) -> Result<Model, Vec<Problem>> {
-    let (model, problems) = validate(docs, mode, false);
+/// [`build_model`] for documents of `mode`, under `policy`.
+pub fn build_model_in(
+    docs: &[Document],
+    mode: Mode,
+    policy: &Policy,
+) -> Result<Model, Vec<Problem>> {
+    let (model, problems) = validate(docs, mode, policy, false);
     if problems.is_empty() {
         Ok(model)
     } else {
@@ -52,13 +132,19 @@ pub fn build_model_in(docs: &[Document], mode: Mode) -> Result<Model, Vec<Proble
 /// The model of every valid document, and the problems of the others. A scheme naming a
 /// member cluster whose own document is invalid is left out too, with a problem saying
 /// so (in [`build_model`] the cluster's problem alone is enough).
-pub fn build_partial(docs: &[Document], mode: Mode) -> (Model, Vec<Problem>) {
-    validate(docs, mode, true)
+pub fn build_partial(docs: &[Document], mode: Mode, policy: &Policy) -> (Model, Vec<Problem>) {
+    validate(docs, mode, policy, true)
 }
 
-fn validate(docs: &[Document], mode: Mode, partial: bool) -> (Model, Vec<Problem>) {
+fn validate(
+    docs: &[Document],
+    mode: Mode,
+    policy: &Policy,
+    partial: bool,
+) -> (Model, Vec<Problem>) {
     let mut v = Validator {
         mode,
+        policy: policy.clone(),
         ..Validator::default()
     };
     for doc in docs {
@@ -95,6 +181,7 @@ fn validate(docs: &[Document], mode: Mode, partial: bool) -> (Model, Vec<Problem
 #[derive(Default)]
 struct Validator {
     mode: Mode,
+    policy: Policy,
     problems: Vec<Problem>,
     /// Schemes left out only because a member cluster they name is invalid.
     blocked: Vec<Problem>,
@@ -337,6 +424,14 @@ impl Validator {
             cluster: p.cluster.clone(),
             service: ServiceName::new(&p.namespace, &p.name),
         };
+        if !self.policy.allows(namespace, &p.namespace) {
+            let msg = format!(
+                "the primary is in namespace {:?}: a FailoverScheme protects only a primary in its own namespace ({namespace:?}); \
+                 write the scheme in {:?}, or start the controller with --allow-cross-namespace {namespace}={}",
+                p.namespace, p.namespace, p.namespace
+            );
+            self.report(&at, "spec.primary.namespace", msg);
+        }
         // Reported here when wrong; the targets are judged either way.
         let _ = self.cluster_exists(&at, "spec.primary.cluster", &primary.cluster)
             && self.service_exists(&at, "spec.primary", &primary);
@@ -542,10 +637,14 @@ impl Validator {
             h.timeout.as_deref(),
             default.timeout,
         );
+        let min = self.policy.min_health_check_interval;
         if let Some(i) = interval
-            && i < MIN_INTERVAL
+            && i < min
         {
-            self.report(at, "spec.healthCheck.interval", "must be at least 10ms");
+            let msg = format!(
+                "{i:?} is shorter than the controller allows: must be at least {min:?} (--min-health-check-interval)"
+            );
+            self.report(at, "spec.healthCheck.interval", msg);
         }
         if let Some(t) = timeout
             && t.is_zero()
@@ -639,9 +738,19 @@ impl Validator {
                 Some(timeout)
             }
         };
-        ok.then(|| Replay {
+        let max_body_bytes = r.max_body_bytes.unwrap_or(default.max_body_bytes);
+        let max = self.policy.max_replay_body_bytes;
+        if max_body_bytes > max {
+            let msg = format!(
+                "{max_body_bytes} is over the controller's limit of {max} bytes (--max-replay-body-bytes): \
+                 a replayable request is buffered up to it in every Envoy"
+            );
+            self.report(at, "spec.replay.maxBodyBytes", msg);
+            ok = false;
+        }
+        ok.then_some(Replay {
             methods,
-            max_body_bytes: r.max_body_bytes.unwrap_or(default.max_body_bytes),
+            max_body_bytes,
             per_try_timeout,
         })
     }
@@ -1010,7 +1119,7 @@ mod tests {
                 "interval: 1s, timeout: 500ms",
                 "interval: 1ms, timeout: 1ms",
             ),
-            "spec.healthCheck.interval: must be at least 10ms",
+            "spec.healthCheck.interval: 1ms is shorter than the controller allows: must be at least 100ms (--min-health-check-interval)",
         );
         assert_one(
             &problems("unhealthyThreshold: 2", "unhealthyThreshold: 0"),
@@ -1028,6 +1137,94 @@ mod tests {
             &problems("methods: [GET,", "methods: [\"GET /\","),
             "spec.replay.methods[0]: \"GET /\" is not an HTTP method",
         );
+    }
+
+    /// The example's scheme, with its metadata's namespace `namespace`, validated under
+    /// `policy`.
+    fn scheme_in(namespace: &str, policy: &Policy) -> Vec<String> {
+        let text = EXAMPLE.replacen(
+            "{name: foo, namespace: apps}\nspec",
+            &format!("{{name: foo, namespace: {namespace}}}\nspec"),
+            1,
+        );
+        assert!(text.contains(&format!("metadata: {{name: foo, namespace: {namespace}}}")));
+        let (docs, parse) = parse_file("c.yaml", &text);
+        assert!(parse.is_empty(), "{parse:?}");
+        match build_model_in(&docs, Mode::Kubernetes, policy) {
+            Ok(_) => vec![],
+            Err(p) => p.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn a_scheme_protects_only_a_primary_of_its_own_namespace_unless_allowed() {
+        let strict = Policy::default();
+        assert_eq!(scheme_in("apps", &strict), Vec::<String>::new());
+        assert_one(
+            &scheme_in("team-b", &strict),
+            "document 4 (FailoverScheme team-b/foo): spec.primary.namespace: the primary is in namespace \"apps\": a FailoverScheme protects only a primary in its own namespace (\"team-b\"); write the scheme in \"apps\", or start the controller with --allow-cross-namespace team-b=apps",
+        );
+        let allow = |entries: &[&str]| Policy {
+            cross_namespace: entries
+                .iter()
+                .map(|e| CrossNamespace::parse(e).unwrap())
+                .collect(),
+            ..Policy::default()
+        };
+        assert!(scheme_in("team-b", &allow(&["team-b=apps"])).is_empty());
+        assert!(scheme_in("team-b", &allow(&["team-b=*"])).is_empty());
+        // An entry for another namespace, or towards another one, allows nothing here.
+        assert_eq!(scheme_in("team-b", &allow(&["team-c=*"])).len(), 1);
+        assert_eq!(scheme_in("team-b", &allow(&["team-b=web"])).len(), 1);
+    }
+
+    #[test]
+    fn allow_list_entries_are_read_and_written_alike() {
+        for text in ["platform=*", "team-b=apps"] {
+            assert_eq!(CrossNamespace::parse(text).unwrap().to_string(), text);
+        }
+        for bad in ["platform", "Team=apps", "team=", "=apps"] {
+            assert!(CrossNamespace::parse(bad).is_err(), "{bad} was accepted");
+        }
+    }
+
+    #[test]
+    fn replay_bodies_and_check_intervals_are_bounded_by_the_controller() {
+        assert_one(
+            &problems("maxBodyBytes: 65536", "maxBodyBytes: 1048577"),
+            &format!(
+                "{FOO}spec.replay.maxBodyBytes: 1048577 is over the controller's limit of 1048576 bytes (--max-replay-body-bytes)"
+            ),
+        );
+        assert!(problems("maxBodyBytes: 65536", "maxBodyBytes: 1048576").is_empty());
+        assert!(
+            problems(
+                "interval: 1s, timeout: 500ms",
+                "interval: 100ms, timeout: 50ms"
+            )
+            .is_empty()
+        );
+        // The controller's own bounds, looser or tighter.
+        let (docs, _) = parse_file(
+            "c.yaml",
+            &EXAMPLE.replacen(
+                "interval: 1s, timeout: 500ms",
+                "interval: 20ms, timeout: 20ms",
+                1,
+            ),
+        );
+        let loose = Policy {
+            min_health_check_interval: Duration::from_millis(10),
+            ..Policy::default()
+        };
+        assert!(build_model_in(&docs, Mode::Files, &loose).is_ok());
+        let tight = Policy {
+            max_replay_body_bytes: 1024,
+            ..loose
+        };
+        let refused = build_model_in(&docs, Mode::Files, &tight).unwrap_err();
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].path.as_deref(), Some("spec.replay.maxBodyBytes"));
     }
 
     #[test]

@@ -14,7 +14,7 @@ use detour_core::docs::{
 };
 use detour_core::index::Index;
 use detour_core::model::{Catalogue, Model, ServiceName};
-use detour_core::validate::Mode;
+use detour_core::validate::{Mode, Policy};
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -161,13 +161,18 @@ impl Default for KubeIndex {
 
 impl KubeIndex {
     pub fn new() -> KubeIndex {
+        KubeIndex::with_policy(Policy::default())
+    }
+
+    /// An index whose schemes are validated under `policy`.
+    pub fn with_policy(policy: Policy) -> KubeIndex {
         KubeIndex {
             schemes: BTreeMap::new(),
             clusters: BTreeMap::new(),
             secrets: BTreeMap::new(),
             members: BTreeMap::new(),
             listed: BTreeSet::new(),
-            index: Index::with_mode(Mode::Kubernetes),
+            index: Index::with_policy(Mode::Kubernetes, policy),
         }
     }
 

@@ -16,6 +16,7 @@ use crate::metrics::KubeMetrics;
 use anyhow::Context;
 use detour_core::decide::Decided;
 use detour_core::model::{Catalogue, Model};
+use detour_core::validate::Policy;
 use kube::Client;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -40,6 +41,8 @@ pub struct KubeOptions {
     pub issuer: Option<PathBuf>,
     /// Lifetime of the certificates in the member clusters' Secrets.
     pub member_cert_lifetime: Duration,
+    /// What FailoverSchemes may ask for (namespaces, bounds).
+    pub policy: Policy,
 }
 
 /// The Kubernetes source, started: its watches feed the models (as the file source
@@ -85,6 +88,7 @@ impl KubeSource {
             source::run(
                 client.clone(),
                 opts.namespace.clone(),
+                opts.policy.clone(),
                 Outputs {
                     models,
                     catalogue,

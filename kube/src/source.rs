@@ -15,6 +15,7 @@ use crate::metrics::{ClusterLabels, KubeMetrics};
 use detour_core::docs::{FailoverScheme, MemberCluster};
 use detour_core::model::Host;
 use detour_core::model::{Catalogue, Model};
+use detour_core::validate::Policy;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -92,7 +93,13 @@ struct Source {
 }
 
 /// Runs the source until every watch ends (never, in practice).
-pub async fn run(client: Client, namespace: String, outputs: Outputs, metrics: Arc<KubeMetrics>) {
+pub async fn run(
+    client: Client,
+    namespace: String,
+    policy: Policy,
+    outputs: Outputs,
+    metrics: Arc<KubeMetrics>,
+) {
     let (tx, mut rx) = mpsc::channel(256);
     // The management cluster's watches; aborted when this task ends.
     let tasks = [
@@ -123,7 +130,7 @@ pub async fn run(client: Client, namespace: String, outputs: Outputs, metrics: A
     ];
     let _abort = AbortOnDrop(tasks.into());
     let mut source = Source {
-        index: KubeIndex::new(),
+        index: KubeIndex::with_policy(policy),
         local: client,
         running: BTreeMap::new(),
         clients: BTreeMap::new(),
@@ -514,6 +521,7 @@ mod tests {
         let source = tokio::spawn(run(
             client,
             "detour-system".into(),
+            Policy::default(),
             Outputs {
                 models: models_tx,
                 catalogue: watch::channel(Arc::new(Catalogue::new())).0,

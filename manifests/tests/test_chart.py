@@ -86,18 +86,24 @@ def test_the_pod_runs_locked_down_with_probes_on_the_plain_ops_port(rendered):
     assert not any(v.get("hostPath") for v in pod.get("volumes", []))
 
 
-def test_service_pdb_and_servicemonitor_select_the_pods(rendered):
+def test_services_pdb_and_servicemonitor_select_the_pods(rendered):
     name, objs = rendered
     deployment = one(objs, "Deployment")
     labels = deployment["spec"]["template"]["metadata"]["labels"]
     container_ports = {p["name"] for p in deployment["spec"]["template"]["spec"]["containers"][0]["ports"]}
+    assert container_ports == {"tables", "ops"}
 
     def selects(selector: dict[str, str]) -> bool:
         return selector.items() <= labels.items()
 
-    service = one(objs, "Service")
-    assert selects(service["spec"]["selector"])
-    assert {p["targetPort"] for p in service["spec"]["ports"]} == container_ports == {"tables", "ops"}
+    tables = one(objs, "Service", "detour")
+    ops = one(objs, "Service", "detour-ops")
+    for service in (tables, ops):
+        assert selects(service["spec"]["selector"])
+    # The unauthenticated ops endpoints never share the published table Service.
+    assert [p["targetPort"] for p in tables["spec"]["ports"]] == ["tables"]
+    assert [p["targetPort"] for p in ops["spec"]["ports"]] == ["ops"]
+    assert ops["spec"]["type"] == "ClusterIP"
     pdb = one(objs, "PodDisruptionBudget")
     assert selects(pdb["spec"]["selector"]["matchLabels"])
     monitors = [o for o in objs if o["kind"] == "ServiceMonitor"]
@@ -105,11 +111,71 @@ def test_service_pdb_and_servicemonitor_select_the_pods(rendered):
         assert not monitors, "the ServiceMonitor is off by default"
     else:
         (monitor,) = monitors
-        assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
-        target_of = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+        matched = [s["metadata"]["name"] for s in (tables, ops) if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()]
+        assert matched == ["detour-ops"]
         for endpoint in monitor["spec"]["endpoints"]:
             # /metrics is on the plain ops listener (the table port may require mTLS).
-            assert target_of.get(endpoint["port"]) == "ops" and endpoint["path"] == "/metrics"
+            assert endpoint["port"] == "http-ops" and endpoint["path"] == "/metrics"
+
+
+def test_the_ops_port_is_never_published_beyond_the_cluster(chart):
+    """Even with the table Service a LoadBalancer (production values), the ops port is
+    on a ClusterIP Service, or on none."""
+    for values in (production_values(), {"service": {"type": "NodePort"}}):
+        services = [o for o in objects(render(chart, values)) if o["kind"] == "Service"]
+        for service in services:
+            ports = {p["targetPort"] for p in service["spec"]["ports"]}
+            assert "ops" not in ports or service["spec"]["type"] == "ClusterIP", service
+    without = [o for o in objects(render(chart, {"opsService": {"enabled": False}})) if o["kind"] == "Service"]
+    assert [s["metadata"]["name"] for s in without] == ["detour"]
+    with pytest.raises(helm.HelmError) as refused:
+        render(chart, {"opsService": {"enabled": False}, "serviceMonitor": {"enabled": True}})
+    assert "serviceMonitor.enabled needs opsService.enabled" in str(refused.value)
+    # There is no type to set on it.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render({"opsService": {"type": "LoadBalancer"}}, name="detour", namespace=NAMESPACE, is_install=True)
+
+
+def test_the_scheme_policy_reaches_serve(chart):
+    args = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    # By default no namespace reaches into another.
+    assert not [a for a in args if a.startswith("--allow-cross-namespace")]
+    assert "--max-replay-body-bytes=1048576" in args and "--min-health-check-interval=100ms" in args
+    values = {"policy": {"allowCrossNamespace": ["platform=*", "team-b=apps"], "maxReplayBodyBytes": 4194304}}
+    args = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--allow-cross-namespace=platform=*" in args and "--allow-cross-namespace=team-b=apps" in args
+    assert "--max-replay-body-bytes=4194304" in args
+
+
+def mebibytes(quantity: str) -> float:
+    units = {"Ki": 1 / 1024, "Mi": 1, "Gi": 1024}
+    return float(quantity[:-2]) * units[quantity[-2:]]
+
+
+def test_memory_is_sized_from_the_bench_figures(rendered):
+    """`make bench BENCH_ARGS=controller`: 224 MiB of RSS at 5,000 targets, 383 MiB at
+    10,000 (values.yaml); the defaults hold 5,000 and production values 10,000, each with
+    room for a reload, which holds two models at once."""
+    name, objs = rendered
+    resources = one(objs, "Deployment")["spec"]["template"]["spec"]["containers"][0]["resources"]
+    measured = {"defaults": 224, "production": 383}[name]
+    assert mebibytes(resources["limits"]["memory"]) >= 2 * measured
+    assert mebibytes(resources["requests"]["memory"]) >= measured
+
+
+def test_the_table_limit_reaches_serve(chart):
+    args = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    # The filter's own default (filter/src/table.rs DEFAULT_MAX_TABLE_BYTES).
+    assert "--max-table-bytes=4194304" in args
+    args = one(objects(render(chart, {"maxTableBytes": 8388608})), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--max-table-bytes=8388608" in args
+
+
+def test_the_connection_limits_reach_serve(chart):
+    values = {"connections": {"maxLongPolls": 500, "maxStatusWatchers": 8, "headerReadTimeout": "5s", "idleTimeout": "2m"}}
+    args = one(objects(render(chart, values)), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
+    for flag in ("--max-long-polls=500", "--max-status-watchers=8", "--header-read-timeout=5s", "--idle-timeout=2m"):
+        assert flag in args
 
 
 # What `serve --kubernetes` calls (kube/src/: source.rs watches, status.rs
@@ -248,6 +314,9 @@ def test_notes_tell_the_next_steps(chart):
         ({"memberClusters": [{"name": "west", "gateway": {"address": "gw", "port": "15443"}}]}, "/memberClusters/0/gateway/port"),
         ({"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
         ({"serviceMonitor": {"enabled": "yes"}}, "/serviceMonitor/enabled"),
+        ({"connections": {"maxLongPolls": 0}}, "/connections/maxLongPolls"),
+        ({"policy": {"allowCrossNamespace": ["team-b"]}}, "/policy/allowCrossNamespace/0"),
+        ({"connections": {"idleTimeout": "90"}}, "/connections/idleTimeout"),
     ],
 )
 def test_values_breaking_the_schema_are_refused(chart, values, complaint):

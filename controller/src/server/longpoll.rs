@@ -3,6 +3,7 @@
 //! version → 304, and with `?wait=30s` as well the answer is held until a new version
 //! (200) or the end of the wait (304). Shutdown ends every wait with a 304.
 
+use super::caps::Slots;
 use super::json_error;
 use crate::metrics::InFlight;
 use crate::reporter::PublishedStatus;
@@ -78,17 +79,19 @@ impl Poll {
 
     /// Answers with the document `current` finds in `feed` (`missing()` when there is
     /// none), waiting for a new version while the client has the current one. A wait
-    /// counts on `in_flight` while it lasts.
+    /// takes one of `slots` (none left: 503) and counts on `in_flight` while it lasts.
     pub(super) async fn answer<T, D: Versioned>(
         &self,
         mut feed: watch::Receiver<T>,
         mut shutdown: watch::Receiver<bool>,
+        slots: &Slots,
         in_flight: Option<&Gauge>,
         current: impl Fn(&T) -> Option<Arc<D>>,
         missing: impl FnOnce() -> Response,
     ) -> Response {
         let deadline = Instant::now() + self.wait;
         let mut _waiting = None;
+        let mut _slot = None;
         loop {
             let Some(doc) = current(&feed.borrow_and_update()) else {
                 return missing();
@@ -98,6 +101,12 @@ impl Poll {
             }
             if self.wait.is_zero() || *shutdown.borrow() {
                 return not_modified(&*doc);
+            }
+            if _slot.is_none() {
+                match slots.take() {
+                    Ok(slot) => _slot = Some(slot),
+                    Err(full) => return full.into_response(),
+                }
             }
             if let Some(gauge) = in_flight {
                 _waiting.get_or_insert_with(|| InFlight::new(gauge));

@@ -9,6 +9,8 @@
 //! endpoints ([`ops_router`]) then stay on a plain listener of their own, where probes
 //! and Prometheus can reach them without a certificate.
 
+pub mod caps;
+pub mod conn;
 mod longpoll;
 mod ops;
 mod status_api;
@@ -22,6 +24,8 @@ use axum::Router;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use caps::Slots;
+use conn::{ConnLimits, serve_with_limits};
 use detour_core::tables::TableSet;
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +49,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     pub max_wait: Duration,
     pub access: Access,
+    /// Table long-polls waiting at once (`--max-long-polls`).
+    pub long_polls: Slots,
+    /// Status event streams and status long-polls at once (`--max-status-watchers`).
+    pub status_watchers: Slots,
 }
 
 /// Who may read which table.
@@ -101,15 +109,15 @@ fn routes(r: Router<AppState>, tables: bool, ops: bool) -> Router<AppState> {
     }
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, with `limits` on every
+/// connection.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    serve_with_limits(listener, router, limits, shutdown, |_, _| None).await
 }
 
 /// Serves `router` over mTLS on `listener` until `shutdown` completes; handlers see
@@ -117,13 +125,12 @@ pub async fn serve(
 pub async fn serve_tls(
     listener: TlsListener,
     router: Router,
+    limits: ConnLimits,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<Peer>(),
-    )
-    .with_graceful_shutdown(shutdown)
+    serve_with_limits(listener, router, limits, shutdown, |io, addr| {
+        Some(Peer::of_connection(io, *addr))
+    })
     .await
 }
 

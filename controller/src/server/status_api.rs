@@ -7,19 +7,22 @@
 //!   `detour status --watch`.
 //! - `GET /v1/status/events` → server-sent events: one `status` event carrying the whole
 //!   document at once, then one per new version (what the `/ui` page listens to; a
-//!   browser's `EventSource` reconnects by itself).
+//!   browser's `EventSource` reconnects by itself). Each version's event is made once
+//!   and shared by every stream ([`PublishedStatus::event`]).
 
 use super::AppState;
 use super::longpoll::Poll;
 use crate::reporter::PublishedStatus;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use futures::Stream;
+use bytes::Bytes;
+use futures::{Stream, StreamExt};
 use serde::Deserialize;
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 #[derive(Deserialize)]
@@ -40,6 +43,7 @@ pub(super) async fn get_status(
     poll.answer(
         app.status.clone(),
         app.shutdown.clone(),
+        &app.status_watchers,
         None,
         |status| Some(status.clone()),
         || StatusCode::NOT_FOUND.into_response(),
@@ -47,37 +51,62 @@ pub(super) async fn get_status(
     .await
 }
 
-pub(super) async fn status_events(
-    State(app): State<AppState>,
-) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
-    Sse::new(versions(app.status.clone(), app.shutdown.clone())).keep_alive(KeepAlive::default())
+/// An event stream holds one of the status watchers' slots while it lasts; over the cap,
+/// 503 with the reason.
+pub(super) async fn status_events(State(app): State<AppState>) -> Response {
+    let slot = match app.status_watchers.take() {
+        Ok(slot) => slot,
+        Err(full) => return full.into_response(),
+    };
+    let stream = versions(app.status.clone(), app.shutdown.clone()).map(move |frame| {
+        let _held = &slot;
+        frame
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(stream),
+    )
+        .into_response()
 }
 
-/// Every version from the current one on, as `status` events; ends when the server
-/// shuts down (a stream that never ended would hold graceful shutdown forever).
+/// A comment line this often keeps an idle stream's connection (and the proxies on its
+/// way) from timing out, and finds a client that went away.
+const KEEP_ALIVE: Duration = Duration::from_secs(15);
+
+/// Every version from the current one on, as `status` events, with a comment after
+/// [`KEEP_ALIVE`] without one; ends when the server shuts down (a stream that never
+/// ended would hold graceful shutdown forever).
 fn versions(
     status: watch::Receiver<Arc<PublishedStatus>>,
     shutdown: watch::Receiver<bool>,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+) -> impl Stream<Item = Result<Bytes, Infallible>> {
     futures::stream::unfold(
         (status, shutdown, true),
         |(mut status, mut shutdown, first)| async move {
             if !first {
-                tokio::select! {
-                    changed = status.changed() => changed.ok()?,
-                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                // Some(true): a new version; Some(false): time for a keep-alive.
+                let woke = tokio::select! {
+                    changed = status.changed() => changed.is_ok().then_some(true),
+                    _ = shutdown.wait_for(|stop| *stop) => None,
+                    () = tokio::time::sleep(KEEP_ALIVE) => Some(false),
+                };
+                match woke {
+                    None => return None,
+                    Some(false) => {
+                        let comment = Bytes::from_static(b":\n\n");
+                        return Some((Ok(comment), (status, shutdown, false)));
+                    }
+                    Some(true) => {}
                 }
             }
             if *shutdown.borrow() {
                 return None;
             }
             let current = status.borrow_and_update().clone();
-            // Compact JSON has no line breaks, so it is one `data:` line.
-            let event = Event::default()
-                .event("status")
-                .id(current.version())
-                .data(String::from_utf8_lossy(&current.json));
-            Some((Ok(event), (status, shutdown, false)))
+            Some((Ok(current.event()), (status, shutdown, false)))
         },
     )
 }

@@ -62,6 +62,7 @@ async fn answer(app: &AppState, cluster: &str, query: TableQuery, headers: &Head
     poll.answer(
         app.tables.clone(),
         app.shutdown.clone(),
+        &app.long_polls,
         Some(&app.metrics.long_polls_in_flight),
         |tables| tables.get(cluster).cloned(),
         || {

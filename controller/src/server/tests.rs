@@ -39,6 +39,7 @@ fn set(tables: &[Arc<PublishedTable>]) -> Arc<TableSet> {
             .iter()
             .map(|t| (t.doc.cluster.clone(), t.clone()))
             .collect(),
+        ..TableSet::default()
     })
 }
 
@@ -57,10 +58,19 @@ async fn start(max_wait: Duration) -> Api {
         shutdown: shutdown_rx,
         max_wait,
         access: Access::Open,
+        long_polls: super::caps::Slots::long_polls(super::caps::DEFAULT_MAX_LONG_POLLS),
+        status_watchers: super::caps::Slots::status_watchers(
+            super::caps::DEFAULT_MAX_STATUS_WATCHERS,
+        ),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(serve(listener, router(state), std::future::pending()));
+    tokio::spawn(serve(
+        listener,
+        router(state),
+        super::conn::ConnLimits::default(),
+        std::future::pending(),
+    ));
     Api {
         addr,
         tables,

@@ -14,6 +14,7 @@ use detour_core::docs::{Origin, Problem, ProblemKind, Problems};
 use detour_core::index::Index;
 use detour_core::model::Model;
 use detour_core::report::{ConfigOutcome, ConfigState, rfc3339_ms};
+use detour_core::validate::{Mode, Policy};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -23,9 +24,9 @@ use tracing::{error, info};
 
 /// Reads, parses and validates a directory once (`check`, `render`, `explain`, and the
 /// first load of `serve`). Problems come sorted by file and document.
-pub fn load_dir(dir: &Path) -> Result<Model, Vec<Problem>> {
+pub fn load_dir(dir: &Path, policy: &Policy) -> Result<Model, Vec<Problem>> {
     let files = read_dir(dir)?;
-    let mut index = Index::new();
+    let mut index = Index::with_policy(Mode::Files, policy.clone());
     apply(&mut index, &files)
 }
 
@@ -116,10 +117,10 @@ pub struct FileSource {
 }
 
 impl FileSource {
-    pub fn new(dir: PathBuf, metrics: Arc<Metrics>) -> FileSource {
+    pub fn new(dir: PathBuf, metrics: Arc<Metrics>, policy: Policy) -> FileSource {
         FileSource {
             dir,
-            index: Index::new(),
+            index: Index::with_policy(Mode::Files, policy),
             metrics,
             applied: None,
             reports: None,

@@ -8,6 +8,7 @@ pub mod files;
 use crate::metrics::Metrics;
 use detour_core::model::{Catalogue, Model};
 use detour_core::report::ConfigState;
+use detour_core::validate::Policy;
 use detour_kube::run::{KubeOptions, KubeSource};
 use files::FileSource;
 use std::path::PathBuf;
@@ -18,8 +19,9 @@ use tracing::{Instrument, info, info_span};
 
 /// Where the documents come from.
 pub enum Source {
-    /// A directory of YAML files, polled every `reload_interval`.
-    Files { config: PathBuf },
+    /// A directory of YAML files, polled every `reload_interval`, validated under
+    /// `policy`.
+    Files { config: PathBuf, policy: Policy },
     /// CRDs and member clusters' Services, watched.
     Kubernetes(KubeOptions),
 }
@@ -60,9 +62,9 @@ impl Source {
         metrics: &Arc<Metrics>,
     ) -> anyhow::Result<Started> {
         match self {
-            Source::Files { config } => {
-                let mut source =
-                    FileSource::new(config.clone(), metrics.clone()).with_reports(feeds.config);
+            Source::Files { config, policy } => {
+                let mut source = FileSource::new(config.clone(), metrics.clone(), policy)
+                    .with_reports(feeds.config);
                 let model = source.load().map_err(|problems| {
                     anyhow::anyhow!(
                         "{}\nthe configuration in {} is invalid ({} problem(s))",

@@ -119,16 +119,20 @@ impl Listener for TlsListener {
     }
 }
 
-impl Connected<IncomingStream<'_, TlsListener>> for Peer {
-    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
-        let (_, conn) = stream.io().get_ref();
+impl Peer {
+    /// The client of an established mTLS connection.
+    pub fn of_connection(tls: &TlsStream<TcpStream>, addr: SocketAddr) -> Peer {
+        let (_, conn) = tls.get_ref();
         let identity = conn
             .peer_certificates()
             .and_then(|chain| chain.first())
             .and_then(|leaf| Identity::of_certificate(leaf));
-        Peer {
-            addr: *stream.remote_addr(),
-            identity,
-        }
+        Peer { addr, identity }
+    }
+}
+
+impl Connected<IncomingStream<'_, TlsListener>> for Peer {
+    fn connect_info(stream: IncomingStream<'_, TlsListener>) -> Peer {
+        Peer::of_connection(stream.io(), *stream.remote_addr())
     }
 }

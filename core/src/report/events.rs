@@ -26,6 +26,10 @@ pub enum EventKind {
     ConfigApplied,
     /// A configuration was refused; the last good one keeps serving.
     ConfigRefused,
+    /// A cluster's table passed 80% of the filters' `maxTableBytes`.
+    TableNearLimit,
+    /// A cluster's table is over `maxTableBytes`: not served, the last good one stays.
+    TableRefused,
 }
 
 impl EventKind {
@@ -36,6 +40,8 @@ impl EventKind {
             EventKind::HealthChanged => "HealthChanged",
             EventKind::ConfigApplied => "ConfigApplied",
             EventKind::ConfigRefused => "ConfigRefused",
+            EventKind::TableNearLimit => "TableNearLimit",
+            EventKind::TableRefused => "TableRefused",
         }
     }
 }

@@ -59,6 +59,8 @@ pub struct Tracker {
     active: HashMap<String, Active>,
     /// The checks' verdict on each target, for [`EventKind::HealthChanged`].
     verdicts: HashMap<TargetRef, Health>,
+    /// Per cluster: how its table's size stood (0 fine, 1 near the limit, 2 over).
+    table_sizes: HashMap<String, u8>,
 }
 
 impl Tracker {
@@ -71,6 +73,7 @@ impl Tracker {
             since: HashMap::new(),
             active: HashMap::new(),
             verdicts: HashMap::new(),
+            table_sizes: HashMap::new(),
         }
     }
 
@@ -86,6 +89,7 @@ impl Tracker {
         let model_changed = self.model_events(model, inputs.config, &at);
         self.config_events(inputs.config, model_changed, &at);
         self.health_events(board, &at);
+        self.table_events(inputs.tables, &at);
 
         let mut summary = Summary {
             clusters: model.clusters.len(),
@@ -141,12 +145,42 @@ impl Tracker {
                     services: c.services.len(),
                     primaries: model.schemes_of(&c.name).count(),
                     table_version: inputs.tables.get(&c.name).map(|t| t.version().to_string()),
+                    table_bytes: inputs.tables.size(&c.name).map(|s| s.bytes),
+                    table_max_bytes: inputs.tables.size(&c.name).map(|s| s.max),
+                    table_warning: inputs.tables.size(&c.name).and_then(|s| s.warning(&c.name)),
                 })
                 .collect(),
             schemes,
             services,
             events: self.log.newest_first(),
         }
+    }
+
+    /// A table that grows past 80% of the limit, or over it, is news once (until it
+    /// shrinks back).
+    fn table_events(&mut self, tables: &TableSet, at: &str) {
+        for (cluster, size) in &tables.sizes {
+            let now = if size.over_limit() {
+                2
+            } else {
+                u8::from(size.near_limit())
+            };
+            let before = self.table_sizes.insert(cluster.clone(), now).unwrap_or(0);
+            if now > before
+                && let Some(message) = size.warning(cluster)
+            {
+                let kind = if now == 2 {
+                    EventKind::TableRefused
+                } else {
+                    EventKind::TableNearLimit
+                };
+                let mut event = Event::new(kind, message);
+                event.cluster = Some(cluster.clone());
+                self.log.push(at, event);
+            }
+        }
+        self.table_sizes
+            .retain(|cluster, _| tables.sizes.contains_key(cluster));
     }
 
     fn scheme_report(

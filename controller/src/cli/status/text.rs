@@ -283,6 +283,13 @@ fn clusters(out: &mut String, r: &StatusReport, style: Style) {
             vec![plain(c.primaries.to_string())],
             vec![plain(clean(c.table_version.as_deref().unwrap_or("-")))],
         ]);
+        // A table near or over the filters' limit: said under its cluster.
+        if let Some(warning) = &c.table_warning {
+            rows.push(vec![vec![coloured(
+                format!("  {}", clean(warning)),
+                Colour::Yellow,
+            )]]);
+        }
     }
     table(out, &rows, style);
 }
@@ -438,15 +445,16 @@ fn subject(e: &Event) -> String {
     match (&e.scheme, &e.cluster, &e.service) {
         (Some(scheme), _, _) => clean(scheme),
         (None, Some(cluster), Some(service)) => format!("{} in {}", clean(service), clean(cluster)),
+        (None, Some(cluster), None) => format!("table of {}", clean(cluster)),
         _ => "configuration".into(),
     }
 }
 
 fn kind_colour(kind: EventKind) -> Colour {
     match kind {
-        EventKind::FailedOver | EventKind::ConfigRefused => Colour::Red,
+        EventKind::FailedOver | EventKind::ConfigRefused | EventKind::TableRefused => Colour::Red,
         EventKind::FailedBack | EventKind::ConfigApplied => Colour::Green,
-        EventKind::HealthChanged => Colour::Yellow,
+        EventKind::HealthChanged | EventKind::TableNearLimit => Colour::Yellow,
     }
 }
 

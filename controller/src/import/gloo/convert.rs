@@ -94,6 +94,9 @@ struct Converter<'a> {
     primaries: BTreeSet<usize>,
     report: Vec<Problem>,
     refused: Vec<Problem>,
+    /// Where each scheme is written, `(namespace, name)`, and the Gloo document it came
+    /// from.
+    written: BTreeMap<(String, String), String>,
 }
 
 /// A problem with the command line rather than a document.
@@ -122,6 +125,7 @@ impl<'a> Converter<'a> {
             primaries: BTreeSet::new(),
             report: Vec::new(),
             refused: Vec::new(),
+            written: BTreeMap::new(),
         };
         for (i, doc) in docs.iter().enumerate() {
             match &doc.object {
@@ -233,10 +237,33 @@ impl<'a> Converter<'a> {
             ));
         }
         let health_check = primary.as_ref().and_then(|p| self.health_check(doc, p));
-        let (namespace, primary) = (namespace?, primary?);
+        let (gloo_namespace, primary) = (namespace?, primary?);
+        // A detour scheme protects only a primary of its own namespace (unless the
+        // controller allows more), so it is written there, wherever Gloo kept it.
+        let namespace = primary.service.namespace.clone();
+        if namespace != gloo_namespace {
+            self.report.push(doc.problem(
+                "metadata.namespace",
+                format!(
+                    "written in namespace {namespace:?}, its primary's, not {gloo_namespace:?}: a detour FailoverScheme protects only a primary in its own namespace"
+                ),
+            ));
+        }
+        let key = (namespace.clone(), doc.name.clone());
+        if let Some(first) = self.written.get(&key) {
+            self.refused.push(doc.problem(
+                "metadata.name",
+                format!(
+                    "{first} is also written as FailoverScheme {namespace}/{} (each is written in its primary's namespace): rename one",
+                    doc.name
+                ),
+            ));
+        }
         if self.refused.len() != refused_before {
             return None;
         }
+        self.written
+            .insert(key, format!("{} ({})", doc.origin, doc.subject()));
         let spec = FailoverSchemeSpec {
             primary: PrimarySpec {
                 cluster: scheme.primary_cluster.clone(),

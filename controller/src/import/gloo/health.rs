@@ -8,8 +8,9 @@ use detour_core::docs::{GrpcHealthCheckSpec, HealthCheckSpec};
 use detour_filter::duration::parse_duration;
 use std::time::Duration;
 
-/// detour's shortest health-check interval (`detour_core::validate` refuses shorter).
-const MIN_INTERVAL: Duration = Duration::from_millis(10);
+/// The shortest health-check interval a controller allows by default
+/// (`--min-health-check-interval`; `detour_core::validate` refuses shorter).
+const MIN_INTERVAL: Duration = detour_core::validate::DEFAULT_MIN_HEALTH_CHECK_INTERVAL;
 
 /// The scheme's check from `check` of the Upstream `source`; notes into `report`, and
 /// `refused` a duration it cannot read.
@@ -64,9 +65,15 @@ pub fn health_check(
         Some((_, i)) if i < MIN_INTERVAL => {
             report.push(source.problem(
                 &format!("{}.interval", check.path),
-                "shorter than detour's shortest interval: written as 10ms",
+                format!(
+                    "shorter than a detour controller allows by default (--min-health-check-interval): written as {}ms",
+                    MIN_INTERVAL.as_millis()
+                ),
             ));
-            (MIN_INTERVAL, Some("10ms".to_string()))
+            (
+                MIN_INTERVAL,
+                Some(format!("{}ms", MIN_INTERVAL.as_millis())),
+            )
         }
         Some((text, i)) => (i, Some(text)),
         None => (defaults.interval, None),

@@ -97,7 +97,13 @@ fn the_failover_guide_fails_blue_over_to_green_as_written() {
     let opts = with_gateways(&["local=10.0.1.1", "remote=10.0.2.1"]);
     let imported = import_fixture("guide", &opts).unwrap();
     let spec = scheme(&imported, "failover-scheme");
-    assert_eq!(imported.schemes[0].0, "gloo-system");
+    // Written in its primary's namespace (a detour scheme protects only its own
+    // namespace's primaries), and the report says so.
+    assert_eq!(imported.schemes[0].0, "default");
+    assert!(has(
+        &notes(&imported),
+        "(FailoverScheme gloo-system/failover-scheme): metadata.namespace: written in namespace \"default\", its primary's, not \"gloo-system\""
+    ));
     assert_eq!(
         (
             spec.primary.cluster.as_str(),
@@ -274,9 +280,9 @@ fn check_timings_detour_cannot_keep_are_written_as_near_as_it_can() {
     for (checks, interval, timeout, note) in [
         (
             "interval: 5ms, timeout: 1ms",
-            Some("10ms"),
+            Some("100ms"),
             Some("1ms"),
-            "interval: shorter than",
+            "interval: shorter than a detour controller allows by default (--min-health-check-interval): written as 100ms",
         ),
         (
             "interval: 2s, timeout: 0s",
@@ -457,6 +463,27 @@ fn every_cluster_needs_its_gateway_and_every_gateway_a_cluster() {
 }
 
 #[test]
+fn two_gloo_schemes_that_would_meet_in_their_primaries_namespace_are_refused() {
+    // Gloo keeps both in its own namespaces; detour writes each in apps, its primary's.
+    let second = SCHEME
+        .replace("namespace: gloo-system}\nspec", "namespace: team-b}\nspec")
+        .replace("{{cluster}}", "south")
+        .replace("{{upstream}}", "apps-foo-8080");
+    let text = format!("{}---\n{second}", scheme_to("west", "apps-foo-8080"));
+    let refused = refusals(import_text(
+        &text,
+        &with_gateways(&["east=1.1.1.1", "west=1.1.1.2", "south=1.1.1.3"]),
+    ));
+    assert!(
+        has(
+            &refused,
+            "gloo.yaml: document 2 (FailoverScheme team-b/foo): metadata.name: gloo.yaml: document 1 (FailoverScheme gloo-system/foo) is also written as FailoverScheme apps/foo"
+        ),
+        "{refused:#?}"
+    );
+}
+
+#[test]
 fn an_upstream_defined_twice_for_one_cluster_is_refused() {
     let upstream = "---\napiVersion: gloo.solo.io/v1\nkind: Upstream\nmetadata: {name: apps-foo-8080, namespace: gloo-system}\nspec:\n  kube: {serviceName: foo, serviceNamespace: apps, servicePort: 8080}\n";
     let text = format!("{}{upstream}{upstream}", scheme_to("west", "apps-foo-8080"));
@@ -488,7 +515,7 @@ fn the_yaml_stream_and_the_files_hold_the_same_documents() {
         [
             "membercluster.local.yaml",
             "membercluster.remote.yaml",
-            "failoverscheme.gloo-system.failover-scheme.yaml"
+            "failoverscheme.default.failover-scheme.yaml"
         ]
     );
     let joined: String = written

@@ -19,6 +19,7 @@ struct World {
     tracker: Tracker,
     config: Option<ConfigState>,
     catalogue: Option<Catalogue>,
+    tables: TableSet,
     t0: Instant,
 }
 
@@ -31,6 +32,7 @@ impl World {
             tracker: Tracker::new("files", EventLog::default()),
             config: None,
             catalogue: None,
+            tables: TableSet::default(),
             t0: Instant::now(),
         };
         for c in ["east", "west", "south"] {
@@ -71,7 +73,7 @@ impl World {
         let decided = Decided::new(self.model.clone(), Arc::new(self.board.clone()), at, wall);
         self.tracker.observe(&Inputs {
             decided: &decided,
-            tables: &TableSet::default(),
+            tables: &self.tables,
             config: self.config.as_ref(),
             ready: true,
             catalogue: self.catalogue.as_ref(),
@@ -392,4 +394,58 @@ fn every_service_of_every_cluster_is_listed_with_what_protects_it() {
     );
     let back: StatusReport = serde_json::from_str(&json).unwrap();
     assert_eq!(back, r);
+}
+
+#[test]
+fn a_table_near_or_over_the_filters_limit_is_in_the_report_and_logged_once() {
+    use crate::tables::TableSize;
+    let mut w = World::new();
+    let size = |bytes| TableSize { bytes, max: 1000 };
+    w.tables.sizes.insert("east".into(), size(700));
+    let r = w.observe(w.t0);
+    let east = &r.clusters[0];
+    assert_eq!(
+        (east.table_bytes, east.table_max_bytes),
+        (Some(700), Some(1000))
+    );
+    assert_eq!(east.table_warning, None, "70% is no news");
+    assert!(r.events.is_empty());
+
+    w.tables.sizes.insert("east".into(), size(850));
+    let r = w.observe(w.t0);
+    assert_eq!(kinds(&r), [EventKind::TableNearLimit]);
+    assert_eq!(r.events[0].cluster.as_deref(), Some("east"));
+    let warning = r.clusters[0].table_warning.as_deref().unwrap();
+    assert!(
+        warning.contains("850 bytes, 85% of the filters' maxTableBytes (1000)"),
+        "{warning}"
+    );
+    // Growing within the same band is not news again.
+    w.tables.sizes.insert("east".into(), size(900));
+    assert_eq!(w.observe(w.t0).events.len(), 1);
+
+    w.tables.sizes.insert("east".into(), size(1001));
+    let r = w.observe(w.t0);
+    assert_eq!(
+        kinds(&r),
+        [EventKind::TableRefused, EventKind::TableNearLimit]
+    );
+    assert!(
+        r.events[0]
+            .message
+            .contains("not served and the last good table stays")
+    );
+    assert!(
+        r.clusters[0]
+            .table_warning
+            .as_deref()
+            .unwrap()
+            .contains("over the filters' maxTableBytes")
+    );
+
+    // Back under, and over again: news again.
+    w.tables.sizes.insert("east".into(), size(100));
+    assert_eq!(w.observe(w.t0).clusters[0].table_warning, None);
+    w.tables.sizes.insert("east".into(), size(2000));
+    assert_eq!(w.observe(w.t0).events.len(), 3);
 }

@@ -35,3 +35,8 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
 
 {{/* The controller's certificates, laid out as `detour certs init` writes them. */}}
 {{- define "detour.certsDir" -}}/etc/detour/certs{{- end -}}
+
+{{/* Marks the ops Service apart from the table API's (the ServiceMonitor selects it). */}}
+{{- define "detour.opsLabel" -}}
+app.kubernetes.io/component: ops
+{{- end -}}
