@@ -120,13 +120,15 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
-    // The first tables exist before the listener does: every member cluster can be
-    // answered from the first request on (all targets Unknown until checked).
+    // The first decision (every target Unknown) goes to the status API at once; the
+    // first tables only once every target has its first verdict (`decisions::run`):
+    // until then table requests wait (long-polls) or get 503, and the Envoys keep the
+    // table they hold.
     let outputs = Outputs {
         tables: tables_tx,
         decisions: decisions_tx,
     };
-    outputs.decide(models.borrow().clone(), HealthMap::new(), &metrics);
+    outputs.decide(models.borrow().clone(), HealthMap::new(), false, &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());

@@ -282,11 +282,16 @@ impl Controller {
     }
 
     /// The health of each target of east's scheme, in group order.
+    /// Empty while there is no table yet (the first round of checks is not done).
     pub async fn east_health(&self) -> Vec<String> {
-        let table = self.get("/v1/tables/east", None).await.json();
+        let reply = self.get("/v1/tables/east", None).await;
+        if reply.status == 503 {
+            return Vec::new();
+        }
+        let table = reply.json();
         table["schemes"][0]["groups"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("{} {table}", reply.status))
             .iter()
             .flat_map(|g| g.as_array().unwrap().iter())
             .map(|t| t["health"].as_str().unwrap().to_string())
