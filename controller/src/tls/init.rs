@@ -4,11 +4,14 @@
 //! why it must be renewed: missing, not matching its key or the CA, names no longer
 //! those of the configuration, or near expiry.
 
-use super::files::{FileError, Shown, write_atomic};
+use super::files::{self, FileError, Shown, write_atomic, write_swapped};
 use detour_core::model::{Host, Model};
 use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use detour_core::pki::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
-use detour_core::pki::layout::{Layout, Pair};
+use detour_core::pki::layout::{
+    Layout, Mount, Pair, SDS_TRUST, sds_certificate_file, sds_trust_file,
+};
+use detour_core::pki::sds;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -259,7 +262,34 @@ pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report
             not_after,
         });
     }
+    write_sds(model, &layout, &ca)?;
     Ok(report)
+}
+
+/// Each member cluster's Envoy SDS directories ([`Layout::sds_dir`], one per [`Mount`]):
+/// the trust bundle and that mount's certificates with their keys, all swapped in at
+/// once ([`write_swapped`]) and only when something changed, so that a watching Envoy
+/// reloads the renewed set whole.
+fn write_sds(model: &Model, layout: &Layout, ca: &CertAuthority) -> Result<(), InitError> {
+    for cluster in model.clusters.keys() {
+        for mount in Mount::ALL {
+            let mut files = vec![(sds_trust_file(), sds::trust(SDS_TRUST, ca.cert_pem()))];
+            for &role in mount.roles() {
+                let pair = layout.cluster(cluster, role);
+                let (Some(cert), Some(key)) =
+                    (read_optional(&pair.cert)?, read_optional(&pair.key)?)
+                else {
+                    continue;
+                };
+                files.push((
+                    sds_certificate_file(role),
+                    sds::certificate(role.as_str(), &cert, &key),
+                ));
+            }
+            write_swapped(&layout.sds_dir(cluster, mount), &files)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -347,6 +377,58 @@ mod tests {
             "{later}"
         );
         assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
+    }
+
+    /// What each Envoy loads: per mount, the trust bundle and that mount's certificates
+    /// with their keys, and never another mount's key; a renewal changes the mount
+    /// holding the renewed certificate (one swap), and leaves the other alone.
+    #[test]
+    fn each_mount_holds_its_own_keys_and_a_renewal_swaps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let m = model(EXAMPLE);
+        init(&m, &opts(dir.path()), now).unwrap();
+        let layout = Layout::new(dir.path());
+        let secrets = |mount: Mount| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(layout.sds_dir("west", mount))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".."))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(secrets(Mount::Gateway), ["ca.json", "gateway.json"]);
+        assert_eq!(
+            secrets(Mount::Client),
+            ["ca.json", "envoy.json", "table.json"]
+        );
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        let gateway_key = read(layout.cluster("west", ClusterRole::Gateway).key);
+        let gateway_sds = read(layout.sds_certificate("west", ClusterRole::Gateway));
+        let json_key = gateway_key.replace('\n', "\\n");
+        assert!(gateway_sds.contains(&json_key), "{gateway_sds}");
+        for role in [ClusterRole::Envoy, ClusterRole::Table] {
+            assert!(!read(layout.sds_certificate("west", role)).contains(&json_key));
+        }
+        let ca = read(layout.ca().cert).replace('\n', "\\n");
+        assert!(read(layout.sds_trust("west", Mount::Gateway)).contains(&ca));
+
+        let client_before =
+            std::fs::read_link(layout.sds_dir("west", Mount::Client).join(files::DATA_LINK))
+                .unwrap();
+        std::fs::remove_file(layout.cluster("west", ClusterRole::Gateway).key).unwrap();
+        init(&m, &opts(dir.path()), now).unwrap();
+        let renewed = read(layout.sds_certificate("west", ClusterRole::Gateway));
+        assert_ne!(renewed, gateway_sds);
+        let new_cert = read(layout.cluster("west", ClusterRole::Gateway).cert);
+        assert!(renewed.contains(&new_cert.replace('\n', "\\n")));
+        assert_eq!(
+            std::fs::read_link(layout.sds_dir("west", Mount::Client).join(files::DATA_LINK))
+                .unwrap(),
+            client_before,
+            "the client mount did not change"
+        );
     }
 
     #[test]
