@@ -340,6 +340,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 probe_tls,
                 reload_interval: args.reload_interval,
                 max_wait: args.max_wait,
+                certs: args.certs.clone(),
             }))?;
             Ok(ExitCode::SUCCESS)
         }

@@ -50,6 +50,9 @@ pub struct ServeOptions {
     pub probe_tls: Option<TlsFiles>,
     pub reload_interval: Duration,
     pub max_wait: Duration,
+    /// A `detour certs init` directory whose certificates' expiry is reported
+    /// (`detour_certificate_expiry_seconds`, the status page).
+    pub certs: Option<std::path::PathBuf>,
 }
 
 /// How long shutdown waits for the Lease to be released.
@@ -133,6 +136,19 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
     let (status_tx, status_rx) = reporter::channel(&mut versions, source_kind);
+    let (certificates_tx, certificates_rx) = watch::channel(Vec::new());
+    if let Some(dir) = opts.certs.clone() {
+        tokio::spawn(
+            // A few dozen small files; at most once a second, as renewals land.
+            crate::tls::expiry::watch(
+                dir,
+                opts.reload_interval.max(Duration::from_secs(1)),
+                metrics.clone(),
+                certificates_tx,
+            )
+            .instrument(info_span!("certificates")),
+        );
+    }
     tokio::spawn(
         reporter::run(
             Tracker::new(source_kind, EventLog::default()),
@@ -141,6 +157,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 tables: tables_rx.clone(),
                 config: config_rx,
                 ready: ready.clone(),
+                certificates: certificates_rx,
             },
             versions,
             status_tx,

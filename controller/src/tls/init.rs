@@ -4,7 +4,7 @@
 //! why it must be renewed: missing, not matching its key or the CA, names no longer
 //! those of the configuration, or near expiry.
 
-use super::files::{self, FileError, Shown, write_atomic, write_swapped};
+use super::files::{FileError, Shown, write_atomic, write_swapped};
 use detour_core::model::{Host, Model};
 use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use detour_core::pki::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
@@ -295,6 +295,7 @@ fn write_sds(model: &Model, layout: &Layout, ca: &CertAuthority) -> Result<(), I
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::files;
     use detour_core::docs::load::parse_file;
     use detour_core::testing::EXAMPLE;
     use detour_core::validate::build_model;

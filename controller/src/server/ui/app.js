@@ -97,6 +97,15 @@
       chip(s.targets.unknown + ' unknown', s.targets.unknown > 0 ? 'unknown' : 'quiet'),
     );
     $('notready').hidden = r.controller.ready;
+    const expiring = (r.controller.certificates || []).filter((c) => c.expiring);
+    $('certs').hidden = expiring.length === 0;
+    const certs = $('certs-list');
+    clear(certs);
+    for (const c of expiring) {
+      const li = el('li', null, c.file + ' (' + c.identity + '): until ' + clock(Date.parse(c.notAfter)));
+      li.dataset.file = c.file;
+      certs.append(li);
+    }
     const config = r.controller.config;
     const refused = !!config && config.outcome === 'Refused';
     $('config').hidden = !refused;
