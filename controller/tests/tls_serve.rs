@@ -51,6 +51,8 @@ async fn setup() -> Setup {
         &["--certs", certs.str(), "--ops-listen", "127.0.0.1:0"],
     )
     .await;
+    // Tables are served from the end of the first round of checks.
+    controller.wait_ready().await;
     Setup {
         gateways,
         config,

@@ -262,6 +262,24 @@ impl Controller {
         }
     }
 
+    /// Waits (up to 10s) until `/readyz` says ready: the first tables are published.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.ops);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = self
+                .client
+                .get_body(&url, &[], Duration::from_secs(5), 1 << 16)
+                .await
+                .is_ok_and(|(r, _)| r.status().as_u16() == 200);
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the controller never got ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.ops);
         let (_, body) = self
