@@ -53,7 +53,7 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
         &["--controller-san", "detour.example.com"],
     );
     assert!(first.status.success(), "{}", stderr(&first));
-    let mut want: Vec<PathBuf> = vec!["ca.crt".into(), "ca.key".into()];
+    let mut want: Vec<PathBuf> = vec!["ca.crt".into(), "ca.key".into(), "trust.crt".into()];
     for c in ["east", "south", "west"] {
         for role in ["envoy", "gateway", "table"] {
             for ext in ["crt", "key"] {

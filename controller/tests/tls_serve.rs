@@ -229,7 +229,12 @@ async fn the_table_api_admits_only_the_federation_and_each_cluster_to_its_own_ta
     // Nothing secret in the logs: no PEM block, no line of any key or certificate.
     let logs = c.raw_logs();
     assert!(!logs.contains("-----BEGIN"), "{logs}");
-    for f in common::tls::files_under(certs.path()) {
+    // (The SDS files hold the same PEM as the .crt and .key files, in JSON lines
+    // that log lines share, such as `{`.)
+    for f in common::tls::files_under(certs.path())
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "json"))
+    {
         let text = std::fs::read_to_string(certs.path().join(&f)).unwrap();
         for line in text.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!logs.contains(line), "{} appears in the logs", f.display());
@@ -350,12 +355,14 @@ async fn bad_certificate_files_stop_the_start_and_are_named() {
     refuses_to_start(config.path(), &with_certs, &want).await;
     std::fs::rename(certs.path().join("aside"), &probe.cert).unwrap();
 
-    // A CA file that is not PEM, and a key file that is not PEM.
-    let original = std::fs::read(&ca).unwrap();
-    std::fs::write(&ca, "hello\n").unwrap();
-    let want = format!("{}: no certificate in it", ca.display());
+    // A trust bundle that is not PEM (with --certs, every CA to trust is in
+    // trust.crt), and a key file that is not PEM.
+    let trust = layout.trust();
+    let original = std::fs::read(&trust).unwrap();
+    std::fs::write(&trust, "hello\n").unwrap();
+    let want = format!("{}: no certificate in it", trust.display());
     refuses_to_start(config.path(), &with_certs, &want).await;
-    std::fs::write(&ca, original).unwrap();
+    std::fs::write(&trust, original).unwrap();
     std::fs::write(&server.key, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
     let want = format!("{}: not a PEM file", server.key.display());
     refuses_to_start(config.path(), &with_certs, &want).await;

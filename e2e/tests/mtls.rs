@@ -269,3 +269,114 @@ fn renewed_certificates_reach_running_envoys_under_traffic() {
         assert_eq!(t.envoy(cluster).unwrap().process().pid(), pid);
     }
 }
+
+/// Waits until `cluster`'s Envoy holds (admin `/certs`) a certificate with `serial`, or
+/// no longer holds one when `held` is false.
+fn wait_envoy_holds(t: &mut Topology, cluster: &str, serial: &str, held: bool) {
+    let serial = serial.to_lowercase();
+    wait_until(
+        &format!("{cluster}'s Envoy holding {serial}: {held}"),
+        PATIENCE,
+        || {
+            let certs = t.envoy(cluster)?.admin_get("/certs")?.to_lowercase();
+            Ok(if certs.contains(&serial) == held {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("held: {}", !held))
+            })
+        },
+    )
+    .unwrap();
+}
+
+/// Issue 17, a change of CA with an overlap, under the same cross-cluster traffic: the
+/// next CA is trusted everywhere first (`--ca-change begin`), then issues every
+/// certificate (`switch`, the old CA still trusted), then the old one goes (`finish`).
+/// No request fails, no Envoy restarts, and west's gateway ends up presenting a
+/// certificate of the new CA.
+#[test]
+fn a_change_of_ca_with_an_overlap_loses_no_request() {
+    let mut t = Topology::start(
+        "a_change_of_ca_with_an_overlap_loses_no_request",
+        Setup::for_tests(),
+    )
+    .unwrap();
+    let certs = t.certs().unwrap().clone();
+    let config = t.config_dir().to_path_buf();
+    let west_gateway = t.layout().member("west").unwrap().gateway;
+    let west_pair = certs.cluster("west", ClusterRole::Gateway);
+    let east_pair = certs.cluster("east", ClusterRole::Envoy);
+    let root = certs.root().to_path_buf();
+    let east = t.ingress("east").unwrap();
+    t.kill_upstream("east").unwrap();
+    wait_served_by(&east, "west", t.setup().failover_bound()).unwrap();
+    let load = Load::start(&east, LoadSpec::steady_get("/", 4, 100)).unwrap();
+    load.wait_completed_after(Instant::now(), 20, PATIENCE)
+        .unwrap();
+    let started = Instant::now();
+    let old_ca = serial_of_file(&certs.ca()).unwrap();
+    let old_gateway = serial_of_file(&west_pair.cert).unwrap();
+    let step = |t: &Topology, step: &str| {
+        t.detour()
+            .certs_init_with(&config, &root, &["--ca-change", step])
+            .unwrap();
+    };
+
+    step(&t, "begin");
+    let next_ca = serial_of_file(&root.join("ca-next.crt")).unwrap();
+    for cluster in ["east", "west", "south"] {
+        wait_envoy_holds(&mut t, cluster, &next_ca, true);
+    }
+    load.wait_completed_after(Instant::now(), 20, PATIENCE)
+        .unwrap();
+
+    step(&t, "switch");
+    assert_eq!(serial_of_file(&certs.ca()).unwrap(), next_ca);
+    let new_gateway = serial_of_file(&west_pair.cert).unwrap();
+    let new_client = serial_of_file(&east_pair.cert).unwrap();
+    assert_ne!(new_gateway, old_gateway);
+    wait_until(
+        "west's gateway presents its new CA's certificate",
+        PATIENCE,
+        || {
+            let seen = serial_of_handshake(west_gateway, &east_pair, &root.join("trust.crt"))?;
+            Ok(if seen == new_gateway {
+                Probe::Ready(())
+            } else {
+                Probe::NotYet(format!("serial {seen}"))
+            })
+        },
+    )
+    .unwrap();
+    wait_envoy_holds(&mut t, "east", &new_client, true);
+    load.wait_completed_after(Instant::now(), 20, PATIENCE)
+        .unwrap();
+
+    step(&t, "finish");
+    for cluster in ["east", "west", "south"] {
+        wait_envoy_holds(&mut t, cluster, &old_ca, false);
+    }
+    load.wait_completed_after(Instant::now(), 50, PATIENCE)
+        .unwrap();
+    // The tables still come, from a controller whose certificate the new CA issued.
+    t.wait_filter_current("east").unwrap();
+    let report = load.stop().unwrap();
+    eprintln!(
+        "{} GETs {:?} across the change of CA ({})",
+        report.total(),
+        report.by_cluster(),
+        secs(started.elapsed())
+    );
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed across the change of CA: {:#?}",
+        failures.len(),
+        report.total(),
+        failures
+            .iter()
+            .take(10)
+            .map(|s| s.summary())
+            .collect::<Vec<_>>()
+    );
+}

@@ -6,6 +6,7 @@ use super::config::{TlsConfigError, TlsFiles, client_config};
 use crate::client::{Connections, HttpClient};
 use detour_core::pki::identity::{ClusterRole, ControllerRole};
 use detour_core::pki::layout::Layout;
+use std::path::PathBuf;
 
 /// The probe's files in a `certs init` directory.
 pub fn probe_files(layout: &Layout) -> TlsFiles {
@@ -13,7 +14,18 @@ pub fn probe_files(layout: &Layout) -> TlsFiles {
     TlsFiles {
         cert: pair.cert,
         key: pair.key,
-        ca: layout.ca().cert,
+        ca: trusted(layout),
+    }
+}
+
+/// What to verify peers against: every CA of [`Layout::trust`] (two during a change of
+/// CA), or `ca.crt` in a directory made before `certs init` wrote it.
+pub fn trusted(layout: &Layout) -> PathBuf {
+    let trust = layout.trust();
+    if trust.exists() {
+        trust
+    } else {
+        layout.ca().cert
     }
 }
 
@@ -23,7 +35,7 @@ pub fn table_files(layout: &Layout, cluster: &str) -> TlsFiles {
     TlsFiles {
         cert: pair.cert,
         key: pair.key,
-        ca: layout.ca().cert,
+        ca: trusted(layout),
     }
 }
 

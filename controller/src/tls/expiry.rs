@@ -32,7 +32,13 @@ pub struct Expiry {
 /// member cluster's (`clusters/*/*.crt`), sorted by file. A file that cannot be read
 /// is left out (its reader reports it by name); its absence from the metric says so.
 pub fn scan(layout: &Layout) -> Vec<Expiry> {
-    let mut files = vec![layout.ca().cert];
+    // During a change of CA the other one is trusted too, and may expire first.
+    let mut files = vec![
+        layout.ca().cert,
+        layout.ca_next().cert,
+        layout.ca_previous(),
+    ];
+    files.retain(|f| f.exists());
     files.extend(crt_files(&layout.root().join("controller")));
     if let Ok(clusters) = std::fs::read_dir(layout.root().join("clusters")) {
         for cluster in clusters.flatten() {
@@ -152,6 +158,7 @@ mod tests {
             controller_hosts: default_controller_hosts(),
             ca_lifetime: 3650 * DAY,
             leaf_lifetime: 30 * DAY,
+            ca_change: None,
         };
         init(&model, &opts, now).unwrap();
         let found = scan(&Layout::new(dir.path()));

@@ -67,6 +67,23 @@ pub struct InitOptions {
     pub controller_hosts: Vec<Host>,
     pub ca_lifetime: Duration,
     pub leaf_lifetime: Duration,
+    /// A step of a change of CA, done before anything else.
+    pub ca_change: Option<CaChange>,
+}
+
+/// A change of CA with an overlap, in three runs of `certs init`, each reaching every
+/// Envoy (and the controller) before the next: a peer always trusts the CA of what the
+/// other side presents, whichever of the two it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaChange {
+    /// Make the next CA (`ca-next.{crt,key}`) and trust it beside the current one;
+    /// nothing is issued from it yet.
+    Begin,
+    /// The next CA becomes the CA and reissues every certificate; the one before
+    /// (`ca-previous.crt`) is still trusted, for peers that have not reloaded yet.
+    Switch,
+    /// Stop trusting the CA before.
+    Finish,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -79,6 +96,10 @@ pub enum InitError {
         "{present} exists but {missing} does not; restore it, or remove both to make a new CA (every certificate is then reissued)"
     )]
     HalfCa { present: Shown, missing: Shown },
+    #[error(
+        "--ca-change switch: there is no next CA ({missing}); run --ca-change begin first, and let every Envoy load it"
+    )]
+    NoNextCa { missing: Shown },
 }
 
 /// What happened to one file pair.
@@ -228,10 +249,92 @@ fn ca(
     Ok(ca)
 }
 
+/// The step `change` of a change of CA, on the files of `layout`.
+fn change_ca(
+    layout: &Layout,
+    change: CaChange,
+    opts: &InitOptions,
+    now: SystemTime,
+    report: &mut Report,
+) -> Result<(), InitError> {
+    let next = layout.ca_next();
+    let moved = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| FileError::Write {
+            path: Shown(to.to_path_buf()),
+            source,
+        })
+    };
+    match change {
+        CaChange::Begin => {
+            if read_optional(&next.cert)?.is_none() {
+                let ca = CertAuthority::generate(opts.ca_lifetime, now).map_err(|source| {
+                    InitError::Issue {
+                        path: Shown(next.cert.clone()),
+                        source,
+                    }
+                })?;
+                write_pair(&next, ca.cert_pem(), ca.key_pem())?;
+            }
+            report.warnings.push(format!(
+                "the next CA ({}) is trusted beside the current one; once every Envoy and the \
+                 controller have loaded it, run --ca-change switch",
+                layout.relative(&next.cert).display()
+            ));
+        }
+        CaChange::Switch => {
+            if read_optional(&next.cert)?.is_none() || read_optional(&next.key)?.is_none() {
+                return Err(InitError::NoNextCa {
+                    missing: Shown(next.cert),
+                });
+            }
+            let current = layout.ca();
+            moved(&current.cert, &layout.ca_previous())?;
+            // Nothing is issued from it any more.
+            let _ = std::fs::remove_file(&current.key);
+            moved(&next.key, &current.key)?;
+            moved(&next.cert, &current.cert)?;
+            report.warnings.push(format!(
+                "every certificate is reissued by the new CA; the previous one ({}) is still \
+                 trusted: once every Envoy and the controller have loaded the new \
+                 certificates, run --ca-change finish",
+                layout.relative(&layout.ca_previous()).display()
+            ));
+        }
+        CaChange::Finish => match std::fs::remove_file(layout.ca_previous()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FileError::Write {
+                    path: Shown(layout.ca_previous()),
+                    source: e,
+                }
+                .into());
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// Every CA to trust, PEM: the CA, then the next or the previous one during a change.
+fn trust_bundle(layout: &Layout, ca: &CertAuthority) -> Result<String, InitError> {
+    let mut bundle = ca.cert_pem().to_string();
+    for other in [layout.ca_next().cert, layout.ca_previous()] {
+        if let Some(pem) = read_optional(&other)? {
+            if !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(&pem);
+        }
+    }
+    Ok(bundle)
+}
+
 /// Creates or renews what is needed in `opts.out` for `model` at `now`.
 pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report, InitError> {
     let layout = Layout::new(&opts.out);
     let mut report = Report::default();
+    if let Some(change) = opts.ca_change {
+        change_ca(&layout, change, opts, now, &mut report)?;
+    }
     let ca = ca(&layout, opts, now, &mut report)?;
     for spec in leaves(model, &opts.controller_hosts) {
         let files = layout.leaf(&spec.identity);
@@ -262,7 +365,11 @@ pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report
             not_after,
         });
     }
-    write_sds(model, &layout, &ca)?;
+    let trust = trust_bundle(&layout, &ca)?;
+    if read_optional(&layout.trust())?.as_deref() != Some(trust.as_str()) {
+        write_atomic(&layout.trust(), trust.as_bytes(), false)?;
+    }
+    write_sds(model, &layout, &trust)?;
     Ok(report)
 }
 
@@ -270,10 +377,10 @@ pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report
 /// the trust bundle and that mount's certificates with their keys, all swapped in at
 /// once ([`write_swapped`]) and only when something changed, so that a watching Envoy
 /// reloads the renewed set whole.
-fn write_sds(model: &Model, layout: &Layout, ca: &CertAuthority) -> Result<(), InitError> {
+fn write_sds(model: &Model, layout: &Layout, trust: &str) -> Result<(), InitError> {
     for cluster in model.clusters.keys() {
         for mount in Mount::ALL {
-            let mut files = vec![(sds_trust_file(), sds::trust(SDS_TRUST, ca.cert_pem()))];
+            let mut files = vec![(sds_trust_file(), sds::trust(SDS_TRUST, trust))];
             for &role in mount.roles() {
                 let pair = layout.cluster(cluster, role);
                 let (Some(cert), Some(key)) =
@@ -314,6 +421,7 @@ mod tests {
             controller_hosts: default_controller_hosts(),
             ca_lifetime: 3650 * DAY,
             leaf_lifetime: 90 * DAY,
+            ca_change: None,
         }
     }
 
@@ -430,6 +538,67 @@ mod tests {
             client_before,
             "the client mount did not change"
         );
+    }
+
+    /// A change of CA in three steps: the next CA trusted first, then issuing, then the
+    /// old one dropped; at every step each Envoy trusts what any other presents.
+    #[test]
+    fn a_change_of_ca_overlaps_the_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let m = model(EXAMPLE);
+        let layout = Layout::new(dir.path());
+        let step = |change| {
+            let mut o = opts(dir.path());
+            o.ca_change = change;
+            init(&m, &o, now)
+        };
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        let cas_in = |p: PathBuf| read(p).matches("BEGIN CERTIFICATE").count();
+        step(None).unwrap();
+        let old_ca = read(layout.ca().cert);
+        assert_eq!(cas_in(layout.trust()), 1);
+        // Switching needs a next CA every Envoy already trusts.
+        assert!(matches!(
+            step(Some(CaChange::Switch)),
+            Err(InitError::NoNextCa { .. })
+        ));
+        assert_eq!(read(layout.ca().cert), old_ca);
+
+        let begun = step(Some(CaChange::Begin)).unwrap();
+        assert_eq!(begun.changed(), 0, "nothing is issued from the next CA yet");
+        let next_ca = read(layout.ca_next().cert);
+        let trust = read(layout.trust());
+        assert!(trust.contains(&old_ca) && trust.contains(&next_ca));
+        let sds_trust = read(layout.sds_trust("west", Mount::Gateway));
+        assert!(sds_trust.contains(&next_ca.replace('\n', "\\n")));
+
+        let switched = step(Some(CaChange::Switch)).unwrap();
+        assert_eq!(read(layout.ca().cert), next_ca);
+        assert_eq!(read(layout.ca_previous()), old_ca);
+        assert!(!layout.ca_next().cert.exists());
+        assert!(
+            switched.entries[1..]
+                .iter()
+                .all(|e| matches!(e.action, Action::Renewed(_))),
+            "{switched}"
+        );
+        let trust = read(layout.trust());
+        assert!(trust.contains(&old_ca) && trust.contains(&next_ca));
+        let issuer = CertAuthority::from_pem(&next_ca, &read(layout.ca().key)).unwrap();
+        let west = LeafSpec::new(
+            Identity::cluster("west", ClusterRole::Gateway),
+            vec![Host::Ip("127.0.2.1".parse().unwrap())],
+        );
+        let files = layout.cluster("west", ClusterRole::Gateway);
+        assert!(matches!(
+            issuer.assess(&west, Some(&read(files.cert)), Some(&read(files.key)), now),
+            Verdict::Keep { .. }
+        ));
+
+        step(Some(CaChange::Finish)).unwrap();
+        assert_eq!(read(layout.trust()), next_ca);
+        assert_eq!(cas_in(layout.sds_trust("east", Mount::Client)), 1);
     }
 
     #[test]

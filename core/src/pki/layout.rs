@@ -4,6 +4,11 @@
 //! ```text
 //! DIR/ca.crt                        the federation CA (everyone trusts it)
 //! DIR/ca.key                        its key (0600; only `certs init` needs it)
+//! DIR/trust.crt                     every CA to trust: ca.crt, and during a change of CA
+//!                                   the next or the previous one too
+//! DIR/ca-next.{crt,key}             the next CA, trusted before it issues anything
+//!                                   (`certs init --ca-change begin`)
+//! DIR/ca-previous.crt               the CA before, trusted until `--ca-change finish`
 //! DIR/controller/server.{crt,key}   the controller's table API (server)
 //! DIR/controller/probe.{crt,key}    the controller's health probes through gateways (client)
 //! DIR/clusters/C/gateway.{crt,key}  cluster C's east-west gateway (server)
@@ -108,6 +113,24 @@ impl Layout {
             cert: self.root.join("ca.crt"),
             key: self.root.join("ca.key"),
         }
+    }
+
+    /// The next CA during a change of CA ([`Layout`]).
+    pub fn ca_next(&self) -> Pair {
+        Pair {
+            cert: self.root.join("ca-next.crt"),
+            key: self.root.join("ca-next.key"),
+        }
+    }
+
+    /// The CA before, still trusted after a change of CA until it is finished.
+    pub fn ca_previous(&self) -> PathBuf {
+        self.root.join("ca-previous.crt")
+    }
+
+    /// Every CA to trust (`certs init` writes it).
+    pub fn trust(&self) -> PathBuf {
+        self.root.join("trust.crt")
     }
 
     /// The files of one identity.
