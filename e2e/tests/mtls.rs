@@ -272,7 +272,12 @@ fn renewed_certificates_reach_running_envoys_under_traffic() {
 
 /// Waits until `cluster`'s Envoy holds (admin `/certs`) a certificate with `serial`, or
 /// no longer holds one when `held` is false.
-fn wait_envoy_holds(t: &mut Topology, cluster: &str, serial: &str, held: bool) {
+fn wait_envoy_holds(
+    t: &mut Topology,
+    cluster: &str,
+    serial: &str,
+    held: bool,
+) -> anyhow::Result<()> {
     let serial = serial.to_lowercase();
     wait_until(
         &format!("{cluster}'s Envoy holding {serial}: {held}"),
@@ -286,7 +291,6 @@ fn wait_envoy_holds(t: &mut Topology, cluster: &str, serial: &str, held: bool) {
             })
         },
     )
-    .unwrap();
 }
 
 /// Issue 17, a change of CA with an overlap, under the same cross-cluster traffic: the
@@ -325,7 +329,7 @@ fn a_change_of_ca_with_an_overlap_loses_no_request() {
     step(&t, "begin");
     let next_ca = serial_of_file(&root.join("ca-next.crt")).unwrap();
     for cluster in ["east", "west", "south"] {
-        wait_envoy_holds(&mut t, cluster, &next_ca, true);
+        wait_envoy_holds(&mut t, cluster, &next_ca, true).unwrap();
     }
     load.wait_completed_after(Instant::now(), 20, PATIENCE)
         .unwrap();
@@ -348,13 +352,13 @@ fn a_change_of_ca_with_an_overlap_loses_no_request() {
         },
     )
     .unwrap();
-    wait_envoy_holds(&mut t, "east", &new_client, true);
+    wait_envoy_holds(&mut t, "east", &new_client, true).unwrap();
     load.wait_completed_after(Instant::now(), 20, PATIENCE)
         .unwrap();
 
     step(&t, "finish");
     for cluster in ["east", "west", "south"] {
-        wait_envoy_holds(&mut t, cluster, &old_ca, false);
+        wait_envoy_holds(&mut t, cluster, &old_ca, false).unwrap();
     }
     load.wait_completed_after(Instant::now(), 50, PATIENCE)
         .unwrap();
