@@ -80,12 +80,21 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let prober = match &opts.probe_tls {
         Some(files) => {
             let files = files.clone();
-            Prober::tls_watched(load_and_watch(
+            let prober = Prober::tls_watched(load_and_watch(
                 "health probe client certificate",
                 files.all(),
                 opts.reload_interval,
                 move || crate::tls::client::mtls_client(&files, Connections::Reused),
-            )?)
+            )?);
+            // With a certs init directory, the checks for a scheme present its
+            // primary's Envoy certificate, as that Envoy does to the same gateways.
+            match &opts.certs {
+                Some(dir) => prober.with_callers(crate::tls::client::envoy_clients(
+                    &detour_core::pki::layout::Layout::new(dir),
+                    opts.reload_interval,
+                )),
+                None => prober,
+            }
         }
         None => Prober::new(),
     };
