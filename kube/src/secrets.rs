@@ -121,19 +121,24 @@ pub fn plan(existing: Option<&Secret>, cluster: &str, subject: &str, now: System
             .as_ref()
             .and_then(|a| a.get(ISSUED_FOR))
             .is_some_and(|s| s == subject);
-    let time = |key: &str| {
-        meta.annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .map(SystemTime::from)
-    };
+    let time = |key: &str| annotated(secret, key);
     match (ours, time(NOT_BEFORE), time(NOT_AFTER)) {
         (true, Some(nb), Some(na)) if now < renew_at(nb, na) => Plan::Keep {
             until: renew_at(nb, na),
         },
         _ => Plan::Write,
     }
+}
+
+/// The time in the annotation `key` of `secret`, if it has a readable one.
+fn annotated(secret: &Secret, key: &str) -> Option<SystemTime> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(SystemTime::from)
 }
 
 /// The Secret of `mount` holding its part of `material` for `cluster`, issued for
@@ -216,17 +221,26 @@ impl SecretWriter {
         let api: Api<Secret> = Api::namespaced(member.client.clone(), &self.namespace);
         let subject = self.issuer.subject(cluster, &member.gateway);
         let mut fresh_until: Option<SystemTime> = None;
+        let mut expires: Option<SystemTime> = None;
         let mut due = false;
         for mount in Mount::ALL {
             let existing = api.get_opt(secret_name(mount)).await?;
             match plan(existing.as_ref(), cluster, &subject, now) {
                 Plan::Keep { until } => {
                     fresh_until = Some(fresh_until.map_or(until, |u| u.min(until)));
+                    let not_after = existing.as_ref().and_then(|s| annotated(s, NOT_AFTER));
+                    expires = match (expires, not_after) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
                 }
                 Plan::Write => due = true,
             }
         }
         if let (false, Some(until)) = (due, fresh_until) {
+            if let Some(at) = expires {
+                self.metrics.set_member_expiry(cluster, at);
+            }
             return Ok(until);
         }
         let material = self
@@ -248,6 +262,7 @@ impl SecretWriter {
             .await?;
             self.metrics.kube_write("secrets");
         }
+        self.metrics.set_member_expiry(cluster, material.not_after);
         info!(%cluster, namespace = %self.namespace, "wrote the mTLS Secrets");
         Ok(renew_at(material.not_before, material.not_after))
     }

@@ -207,6 +207,22 @@ async fn missing_secrets_are_written_by_server_side_apply_one_per_mount() {
     .unwrap();
     assert_eq!(next, at(60));
     assert_eq!(*issuer.issued.lock().unwrap(), ["west"]);
+    // When they expire is a metric (Unix time).
+    assert_eq!(expiry(&w, "west"), Some(at(90)));
+}
+
+/// `detour_kube_member_certificates_expiry_timestamp_seconds{cluster}` as a time.
+fn expiry(w: &SecretWriter, cluster: &str) -> Option<SystemTime> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    w.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = text.lines().find(|l| {
+        l.starts_with("kube_member_certificates_expiry_timestamp_seconds{")
+            && l.contains(&format!("cluster=\"{cluster}\""))
+    })?;
+    let secs: u64 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[tokio::test]
@@ -225,6 +241,8 @@ async fn fresh_secrets_are_left_alone_and_due_ones_rotated_together() {
     .unwrap();
     assert_eq!(next, at(60));
     assert!(issuer.issued.lock().unwrap().is_empty());
+    // Read from the annotations of Secrets it did not write.
+    assert_eq!(expiry(&w, "west"), Some(at(90)));
 
     // Only the client's is gone: both are issued again, so that they never mix two issues.
     let g = gateway.clone();
