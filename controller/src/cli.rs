@@ -341,6 +341,12 @@ pub struct CertsInitArgs {
     /// Lifetime of new leaf certificates, in days.
     #[arg(long, value_name = "DAYS", default_value_t = 90, value_parser = clap::value_parser!(u32).range(1..))]
     pub leaf_days: u32,
+    /// A step of a change of CA with an overlap: `begin` (make the next CA, trusted
+    /// beside the current one), `switch` (it issues every certificate; the one before
+    /// is still trusted), `finish` (the one before is no longer trusted). Let every
+    /// Envoy and the controller load each step before the next.
+    #[arg(long, value_name = "STEP", value_enum)]
+    pub ca_change: Option<crate::tls::init::CaChange>,
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -413,6 +419,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 max_long_polls: args.max_long_polls,
                 max_status_watchers: args.max_status_watchers,
                 max_table_bytes: args.max_table_bytes,
+                certs: args.certs.clone(),
             }))?;
             Ok(ExitCode::SUCCESS)
         }
@@ -455,6 +462,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 },
                 ca_lifetime: day * args.ca_days,
                 leaf_lifetime: day * args.leaf_days,
+                ca_change: args.ca_change,
             };
             let report = init(&model, &opts, std::time::SystemTime::now())?;
             print!("{report}");
@@ -533,7 +541,7 @@ fn serve_tls(args: &ServeArgs) -> anyhow::Result<(Option<TlsFiles>, Option<TlsFi
         let tls = TlsFiles {
             cert: server.cert,
             key: server.key,
-            ca: layout.ca().cert,
+            ca: crate::tls::client::trusted(&layout),
         };
         return Ok((Some(tls), Some(crate::tls::client::probe_files(&layout))));
     }

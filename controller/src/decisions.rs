@@ -29,28 +29,33 @@ pub struct Outputs {
 
 impl Outputs {
     /// Decides on `model` and `board` now, and publishes: the tables whose version
-    /// changed first, then the decision (whose readers look the versions up). Returns
-    /// when the decision changes by itself (a damping window ending).
+    /// changed first (only once `tables` is true: the first full round of checks is
+    /// done), then the decision (whose readers look the versions up). Returns when the
+    /// decision changes by itself (a damping window ending).
     pub fn decide(
         &self,
         model: Arc<Model>,
         board: HealthMap,
+        tables: bool,
         metrics: &Metrics,
     ) -> Option<Instant> {
         let decided = Decided::new(model, Arc::new(board), Instant::now(), SystemTime::now());
-        publish(
-            &self.tables,
-            decided.decision.tables.clone(),
-            self.max_table_bytes,
-            metrics,
-        );
+        if tables {
+            publish(
+                &self.tables,
+                decided.decision.tables.clone(),
+                self.max_table_bytes,
+                metrics,
+            );
+        }
         let next_change = decided.decision.next_change;
         self.decisions.send_replace(Arc::new(decided));
         next_change
     }
 }
 
-/// Ready once the source has listed everything and every target was checked once.
+/// Ready once the source has listed everything and every target has its first verdict
+/// ([`first_round_done`]); no table is published before that.
 pub struct Readiness {
     pub ready: Arc<AtomicBool>,
     pub source: watch::Receiver<bool>,
@@ -107,17 +112,19 @@ pub async fn run(
         // records a result needs it, and would wait (blocking its worker thread) for
         // as long as a build of thousands of schemes takes.
         let board = health.borrow_and_update().clone();
-        if !ready.load(Ordering::Acquire)
-            && *readiness.source.borrow_and_update()
-            && let Some((_, specs)) = &reconciled
-            && specs
-                .iter()
-                .all(|s| board.get(s).is_some_and(|state| state.checks > 0))
-        {
+        let was_ready = ready.load(Ordering::Acquire);
+        let now_ready = was_ready
+            || (*readiness.source.borrow_and_update()
+                && reconciled
+                    .as_ref()
+                    .is_some_and(|(_, specs)| first_round_done(specs, &board)));
+        let next_change = outputs.decide(model, board, now_ready, &metrics);
+        // Ready only once the first tables are out: a table request that sees `ready`
+        // must find its cluster's table.
+        if now_ready && !was_ready {
             ready.store(true, Ordering::Release);
-            info!("ready: every target has been checked once");
+            info!("ready: every target has its first verdict; tables published");
         }
-        let next_change = outputs.decide(model, board, &metrics);
         let damping_ends = async {
             match next_change {
                 Some(at) => tokio::time::sleep_until(at.into()).await,
@@ -133,6 +140,20 @@ pub async fn run(
             () = damping_ends => {}
         }
     }
+}
+
+/// Every target has its first verdict ([`TargetState::has_first_verdict`]). Before
+/// this, a restarted controller knows nothing a table could say: publishing all-Unknown
+/// tables would send failed-over schemes back to a dead primary until its checks fail
+/// again, so the Envoys keep their last table instead.
+///
+/// [`TargetState::has_first_verdict`]: detour_core::health::state::TargetState::has_first_verdict
+pub fn first_round_done(specs: &BTreeSet<ProbeSpec>, board: &HealthMap) -> bool {
+    specs.iter().all(|s| {
+        board
+            .get(s)
+            .is_some_and(|state| state.has_first_verdict(&s.check))
+    })
 }
 
 /// Publishes the tables whose version changed (and drops removed clusters'), so that

@@ -17,6 +17,7 @@
 //! | `detour_long_polls_in_flight` | gauge | |
 //! | `detour_kube_*` | | see `detour_kube::metrics` |
 //! | `detour_tls_handshake_failures_total` | counter | |
+//! | `detour_certificate_expiry_seconds` | gauge (seconds left; negative once expired) | `file`, `identity` |
 
 use detour_core::model::TargetRef;
 use detour_filter::health::Health;
@@ -74,6 +75,14 @@ pub struct TransitionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// Relative to the certificate directory, e.g. `clusters/west/gateway.crt`.
+    pub file: String,
+    /// Its `spiffe://detour.dev/...` URI, or `CA`.
+    pub identity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct CodeLabels {
     pub code: u16,
 }
@@ -100,6 +109,8 @@ pub struct Metrics {
     /// Connections to the mTLS table API whose handshake failed (no client
     /// certificate, one from another CA, expired, ...) or timed out.
     pub tls_handshake_failures: Counter,
+    /// Seconds each certificate of `serve --certs` has left.
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -131,6 +142,7 @@ impl Metrics {
             long_polls_in_flight: Gauge::default(),
             kube: KubeMetrics::new(),
             tls_handshake_failures: Counter::default(),
+            certificate_expiry: Family::default(),
         };
         registry.register(
             "config_reloads",
@@ -207,6 +219,11 @@ impl Metrics {
             "tls_handshake_failures",
             "Table API connections refused during the TLS handshake",
             m.tls_handshake_failures.clone(),
+        );
+        registry.register(
+            "certificate_expiry_seconds",
+            "Seconds until each certificate of the federation expires (negative: expired)",
+            m.certificate_expiry.clone(),
         );
         Metrics { registry, ..m }
     }

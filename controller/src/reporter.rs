@@ -10,7 +10,7 @@ use detour_core::health::HealthMap;
 use detour_core::model::{Catalogue, Model};
 use detour_core::report::events::EventLog;
 use detour_core::report::tracker::{Inputs, Tracker};
-use detour_core::report::{ConfigState, StatusReport, rfc3339_ms};
+use detour_core::report::{CertificateReport, ConfigState, StatusReport, rfc3339_ms};
 use detour_core::tables::TableSet;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -82,6 +82,8 @@ pub struct Feeds {
     /// lists them all).
     pub catalogue: watch::Receiver<Arc<Catalogue>>,
     pub ready: Arc<AtomicBool>,
+    /// The certificates' expiry ([`crate::tls::expiry`]); empty without `--certs`.
+    pub certificates: watch::Receiver<Vec<CertificateReport>>,
 }
 
 /// Versions are `<boot>.<n>`: `n` counts versions, and `boot` (the start time) keeps a
@@ -148,6 +150,8 @@ pub async fn run(
     let mut config_open = true;
     // Files never send one: the source drops its end, and that is no end either.
     let mut catalogue_open = true;
+    // Without `--certs` nothing sends certificates.
+    let mut certificates_open = true;
     let mut ready_poll = tokio::time::interval(READY_POLL);
     ready_poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
     loop {
@@ -156,13 +160,15 @@ pub async fn run(
             let tables = feeds.tables.borrow_and_update().clone();
             let config = feeds.config.borrow_and_update().clone();
             let catalogue = feeds.catalogue.borrow_and_update().clone();
-            tracker.observe(&Inputs {
+            let mut report = tracker.observe(&Inputs {
                 decided: &decided,
                 tables: &tables,
                 config: config.as_ref(),
                 ready: feeds.ready.load(Ordering::Acquire),
                 catalogue: Some(&catalogue),
-            })
+            });
+            report.controller.certificates = feeds.certificates.borrow_and_update().clone();
+            report
         };
         if last.as_ref() != Some(&report) {
             let mut stamped = report.clone();
@@ -177,6 +183,7 @@ pub async fn run(
             r = feeds.tables.changed() => if r.is_err() { return },
             r = feeds.config.changed(), if config_open => config_open = r.is_ok(),
             r = feeds.catalogue.changed(), if catalogue_open => catalogue_open = r.is_ok(),
+            r = feeds.certificates.changed(), if certificates_open => certificates_open = r.is_ok(),
             _ = ready_poll.tick(), if waiting_for_ready => {}
         }
         tokio::time::sleep(COALESCE).await;

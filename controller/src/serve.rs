@@ -60,6 +60,9 @@ pub struct ServeOptions {
     pub max_status_watchers: usize,
     /// The filters' `maxTableBytes`: a larger table is never served.
     pub max_table_bytes: usize,
+    /// A `detour certs init` directory whose certificates' expiry is reported
+    /// (`detour_certificate_expiry_seconds`, the status page).
+    pub certs: Option<std::path::PathBuf>,
 }
 
 /// How long shutdown waits for the Lease to be released.
@@ -94,12 +97,21 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let prober = match &opts.probe_tls {
         Some(files) => {
             let files = files.clone();
-            Prober::tls_watched(load_and_watch(
+            let prober = Prober::tls_watched(load_and_watch(
                 "health probe client certificate",
                 files.all(),
                 opts.reload_interval,
                 move || crate::tls::client::mtls_client(&files, Connections::Reused),
-            )?)
+            )?);
+            // With a certs init directory, the checks for a scheme present its
+            // primary's Envoy certificate, as that Envoy does to the same gateways.
+            match &opts.certs {
+                Some(dir) => prober.with_callers(crate::tls::client::envoy_clients(
+                    &detour_core::pki::layout::Layout::new(dir),
+                    opts.reload_interval,
+                )),
+                None => prober,
+            }
         }
         None => Prober::new(),
     };
@@ -139,8 +151,10 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         }
     };
 
-    // The first tables exist before the listener does: every member cluster can be
-    // answered from the first request on (all targets Unknown until checked).
+    // The first decision (every target Unknown) goes to the status API at once; the
+    // first tables only once every target has its first verdict (`decisions::run`):
+    // until then table requests wait (long-polls) or get 503, and the Envoys keep the
+    // table they hold.
     metrics
         .table_max_bytes
         .set(i64::try_from(opts.max_table_bytes).unwrap_or(i64::MAX));
@@ -149,11 +163,24 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
         decisions: decisions_tx,
         max_table_bytes: opts.max_table_bytes,
     };
-    outputs.decide(models.borrow().clone(), HealthMap::new(), &metrics);
+    outputs.decide(models.borrow().clone(), HealthMap::new(), false, &metrics);
 
     let ready = Arc::new(AtomicBool::new(false));
     let mut versions = Versions::new(SystemTime::now());
     let (status_tx, status_rx) = reporter::channel(&mut versions, source_kind);
+    let (certificates_tx, certificates_rx) = watch::channel(Vec::new());
+    if let Some(dir) = opts.certs.clone() {
+        tokio::spawn(
+            // A few dozen small files; at most once a second, as renewals land.
+            crate::tls::expiry::watch(
+                dir,
+                opts.reload_interval.max(Duration::from_secs(1)),
+                metrics.clone(),
+                certificates_tx,
+            )
+            .instrument(info_span!("certificates")),
+        );
+    }
     tokio::spawn(
         reporter::run(
             Tracker::new(source_kind, EventLog::default()),
@@ -163,6 +190,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
                 config: config_rx,
                 catalogue: catalogue_rx,
                 ready: ready.clone(),
+                certificates: certificates_rx,
             },
             versions,
             status_tx,

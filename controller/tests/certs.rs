@@ -53,12 +53,24 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
         &["--controller-san", "detour.example.com"],
     );
     assert!(first.status.success(), "{}", stderr(&first));
-    let mut want: Vec<PathBuf> = vec!["ca.crt".into(), "ca.key".into()];
+    let mut want: Vec<PathBuf> = vec!["ca.crt".into(), "ca.key".into(), "trust.crt".into()];
     for c in ["east", "south", "west"] {
         for role in ["envoy", "gateway", "table"] {
             for ext in ["crt", "key"] {
                 want.push(format!("clusters/{c}/{role}.{ext}").into());
             }
+        }
+    }
+    // What each kind of Envoy mounts (SDS): the gateway's key apart from the clients'.
+    for c in ["east", "south", "west"] {
+        for file in [
+            "gateway/ca",
+            "gateway/gateway",
+            "client/ca",
+            "client/envoy",
+            "client/table",
+        ] {
+            want.push(format!("clusters/{c}/sds/{file}.json").into());
         }
     }
     for role in ["probe", "server"] {
@@ -67,7 +79,16 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
         }
     }
     want.sort();
-    assert_eq!(files_under(out.path()), want);
+    // `..data` and the `..VERSION` it points to are how a mount is swapped, not files
+    // anyone names.
+    let listed: Vec<PathBuf> = files_under(out.path())
+        .into_iter()
+        .filter(|f| {
+            !f.components()
+                .any(|c| c.as_os_str().to_string_lossy().starts_with(".."))
+        })
+        .collect();
+    assert_eq!(listed, want);
     #[cfg(unix)]
     for f in &want {
         use std::os::unix::fs::PermissionsExt;
@@ -76,7 +97,8 @@ fn certs_init_writes_the_layout_and_renews_only_what_changed() {
             .permissions()
             .mode()
             & 0o777;
-        let expected = if f.extension().unwrap() == "key" {
+        // SDS files hold keys.
+        let expected = if ["key", "json"].contains(&f.extension().unwrap().to_str().unwrap()) {
             0o600
         } else {
             0o644

@@ -106,6 +106,7 @@ impl Drop for GrpcServer {
 /// A gRPC check of `service_name` on `apps/foo` of west, through `gateway`.
 fn spec(gateway: SocketAddr, service_name: &str) -> ProbeSpec {
     ProbeSpec {
+        caller: "east".into(),
         target: TargetRef {
             cluster: "west".into(),
             service: ServiceName::new("apps", "foo"),

@@ -460,22 +460,30 @@ fn the_added_clusters_are_the_tables_targets_over_mtls() {
                 Identity::cluster(&target.cluster, ClusterRole::Gateway),
             )
         };
+        // SDS files of the Secret detour-mtls-client, in a watched directory: the kubelet's
+        // swap of a renewed Secret reaches the running sidecar.
         let mount = "/etc/detour/mtls";
-        let cert = &ctx["tls_certificates"][0];
+        let source = |sds: &serde_norway::Value, secret: &str| {
+            assert_eq!(sds["name"].as_str(), Some(secret), "{name}");
+            let source = &sds["sds_config"]["path_config_source"];
+            assert_eq!(
+                source["watched_directory"]["path"].as_str(),
+                Some(mount),
+                "{name}"
+            );
+            source["path"].as_str().map(str::to_string)
+        };
         assert_eq!(
-            cert["certificate_chain"]["filename"].as_str(),
-            Some(format!("{mount}/{}.crt", role.as_str()).as_str()),
+            source(&ctx["tls_certificate_sds_secret_configs"][0], role.as_str()),
+            Some(format!("{mount}/{}.json", role.as_str())),
             "{name}"
         );
+        let validation = &ctx["combined_validation_context"];
         assert_eq!(
-            cert["private_key"]["filename"].as_str(),
-            Some(format!("{mount}/{}.key", role.as_str()).as_str())
+            source(&validation["validation_context_sds_secret_config"], "ca"),
+            Some(format!("{mount}/ca.json"))
         );
-        assert_eq!(
-            ctx["validation_context"]["trusted_ca"]["filename"].as_str(),
-            Some(format!("{mount}/ca.crt").as_str())
-        );
-        let san = &ctx["validation_context"]["match_typed_subject_alt_names"][0];
+        let san = &validation["default_validation_context"]["match_typed_subject_alt_names"][0];
         assert_eq!(san["san_type"].as_str(), Some("URI"));
         assert_eq!(
             san["matcher"]["exact"].as_str(),

@@ -28,6 +28,11 @@ struct Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(|_| {}).await
+}
+
+/// [`setup`], with `tamper` run on the certificates before the controller starts.
+async fn setup_with(tamper: impl FnOnce(&Certs)) -> Setup {
     let listeners = [
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
         TcpListener::bind("127.0.0.1:0").await.unwrap(),
@@ -37,6 +42,7 @@ async fn setup() -> Setup {
     let (clusters, foo) = topology(addrs, 20, "0s");
     let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
     let certs = Certs::init(config.path());
+    tamper(&certs);
     let mut gateways = Vec::new();
     for (listener, (name, cluster)) in
         listeners
@@ -51,6 +57,8 @@ async fn setup() -> Setup {
         &["--certs", certs.str(), "--ops-listen", "127.0.0.1:0"],
     )
     .await;
+    // Tables are served from the end of the first round of checks.
+    controller.wait_ready().await;
     Setup {
         gateways,
         config,
@@ -182,9 +190,10 @@ async fn the_table_api_admits_only_the_federation_and_each_cluster_to_its_own_ta
         "{metrics}"
     );
 
-    // Health probes went through the mTLS gateways with the probe certificate: the
-    // tables carry real health.
-    let probe = Identity::Controller(ControllerRole::Probe);
+    // Health probes went through the mTLS gateways presenting the certificate east's
+    // Envoy presents there (apps/foo's primary is in east): the tables carry real health,
+    // as east's Envoy would find it.
+    let probe = Identity::cluster("east", ClusterRole::Envoy);
     for g in &gateways {
         eventually("probed", Duration::from_secs(10), || {
             !g.clients.lock().unwrap().is_empty()
@@ -227,7 +236,12 @@ async fn the_table_api_admits_only_the_federation_and_each_cluster_to_its_own_ta
     // Nothing secret in the logs: no PEM block, no line of any key or certificate.
     let logs = c.raw_logs();
     assert!(!logs.contains("-----BEGIN"), "{logs}");
-    for f in common::tls::files_under(certs.path()) {
+    // (The SDS files hold the same PEM as the .crt and .key files, in JSON lines
+    // that log lines share, such as `{`.)
+    for f in common::tls::files_under(certs.path())
+        .into_iter()
+        .filter(|f| f.extension().is_none_or(|e| e != "json"))
+    {
         let text = std::fs::read_to_string(certs.path().join(&f)).unwrap();
         for line in text.lines().filter(|l| !l.starts_with("-----")) {
             assert!(!logs.contains(line), "{} appears in the logs", f.display());
@@ -348,12 +362,14 @@ async fn bad_certificate_files_stop_the_start_and_are_named() {
     refuses_to_start(config.path(), &with_certs, &want).await;
     std::fs::rename(certs.path().join("aside"), &probe.cert).unwrap();
 
-    // A CA file that is not PEM, and a key file that is not PEM.
-    let original = std::fs::read(&ca).unwrap();
-    std::fs::write(&ca, "hello\n").unwrap();
-    let want = format!("{}: no certificate in it", ca.display());
+    // A trust bundle that is not PEM (with --certs, every CA to trust is in
+    // trust.crt), and a key file that is not PEM.
+    let trust = layout.trust();
+    let original = std::fs::read(&trust).unwrap();
+    std::fs::write(&trust, "hello\n").unwrap();
+    let want = format!("{}: no certificate in it", trust.display());
     refuses_to_start(config.path(), &with_certs, &want).await;
-    std::fs::write(&ca, original).unwrap();
+    std::fs::write(&trust, original).unwrap();
     std::fs::write(&server.key, "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n").unwrap();
     let want = format!("{}: not a PEM file", server.key.display());
     refuses_to_start(config.path(), &with_certs, &want).await;
@@ -390,5 +406,67 @@ async fn bad_certificate_files_stop_the_start_and_are_named() {
         )),
         "{}",
         stderr(&out)
+    );
+}
+
+/// Issue 17: the probes present east's Envoy certificate for east's scheme, so when that
+/// certificate has expired (a renewal that never reached it) the checks fail as east's
+/// Envoy would, and east's table stops calling the failover targets Healthy; with the
+/// controller's own probe certificate they would still pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_envoy_certificate_fails_the_checks_made_for_it() {
+    let Setup {
+        gateways,
+        config: _config,
+        certs,
+        controller: c,
+    } = setup_with(|certs| {
+        let layout = certs.layout();
+        let ca = layout.ca();
+        let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+        let ca = detour_core::pki::issue::CertAuthority::from_pem(&read(&ca.cert), &read(&ca.key))
+            .unwrap();
+        let day = Duration::from_secs(86_400);
+        let now = std::time::SystemTime::now();
+        let spec = detour_core::pki::issue::LeafSpec::new(
+            Identity::cluster("east", ClusterRole::Envoy),
+            vec![],
+        );
+        let expired = ca.issue_between(&spec, now - 30 * day, now - day).unwrap();
+        let files = layout.cluster("east", ClusterRole::Envoy);
+        std::fs::write(&files.cert, expired.cert_pem).unwrap();
+        std::fs::write(&files.key, expired.key_pem).unwrap();
+    })
+    .await;
+    let east = certs.client(&table("east"));
+    let (_, body) = get(&east, &c, "/v1/tables/east").await.unwrap();
+    let doc: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let health: Vec<&str> = doc["schemes"][0]["groups"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|g| g.as_array().unwrap())
+        .map(|t| t["health"].as_str().unwrap())
+        .collect();
+    // West and south are out of reach for east's Envoy: not Healthy in east's table.
+    // East's own foo stays as it was (east's Envoy reaches it directly, not through a
+    // gateway, and a check that only a gateway refused never moves a primary's traffic).
+    assert_eq!(
+        health,
+        ["Healthy", "Unknown", "Unknown"],
+        "east's Envoy cannot cross with its certificate"
+    );
+    // No gateway let a check through; each check failed on the handshake.
+    assert!(
+        gateways
+            .iter()
+            .all(|g| g.clients.lock().unwrap().is_empty())
+    );
+    let metrics = c.metrics().await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("detour_health_checks_total{") && l.contains("result=\"error\"")),
+        "{metrics}"
     );
 }

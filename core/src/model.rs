@@ -425,6 +425,11 @@ pub struct ProbeSpec {
     /// The instances of the target's cluster's gateway, tried in turn until one answers.
     pub gateways: Vec<Address>,
     pub check: HealthCheck,
+    /// The member cluster whose Envoy sends the scheme's traffic (its primary's): the
+    /// probe presents that Envoy's certificate when the controller has it, so the check
+    /// passes only while that Envoy could cross too (an expired or untrusted Envoy
+    /// certificate fails it, as it fails the Envoy).
+    pub caller: String,
 }
 
 impl ProbeSpec {
@@ -451,6 +456,7 @@ impl Model {
             target: target.clone(),
             gateways: cluster.gateways().cloned().collect(),
             check: scheme.health_check.clone(),
+            caller: scheme.primary.cluster.clone(),
         })
     }
 

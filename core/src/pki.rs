@@ -7,3 +7,4 @@
 pub mod identity;
 pub mod issue;
 pub mod layout;
+pub mod sds;

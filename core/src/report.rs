@@ -52,6 +52,39 @@ pub struct ControllerInfo {
     /// where each object's own status says whether it is valid).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config: Option<ConfigState>,
+    /// The certificates of the federation the controller can see (`serve --certs`),
+    /// with when each expires; absent when it sees none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<CertificateReport>,
+}
+
+/// A certificate shown with a warning when it has less than this left: time for
+/// `detour certs init` to renew it (it renews a third before the end).
+pub const EXPIRY_WARNING: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
+/// One certificate and its expiry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CertificateReport {
+    /// Its file, relative to the certificate directory (`clusters/west/gateway.crt`).
+    pub file: String,
+    /// Whom it speaks for (its `spiffe://detour.dev/...` URI), or `CA`.
+    pub identity: String,
+    /// RFC 3339, UTC.
+    pub not_after: String,
+    /// Less than [`EXPIRY_WARNING`] left, or expired.
+    pub expiring: bool,
+}
+
+impl CertificateReport {
+    pub fn new(file: String, identity: String, not_after: SystemTime, now: SystemTime) -> Self {
+        CertificateReport {
+            file,
+            identity,
+            not_after: rfc3339_ms(not_after),
+            expiring: not_after < now + EXPIRY_WARNING,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -124,15 +124,21 @@ impl Detour {
 
     /// `detour certs init --config DIR --out DIR`.
     pub fn certs_init(&self, config: &Path, out: &Path) -> Result<()> {
-        self.run([
+        self.certs_init_with(config, out, &[])
+    }
+
+    /// `detour certs init --config CONFIG --out OUT ARGS...`.
+    pub fn certs_init_with(&self, config: &Path, out: &Path, args: &[&str]) -> Result<()> {
+        let mut all = vec![
             OsString::from("certs"),
             "init".into(),
             "--config".into(),
             config.into(),
             "--out".into(),
             out.into(),
-        ])?
-        .success("detour certs init")?;
+        ];
+        all.extend(args.iter().map(OsString::from));
+        self.run(all)?.success("detour certs init")?;
         Ok(())
     }
 

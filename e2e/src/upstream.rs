@@ -259,6 +259,14 @@ impl Upstream {
         }
     }
 
+    /// Makes its health checks fail (503) as [`Upstream::fail_health_checks`] does, each
+    /// only after `hold`: checks that take their time to fail.
+    pub fn fail_health_checks_after(&self, hold: Duration) -> Result<()> {
+        let path = &self.fail_health;
+        std::fs::write(path, hold.as_millis().to_string())
+            .with_context(|| format!("writing {}", path.display()))
+    }
+
     pub fn records_path(&self) -> &Path {
         &self.records
     }

@@ -271,3 +271,84 @@ fn malformed_oversized_and_unknown_tables_leave_routing_unchanged() {
     t.wait_filter_holds("east", "5").unwrap();
     wait_served_by(&east, "east", PATIENCE).unwrap();
 }
+
+/// Issue 17, restarts: a restarted controller knows no verdict until its first round of
+/// checks. It publishes no table before then, so east's Envoy, failed over to west
+/// because east's foo fails its checks, keeps its table through the restart and sends
+/// nothing back to that primary (with all-Unknown tables it would, until the checks
+/// failed again). East's foo still answers everything but its checks, so that any
+/// request sent back would be seen, and served, there rather than hidden by a retry;
+/// its checks take a second to fail, so the new controller's first round lasts about two
+/// (a check is asked twice) and the filter fetches in the middle of it.
+#[test]
+fn a_restarted_controller_sends_no_request_back_to_a_failed_primary() {
+    let mut setup = Setup::for_tests();
+    setup.health.interval = Duration::from_secs(2);
+    setup.health.timeout = Duration::from_millis(1500);
+    setup.health.unhealthy_threshold = 1;
+    let mut t = Topology::start(
+        "a_restarted_controller_sends_no_request_back_to_a_failed_primary",
+        setup,
+    )
+    .unwrap();
+    let east = t.ingress("east").unwrap();
+    t.upstream("east")
+        .unwrap()
+        .fail_health_checks_after(Duration::from_secs(1))
+        .unwrap();
+    let detection = t.setup().detection_bound() + PATIENCE;
+    t.wait_target_health("east", Health::Unhealthy, detection)
+        .unwrap();
+    t.wait_filter_current("east").unwrap();
+    wait_served_by(&east, "west", PATIENCE).unwrap();
+    let load = Load::start(&east, LoadSpec::steady_get("/", 4, 100)).unwrap();
+    load.wait_completed_after(Instant::now(), 20, PATIENCE)
+        .unwrap();
+    let served_by_east = |t: &mut Topology| -> usize {
+        let records = t.upstream("east").unwrap().records().unwrap();
+        records.iter().filter(|r| r.path != "/healthz").count()
+    };
+    let before = served_by_east(&mut t);
+
+    // Killed and started again at once: the filter's long-poll breaks, it fetches again
+    // after its back-off, and meets the new controller while it is still checking.
+    let restarted = Instant::now();
+    t.controller().unwrap().kill().unwrap();
+    t.controller().unwrap().restart().unwrap();
+    let ready_after = restarted.elapsed();
+    t.wait_filter_current("east").unwrap();
+    // For as long as the new controller would take to call east Unhealthy again.
+    load.wait_completed_after(Instant::now() + t.setup().detection_bound(), 50, PATIENCE)
+        .unwrap();
+    let report = load.stop().unwrap();
+    let sent_back = served_by_east(&mut t) - before;
+    eprintln!(
+        "{} GETs {:?}; the restarted controller ready after {}; requests served by the \
+         failed primary during the restart: {sent_back}",
+        report.total(),
+        report.by_cluster(),
+        secs(ready_after),
+    );
+    let failures = report.failures();
+    assert!(
+        failures.is_empty(),
+        "{} of {} failed: {:#?}",
+        failures.len(),
+        report.total(),
+        failures
+            .iter()
+            .take(10)
+            .map(|s| s.summary())
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(
+        sent_back, 0,
+        "east's Envoy sent {sent_back} requests back to its failed foo across the \
+         controller's restart"
+    );
+    assert!(
+        report
+            .sent_between(restarted, Instant::now())
+            .all(|s| s.served_by() == Some("west"))
+    );
+}

@@ -9,13 +9,13 @@
 //! and west answers, with no GET lost.
 //!
 //! The topology runs with mTLS, as production does: the clusters from
-//! `gateway-clusters.yaml` keep their transport sockets — the files of the `detour-mtls`
-//! Secret (mounted at `/etc/detour/mtls`) become east's certificates from this test's
-//! `detour certs init` — and point at this topology's loopback gateways; their names,
+//! `gateway-clusters.yaml` keep their transport sockets — the SDS files of the
+//! `detour-mtls-client` Secret (mounted at `/etc/detour/mtls`) become east's client SDS
+//! directory from this test's `detour certs init` — and point at this topology's loopback gateways; their names,
 //! types, timeouts and peer identities are the manifest's.
 
 use anyhow::{Context, Result, ensure};
-use detour_e2e::certs::{Certs, ClusterRole};
+use detour_e2e::certs::Certs;
 use detour_e2e::client::{HttpClient, Request};
 use detour_e2e::deliveries::Deliveries;
 use detour_e2e::load::{Load, LoadSpec};
@@ -125,35 +125,30 @@ fn socket_address(addr: SocketAddr) -> Json {
     json!({"socket_address": {"address": addr.ip().to_string(), "port_value": addr.port()}})
 }
 
-/// Where the sidecar finds the `detour-mtls` Secret (sidecar-mtls-patch.yaml).
-const MOUNTED_SECRET: &str = "/etc/detour/mtls/";
+/// Where the sidecar finds the `detour-mtls-client` Secret (sidecar-mtls-patch.yaml).
+const MOUNTED_SECRET: &str = "/etc/detour/mtls";
 
 /// A cluster of `gateway-clusters.yaml` as it runs here: pointed at `endpoint`, with the
-/// mounted Secret's files (`ca.crt`, `envoy.*`, `table.*` — the keys `detour certs init`
-/// material is stored under) replaced by east's files in `certs`. Gateways listen on
-/// IP addresses here, which SNI cannot carry, so the manifest's DNS SNI goes; the peer
-/// identity each cluster accepts (its URI SAN) stays as written.
+/// mounted Secret's directory replaced by east's client SDS directory in `certs` (the
+/// files `detour certs init` writes there are the Secret's keys: `ca.json`,
+/// `envoy.json`, `table.json`). Gateways listen on IP addresses here, which SNI cannot
+/// carry, so the manifest's DNS SNI goes; the peer identity each cluster accepts (its
+/// URI SAN) stays as written.
 fn on_this_topology(cluster: Json, endpoint: SocketAddr, certs: &Certs) -> Result<Json> {
-    let east_envoy = certs.cluster("east", ClusterRole::Envoy);
-    let east_table = certs.cluster("east", ClusterRole::Table);
-    let file = |name: &str| -> Result<String> {
-        let path = match name {
-            "ca.crt" => certs.ca(),
-            "envoy.crt" => east_envoy.cert.clone(),
-            "envoy.key" => east_envoy.key.clone(),
-            "table.crt" => east_table.cert.clone(),
-            "table.key" => east_table.key.clone(),
-            other => anyhow::bail!("the detour-mtls Secret has no key {other:?}"),
-        };
-        Ok(path.display().to_string())
-    };
-    let mut text = serde_json::to_string(&cluster)?;
-    while let Some(at) = text.find(MOUNTED_SECRET) {
-        let rest = &text[at + MOUNTED_SECRET.len()..];
-        let name = &rest[..rest.find('"').context("unterminated file name")?];
-        let replacement = file(name)?;
-        text.replace_range(at..at + MOUNTED_SECRET.len() + name.len(), &replacement);
+    let mounted = certs.root().join("clusters/east/sds/client");
+    let text = serde_json::to_string(&cluster)?;
+    // Every file the manifest names is one the Secret has.
+    let mut rest = text.as_str();
+    while let Some(at) = rest.find(&format!("{MOUNTED_SECRET}/")) {
+        let after = &rest[at + MOUNTED_SECRET.len() + 1..];
+        let name = &after[..after.find('"').context("unterminated file name")?];
+        ensure!(
+            mounted.join(name).exists(),
+            "the detour-mtls-client Secret has no key {name:?}"
+        );
+        rest = after;
     }
+    let text = text.replace(MOUNTED_SECRET, &mounted.display().to_string());
     let mut cluster: Json = serde_json::from_str(&text)?;
     ensure!(
         cluster["transport_socket"].is_object(),

@@ -7,6 +7,7 @@
 
 use anyhow::{Context, Result, ensure};
 use detour_e2e::browser::Browser;
+use detour_e2e::certs::ClusterRole;
 use detour_e2e::controller::{Controller, ControllerSpec};
 use detour_e2e::out::OutDir;
 use detour_e2e::ports::free_addr;
@@ -210,6 +211,44 @@ fn the_status_page_and_detour_status_follow_a_failover_live() {
         )
         .unwrap();
     assert_eq!(browser.eval("window.__sameDocument").unwrap(), json!("yes"));
+
+    // Issue 17: a certificate with less than 7 days left is a warning on the page and
+    // its seconds left a metric. East's table certificate is renewed for 5 days only.
+    assert_eq!(
+        browser
+            .eval("document.getElementById('certs').hidden")
+            .unwrap(),
+        json!(true),
+        "fresh certificates warn of nothing"
+    );
+    let certs = t.certs().unwrap().clone();
+    std::fs::remove_file(certs.cluster("east", ClusterRole::Table).key).unwrap();
+    t.detour()
+        .certs_init_with(t.config_dir(), certs.root(), &["--leaf-days", "5"])
+        .unwrap();
+    let listed = browser
+        .wait_for(
+            "the expiring certificate listed",
+            "!document.getElementById('certs').hidden && [...document.querySelectorAll('#certs-list li')].map(li => li.dataset.file)",
+            Duration::from_secs(10),
+        )
+        .unwrap();
+    assert_eq!(listed, json!(["clusters/east/table.crt"]));
+    assert_eq!(browser.eval("window.__sameDocument").unwrap(), json!("yes"));
+    let metrics = t.controller().unwrap().get("/metrics").unwrap().body_text();
+    let left: f64 = metrics
+        .lines()
+        .find(|l| {
+            l.starts_with("detour_certificate_expiry_seconds{")
+                && l.contains("file=\"clusters/east/table.crt\"")
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{metrics}"));
+    assert!((4.0 * 86_400.0..=5.0 * 86_400.0).contains(&left), "{left}");
+    browser
+        .screenshot(&t.out().file("ui-certificates.png"), false)
+        .unwrap();
 
     // No script error, no Content-Security-Policy violation, no failed request.
     assert_eq!(browser.console().unwrap(), Vec::<String>::new());

@@ -11,7 +11,8 @@ use super::secrets::{Issuer, Material};
 use detour_core::model::Host;
 use detour_core::pki::identity::{ClusterRole, Identity};
 use detour_core::pki::issue::{CertAuthority, LeafSpec};
-use detour_core::pki::layout::Layout;
+use detour_core::pki::layout::{Layout, SDS_TRUST, sds_certificate_file, sds_trust_file};
+use detour_core::pki::sds;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -75,8 +76,14 @@ impl Issuer for CaIssuer {
     }
 
     fn issue(&self, cluster: &str, gateway: &Host, now: SystemTime) -> Result<Material, String> {
-        let mut data =
-            BTreeMap::from([("ca.crt".to_string(), self.ca.cert_pem().as_bytes().to_vec())]);
+        // The PEM files, and the SDS files a rendered Envoy loads (`certs init`'s sds/).
+        let mut data = BTreeMap::from([
+            ("ca.crt".to_string(), self.ca.cert_pem().as_bytes().to_vec()),
+            (
+                sds_trust_file(),
+                sds::trust(SDS_TRUST, self.ca.cert_pem()).into_bytes(),
+            ),
+        ]);
         let mut not_after = self.ca.not_after();
         for (role, spec) in CaIssuer::leaves(cluster, gateway) {
             let issued = self
@@ -84,6 +91,10 @@ impl Issuer for CaIssuer {
                 .issue(&spec, self.leaf_lifetime, now)
                 .map_err(|e| e.to_string())?;
             not_after = not_after.min(issued.not_after);
+            data.insert(
+                sds_certificate_file(role),
+                sds::certificate(role.as_str(), &issued.cert_pem, &issued.key_pem).into_bytes(),
+            );
             data.insert(
                 format!("{}.crt", role.as_str()),
                 issued.cert_pem.into_bytes(),
@@ -123,11 +134,15 @@ mod tests {
             keys,
             [
                 "ca.crt",
+                "ca.json",
                 "envoy.crt",
+                "envoy.json",
                 "envoy.key",
                 "gateway.crt",
+                "gateway.json",
                 "gateway.key",
                 "table.crt",
+                "table.json",
                 "table.key"
             ]
         );

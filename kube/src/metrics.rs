@@ -9,6 +9,7 @@
 //! | `detour_kube_leader` | gauge | 1 while this replica holds the Lease |
 //! | `detour_kube_leader_transitions_total` | counter | |
 //! | `detour_kube_member_cluster_synced` | gauge | `cluster` (1 = listed and watched) |
+//! | `detour_kube_member_certificates_expiry_timestamp_seconds` | gauge | `cluster`: when the earliest certificate of its mTLS Secrets expires (Unix time; as the leader last wrote or read them) |
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -48,6 +49,9 @@ pub struct KubeMetrics {
     pub kube_leader: Gauge,
     pub kube_leader_transitions: Counter,
     pub kube_member_synced: Family<ClusterLabels, Gauge>,
+    /// A timestamp rather than seconds left: the leader looks at the Secrets only when
+    /// they fall due, and a timestamp stays right in between.
+    pub kube_member_certificates_expiry: Family<ClusterLabels, Gauge>,
 }
 
 impl KubeMetrics {
@@ -87,6 +91,24 @@ impl KubeMetrics {
             "1 when a member cluster's Services and EndpointSlices are listed and watched",
             self.kube_member_synced.clone(),
         );
+        registry.register(
+            "kube_member_certificates_expiry_timestamp_seconds",
+            "When the earliest certificate of a member cluster's mTLS Secrets expires (Unix time)",
+            self.kube_member_certificates_expiry.clone(),
+        );
+    }
+
+    /// Records when `cluster`'s member certificates expire.
+    pub fn set_member_expiry(&self, cluster: &str, not_after: std::time::SystemTime) {
+        let secs = not_after
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            .unwrap_or_default();
+        self.kube_member_certificates_expiry
+            .get_or_create(&ClusterLabels {
+                cluster: cluster.to_string(),
+            })
+            .set(secs);
     }
 
     /// Counts an error of the Kubernetes side.

@@ -5,7 +5,7 @@
 //! long-lived token Secret, and the namespace of that Secret. In the management cluster:
 //! the kubeconfig Secret (a template to fill with the token and CA) and the MemberCluster.
 
-use super::secrets::SECRET_NAME;
+use super::secrets::SECRET_NAMES;
 use detour_core::docs::{GatewaySpec, KubeconfigSecretRef, MemberCluster, MemberClusterSpec};
 use detour_core::model::{Host, parse_host};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
@@ -100,7 +100,8 @@ pub fn render(opts: &RegisterOptions) -> anyhow::Result<String> {
         docs.push(doc(
             &format!(
                 "=== Apply in member cluster {name}: {context} apply -f -\n\
-                 Where detour writes this cluster's mTLS Secret ({SECRET_NAME})."
+                 Where detour writes this cluster's mTLS Secrets ({}).",
+                SECRET_NAMES.join(", ")
             ),
             &Namespace {
                 metadata: meta(ns, None),
@@ -144,15 +145,16 @@ pub fn render(opts: &RegisterOptions) -> anyhow::Result<String> {
         )?);
         docs.push(doc(
             &format!(
-                "mTLS material: read the Secret {SECRET_NAME} and write it by server-side apply\n\
+                "mTLS material: read the Secrets {} and write them by server-side apply\n\
                  (a PATCH), in {ns} only. The API server authorizes that PATCH as `create`\n\
-                 while the Secret does not exist, and `create` cannot be limited to a name\n\
-                 (RBAC has no name before the object exists): it is granted in {ns} alone."
+                 while a Secret does not exist, and `create` cannot be limited to a name\n\
+                 (RBAC has no name before the object exists): it is granted in {ns} alone.",
+                SECRET_NAMES.join(", ")
             ),
             &Role {
                 metadata: meta(&format!("{SERVICE_ACCOUNT}-secrets"), Some(ns)),
                 rules: Some(vec![
-                    rule("", "secrets", &[SECRET_NAME], &["get", "patch"]),
+                    rule("", "secrets", &SECRET_NAMES, &["get", "patch"]),
                     rule("", "secrets", &[], &["create"]),
                 ]),
             },
@@ -350,7 +352,7 @@ mod tests {
                 (
                     v(&[""]),
                     v(&["secrets"]),
-                    v(&["detour-mtls"]),
+                    v(&["detour-mtls-gateway", "detour-mtls-client"]),
                     v(&["get", "patch"])
                 ),
                 (v(&[""]), v(&["secrets"]), v(&[]), v(&["create"])),

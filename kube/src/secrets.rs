@@ -1,6 +1,10 @@
 //! The leader writes each member cluster's mTLS material (issue 4: the federation CA, the
-//! cluster's gateway and client certificates) as one Secret in that cluster, where its
-//! Envoys mount it, and writes it again before its certificates expire.
+//! cluster's gateway and client certificates) as Secrets in that cluster, one per kind of
+//! Envoy that mounts them ([`Mount`]: the gateway's server key apart from the clients'
+//! keys), and writes them again before their certificates expire. Each holds the PEM
+//! files and the Envoy SDS files of `detour certs init`'s `sds/` directory, so a Secret
+//! volume mounted there is what a rendered Envoy watches: the kubelet's update of the
+//! volume (an atomic `..data` swap) reaches running Envoys.
 //!
 //! The certificates come from an [`Issuer`]: "material for cluster X, valid from A to B"
 //! ([`super::issuer`] is the real one, from `detour certs init`'s CA). The Secret carries
@@ -15,6 +19,7 @@ use super::lease::Leadership;
 use super::{Error, FIELD_MANAGER};
 use crate::metrics::KubeMetrics;
 use detour_core::model::Host;
+use detour_core::pki::layout::Mount;
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -27,9 +32,29 @@ use std::time::{Duration, SystemTime};
 use tokio::sync::watch;
 use tracing::{Instrument, info, info_span, warn};
 
-/// Name of the Secret in every member cluster (the RBAC of `detour cluster register`
-/// allows writing this name only).
-pub const SECRET_NAME: &str = "detour-mtls";
+/// Names of the Secrets in every member cluster (the RBAC of `detour cluster register`
+/// allows writing these names only), in [`Mount::ALL`] order.
+pub const SECRET_NAMES: [&str; 2] = ["detour-mtls-gateway", "detour-mtls-client"];
+
+/// The Secret `mount` reads.
+pub fn secret_name(mount: Mount) -> &'static str {
+    match mount {
+        Mount::Gateway => SECRET_NAMES[0],
+        Mount::Client => SECRET_NAMES[1],
+    }
+}
+
+/// The files of `data` (`NAME.crt`, `NAME.key`, `NAME.json`) that `mount` holds: the
+/// trust (`ca.*`) and its roles' own, never another role's key.
+pub fn mount_data(data: &BTreeMap<String, Vec<u8>>, mount: Mount) -> BTreeMap<String, Vec<u8>> {
+    data.iter()
+        .filter(|(file, _)| {
+            let stem = file.split('.').next().unwrap_or_default();
+            stem == "ca" || mount.roles().iter().any(|r| r.as_str() == stem)
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
 /// Namespace of that Secret unless `serve --member-namespace` says otherwise.
 pub const DEFAULT_NAMESPACE: &str = "detour-system";
 pub const NOT_BEFORE: &str = "detour.dev/not-before";
@@ -96,13 +121,7 @@ pub fn plan(existing: Option<&Secret>, cluster: &str, subject: &str, now: System
             .as_ref()
             .and_then(|a| a.get(ISSUED_FOR))
             .is_some_and(|s| s == subject);
-    let time = |key: &str| {
-        meta.annotations
-            .as_ref()
-            .and_then(|a| a.get(key))
-            .and_then(|t| t.parse::<Timestamp>().ok())
-            .map(SystemTime::from)
-    };
+    let time = |key: &str| annotated(secret, key);
     match (ours, time(NOT_BEFORE), time(NOT_AFTER)) {
         (true, Some(nb), Some(na)) if now < renew_at(nb, na) => Plan::Keep {
             until: renew_at(nb, na),
@@ -111,8 +130,26 @@ pub fn plan(existing: Option<&Secret>, cluster: &str, subject: &str, now: System
     }
 }
 
-/// The Secret holding `material` for `cluster`, issued for `subject`.
-pub fn secret(namespace: &str, cluster: &str, subject: &str, material: &Material) -> Secret {
+/// The time in the annotation `key` of `secret`, if it has a readable one.
+fn annotated(secret: &Secret, key: &str) -> Option<SystemTime> {
+    secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .and_then(|t| t.parse::<Timestamp>().ok())
+        .map(SystemTime::from)
+}
+
+/// The Secret of `mount` holding its part of `material` for `cluster`, issued for
+/// `subject`.
+pub fn secret(
+    mount: Mount,
+    namespace: &str,
+    cluster: &str,
+    subject: &str,
+    material: &Material,
+) -> Secret {
     let stamp = |t: SystemTime| {
         Timestamp::try_from(t)
             .map(|t| t.to_string())
@@ -120,7 +157,7 @@ pub fn secret(namespace: &str, cluster: &str, subject: &str, material: &Material
     };
     Secret {
         metadata: ObjectMeta {
-            name: Some(SECRET_NAME.to_string()),
+            name: Some(secret_name(mount).to_string()),
             namespace: Some(namespace.to_string()),
             labels: Some(BTreeMap::from([
                 (
@@ -138,10 +175,9 @@ pub fn secret(namespace: &str, cluster: &str, subject: &str, material: &Material
         },
         type_: Some("Opaque".to_string()),
         data: Some(
-            material
-                .data
-                .iter()
-                .map(|(k, v)| (k.clone(), ByteString(v.clone())))
+            mount_data(&material.data, mount)
+                .into_iter()
+                .map(|(k, v)| (k, ByteString(v)))
                 .collect(),
         ),
         ..Secret::default()
@@ -172,7 +208,9 @@ impl SecretWriter {
         }
     }
 
-    /// Makes `cluster`'s Secret current; returns when to look again.
+    /// Makes `cluster`'s Secrets current; returns when to look again. Both are issued
+    /// and written together when either is missing, foreign or due, so that they never
+    /// carry certificates of two issues.
     pub async fn sync(
         &self,
         cluster: &str,
@@ -181,9 +219,28 @@ impl SecretWriter {
     ) -> Result<SystemTime, Error> {
         self.leadership.check()?;
         let api: Api<Secret> = Api::namespaced(member.client.clone(), &self.namespace);
-        let existing = api.get_opt(SECRET_NAME).await?;
         let subject = self.issuer.subject(cluster, &member.gateway);
-        if let Plan::Keep { until } = plan(existing.as_ref(), cluster, &subject, now) {
+        let mut fresh_until: Option<SystemTime> = None;
+        let mut expires: Option<SystemTime> = None;
+        let mut due = false;
+        for mount in Mount::ALL {
+            let existing = api.get_opt(secret_name(mount)).await?;
+            match plan(existing.as_ref(), cluster, &subject, now) {
+                Plan::Keep { until } => {
+                    fresh_until = Some(fresh_until.map_or(until, |u| u.min(until)));
+                    let not_after = existing.as_ref().and_then(|s| annotated(s, NOT_AFTER));
+                    expires = match (expires, not_after) {
+                        (Some(a), Some(b)) => Some(a.min(b)),
+                        (a, b) => a.or(b),
+                    };
+                }
+                Plan::Write => due = true,
+            }
+        }
+        if let (false, Some(until)) = (due, fresh_until) {
+            if let Some(at) = expires {
+                self.metrics.set_member_expiry(cluster, at);
+            }
             return Ok(until);
         }
         let material = self
@@ -193,17 +250,20 @@ impl SecretWriter {
                 cluster: cluster.to_string(),
                 why,
             })?;
-        let secret = secret(&self.namespace, cluster, &subject, &material);
-        // Checked again right before the write: the lease may have gone meanwhile.
-        self.leadership.check()?;
-        api.patch(
-            SECRET_NAME,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&secret),
-        )
-        .await?;
-        self.metrics.kube_write("secrets");
-        info!(%cluster, namespace = %self.namespace, "wrote the mTLS Secret");
+        for mount in Mount::ALL {
+            let secret = secret(mount, &self.namespace, cluster, &subject, &material);
+            // Checked again right before each write: the lease may have gone meanwhile.
+            self.leadership.check()?;
+            api.patch(
+                secret_name(mount),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&secret),
+            )
+            .await?;
+            self.metrics.kube_write("secrets");
+        }
+        self.metrics.set_member_expiry(cluster, material.not_after);
+        info!(%cluster, namespace = %self.namespace, "wrote the mTLS Secrets");
         Ok(renew_at(material.not_before, material.not_after))
     }
 }

@@ -192,7 +192,7 @@ EXPECTED_RULES = {
     ("release", "coordination.k8s.io", "leases", ("LEASE",), ("get", "update")),
     ("release", "coordination.k8s.io", "leases", (), ("create",)),
     ("release", "", "secrets", (), ("list", "watch")),
-    ("member", "", "secrets", ("detour-mtls",), ("get", "patch")),
+    ("member", "", "secrets", ("detour-mtls-gateway", "detour-mtls-client"), ("get", "patch")),
     ("member", "", "secrets", (), ("create",)),
 }
 

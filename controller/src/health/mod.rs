@@ -102,7 +102,9 @@ impl HealthBoard {
             if let Some(t) = transition {
                 changed = Some((t.from, state.clone()));
             }
-            transition.is_some() || state.checks == 1
+            // The decision task also waits for every target's first verdict, which
+            // may be a count of checks rather than a change.
+            transition.is_some() || state.checks <= u64::from(spec.check.unhealthy_threshold.max(1))
         });
         changed
     }

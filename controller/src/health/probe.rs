@@ -15,6 +15,7 @@ use crate::client::{ClientError, Connections, Http2Answer, HttpClient, drain};
 use bytes::Bytes;
 use detour_core::health::state::{Cause, Check};
 use detour_core::model::{Address, CheckKind, ProbeSpec};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -109,6 +110,9 @@ impl fmt::Display for ProbeResult {
 #[derive(Clone, Debug)]
 pub struct Prober {
     client: ProbeClient,
+    /// Over mTLS, per member cluster: a client presenting that cluster's Envoy
+    /// certificate, for the checks made on its behalf ([`ProbeSpec::caller`]).
+    callers: Arc<BTreeMap<String, watch::Receiver<Arc<HttpClient>>>>,
 }
 
 #[derive(Clone, Debug)]
@@ -129,6 +133,7 @@ impl Prober {
     pub fn new() -> Prober {
         Prober {
             client: ProbeClient::Plain(Arc::new(HttpClient::plain(Connections::Reused))),
+            callers: Arc::default(),
         }
     }
 
@@ -142,6 +147,20 @@ impl Prober {
     pub fn tls_watched(clients: watch::Receiver<Arc<HttpClient>>) -> Prober {
         Prober {
             client: ProbeClient::Tls(clients),
+            callers: Arc::default(),
+        }
+    }
+
+    /// Checks made for a scheme whose primary is in cluster C present C's Envoy
+    /// certificate (the newest client of `callers[C]`), the one C's Envoy presents to
+    /// the same gateway; clusters not in `callers` use the probe certificate.
+    pub fn with_callers(
+        self,
+        callers: BTreeMap<String, watch::Receiver<Arc<HttpClient>>>,
+    ) -> Prober {
+        Prober {
+            callers: Arc::new(callers),
+            ..self
         }
     }
 
@@ -169,9 +188,10 @@ impl Prober {
     }
 
     async fn probe_through(&self, spec: &ProbeSpec, gateway: &Address) -> ProbeResult {
-        let (client, scheme) = match &self.client {
-            ProbeClient::Plain(c) => ((**c).clone(), "http"),
-            ProbeClient::Tls(rx) => ((**rx.borrow()).clone(), "https"),
+        let (client, scheme) = match (&self.client, self.callers.get(&spec.caller)) {
+            (ProbeClient::Plain(c), _) => ((**c).clone(), "http"),
+            (ProbeClient::Tls(_), Some(caller)) => ((**caller.borrow()).clone(), "https"),
+            (ProbeClient::Tls(rx), None) => ((**rx.borrow()).clone(), "https"),
         };
         let path = match &spec.check.kind {
             CheckKind::Http { path } => path,

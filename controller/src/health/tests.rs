@@ -9,6 +9,7 @@ use std::time::Duration;
 
 fn spec(gateway: &FakeGateway, interval_ms: u64, unhealthy: u32, healthy: u32) -> ProbeSpec {
     ProbeSpec {
+        caller: "east".into(),
         target: TargetRef {
             cluster: "west".into(),
             service: ServiceName::new("apps", "foo"),

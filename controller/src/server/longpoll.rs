@@ -77,6 +77,19 @@ impl Poll {
         })
     }
 
+    /// How long the client may wait.
+    pub(super) fn wait(&self) -> Duration {
+        self.wait
+    }
+
+    /// The same request with `spent` of its wait used up.
+    pub(super) fn spent(self, spent: Duration) -> Poll {
+        Poll {
+            wait: self.wait.saturating_sub(spent),
+            known: self.known,
+        }
+    }
+
     /// Answers with the document `current` finds in `feed` (`missing()` when there is
     /// none), waiting for a new version while the client has the current one. A wait
     /// takes one of `slots` (none left: 503) and counts on `in_flight` while it lasts.

@@ -42,7 +42,8 @@ pub struct AppState {
     pub tables: watch::Receiver<Arc<TableSet>>,
     /// The status API's current document.
     pub status: watch::Receiver<Arc<PublishedStatus>>,
-    /// Config loaded and every target checked once.
+    /// Config loaded and every target has its first verdict; tables are published from
+    /// then on.
     pub ready: Arc<AtomicBool>,
     pub metrics: Arc<Metrics>,
     /// Becomes true when the server stops: waiting long-polls answer at once.

@@ -18,7 +18,7 @@ pub(super) async fn readyz(State(app): State<AppState>) -> impl IntoResponse {
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: waiting for the first health check of every target\n",
+            "not ready: waiting for the first verdict of every target (no table is served before)\n",
         )
     }
 }

@@ -18,6 +18,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use detour_core::pki::identity::{ClusterRole, Identity};
 use serde::Deserialize;
+use std::sync::atomic::Ordering;
 use tracing::warn;
 
 #[derive(Deserialize)]
@@ -59,6 +60,23 @@ async fn answer(app: &AppState, cluster: &str, query: TableQuery, headers: &Head
         Ok(poll) => poll,
         Err(bad) => return bad.into_response(),
     };
+    // A controller that has just started publishes no table before every target has
+    // its first verdict: a long-poll waits for it (out of its own wait), anything else
+    // gets a 503 and the Envoy keeps the table it holds.
+    let started = tokio::time::Instant::now();
+    if !first_tables(app, poll.wait()).await {
+        let mut response = json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no table yet: the controller has just started and the first round of health \
+             checks is not done",
+        );
+        response.headers_mut().insert(
+            axum::http::header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("1"),
+        );
+        return response;
+    }
+    let poll = poll.spent(started.elapsed());
     poll.answer(
         app.tables.clone(),
         app.shutdown.clone(),
@@ -73,6 +91,32 @@ async fn answer(app: &AppState, cluster: &str, query: TableQuery, headers: &Head
         },
     )
     .await
+}
+
+/// Waits up to `wait` for the first tables (the controller is ready); whether they are
+/// there.
+async fn first_tables(app: &AppState, wait: std::time::Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut tables = app.tables.clone();
+    let mut shutdown = app.shutdown.clone();
+    let mut open = true;
+    loop {
+        if app.ready.load(Ordering::Acquire) {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline || *shutdown.borrow() {
+            return false;
+        }
+        // Readiness is set just after the first tables are sent, so their wake-up may
+        // come a moment early; the tick bounds that, and covers a first publication
+        // that changed nothing (no member cluster at all).
+        let tick = tokio::time::Instant::now() + std::time::Duration::from_millis(50);
+        tokio::select! {
+            r = tables.changed(), if open => open = r.is_ok(),
+            r = shutdown.changed(), if open => open = r.is_ok(),
+            _ = tokio::time::sleep_until(tick.min(deadline)) => {}
+        }
+    }
 }
 
 /// Whether `peer` may read `cluster`'s table; if not, why (the 403 body says it).

@@ -10,6 +10,7 @@ use detour_filter::table::TABLE_API_VERSION;
 use detour_filter::table::wire::TableDoc;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Instant;
 
 struct Api {
     addr: SocketAddr,
@@ -46,7 +47,8 @@ fn set(tables: &[Arc<PublishedTable>]) -> Arc<TableSet> {
 async fn start(max_wait: Duration) -> Api {
     let (tables, rx) = watch::channel(set(&[table("east", "")]));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let ready = Arc::new(AtomicBool::new(false));
+    // Ready (the first round of checks done) unless a test says otherwise.
+    let ready = Arc::new(AtomicBool::new(true));
     let metrics = Arc::new(Metrics::new());
     let (status, status_rx) =
         reporter::channel(&mut Versions::new(std::time::SystemTime::now()), "files");
@@ -204,6 +206,7 @@ async fn a_long_poll_ends_with_304_when_the_wait_ends_and_waits_are_capped() {
 #[tokio::test]
 async fn readiness_and_metrics() {
     let api = start(MAX_WAIT).await;
+    api.ready.store(false, Ordering::Release);
     assert_eq!(api.get("/healthz", None).await.0, 200);
     assert_eq!(api.get("/readyz", None).await.0, 503);
     api.ready.store(true, Ordering::Release);
@@ -348,4 +351,56 @@ async fn the_page_comes_from_the_binary_under_a_strict_csp() {
         assert_eq!(resp.status(), 308, "{path}");
         assert_eq!(resp.headers()["location"], "/ui/");
     }
+}
+
+/// A controller that has just started has no verdicts: it answers no table (503, and
+/// the filter keeps the one it holds) until its first round of checks is done; a
+/// long-poll waits for that round instead.
+#[tokio::test]
+async fn no_table_before_the_first_round_of_checks() {
+    let api = start(MAX_WAIT).await;
+    api.ready.store(false, Ordering::Release);
+    let (status, _, body) = api.get("/v1/tables/east", None).await;
+    assert_eq!(status, 503);
+    assert!(
+        String::from_utf8_lossy(&body).contains("first round of health checks"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // A long-poll that ends before the round does: 503 too, never a 304 that would
+    // confirm a table nobody has checked.
+    let (status, _, _) = api.get("/v1/tables/east?wait=100ms", Some("old")).await;
+    assert_eq!(status, 503);
+    // A long-poll for the table the Envoy held before the restart waits for the round,
+    // and is answered by its tables at once.
+    let held = table("east", "held");
+    let waiting = {
+        let uri = format!("http://{}/v1/tables/east?wait=10s", api.addr);
+        let client = api.client.clone();
+        let version = format!("\"{}\"", held.version());
+        tokio::spawn(async move {
+            let (resp, _) = client
+                .get_body(
+                    &uri,
+                    &[("if-none-match", version.as_str())],
+                    Duration::from_secs(20),
+                    1 << 20,
+                )
+                .await
+                .unwrap();
+            (resp.status().as_u16(), Instant::now())
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "answered before the first round");
+    let checked = table("east", "checked");
+    let published = Instant::now();
+    api.ready.store(true, Ordering::Release);
+    api.tables.send_replace(set(&[checked]));
+    let (status, at) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    assert!(at >= published);
 }

@@ -3,7 +3,7 @@
 
 use super::provider;
 use detour_core::pki::identity::ClusterRole;
-use detour_core::pki::layout::Layout;
+use detour_core::pki::layout::{Layout, Mount};
 use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
@@ -185,6 +185,82 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), File
     result.map_err(failed)
 }
 
+/// The symlink through which a swapped directory's files are read.
+pub const DATA_LINK: &str = "..data";
+
+/// Makes `dir` hold exactly `files` (name → content, all private), all replaced at once,
+/// as the kubelet writes a Secret volume: the new version in a fresh `..VERSION/`, the
+/// symlink [`DATA_LINK`] swapped to it with one rename, and each `NAME` a symlink to
+/// `..data/NAME`. A reader (an Envoy watching `dir`) sees the old set or the new set,
+/// never a mix, and the rename is the one event that tells it to reload. Nothing is
+/// written when the content is already there. Returns whether it changed.
+pub fn write_swapped(dir: &Path, files: &[(String, String)]) -> Result<bool, FileError> {
+    let current = |name: &str| std::fs::read_to_string(dir.join(name)).ok();
+    if files
+        .iter()
+        .all(|(name, text)| current(name).as_deref() == Some(text.as_str()))
+    {
+        return Ok(false);
+    }
+    let failed = |path: &Path| {
+        let path = Shown(path.to_path_buf());
+        move |source| FileError::Write { path, source }
+    };
+    std::fs::create_dir_all(dir).map_err(failed(dir))?;
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let version = format!("..{stamp}.{}", std::process::id());
+    let version_dir = dir.join(&version);
+    std::fs::create_dir(&version_dir).map_err(failed(&version_dir))?;
+    for (name, text) in files {
+        write_atomic(&version_dir.join(name), text.as_bytes(), true)?;
+    }
+    swap_link(dir, DATA_LINK, Path::new(&version))?;
+    for (name, _) in files {
+        let target = Path::new(DATA_LINK).join(name);
+        if std::fs::read_link(dir.join(name)).ok().as_deref() != Some(target.as_path()) {
+            swap_link(dir, name, &target)?;
+        }
+    }
+    // Older versions: no link reaches them any more.
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let old = name.starts_with("..")
+                && name != version
+                && name != DATA_LINK
+                && entry.file_type().is_ok_and(|t| t.is_dir());
+            if old {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+    }
+    Ok(true)
+}
+
+/// Points the symlink `dir/name` at `target`, replacing whatever was there by a rename.
+fn swap_link(dir: &Path, name: &str, target: &Path) -> Result<(), FileError> {
+    let link = dir.join(name);
+    let aside = dir.join(format!("{name}.{}.tmp", std::process::id()));
+    let result = (|| {
+        let _ = std::fs::remove_file(&aside);
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(target, &aside)?;
+        #[cfg(not(unix))]
+        std::fs::copy(dir.join(target), &aside).map(|_| ())?;
+        std::fs::rename(&aside, &link)
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&aside);
+    }
+    result.map_err(|source| FileError::Write {
+        path: Shown(link),
+        source,
+    })
+}
+
 /// Checks that the files a config rendered with `--certs` for `cluster` names are there
 /// and usable (PEM, each key matching its certificate), so that a bad file is reported
 /// now, by name, rather than by Envoy at start.
@@ -193,6 +269,11 @@ pub fn check_certs(layout: &Layout, cluster: &str) -> Result<(), FileError> {
     for role in ClusterRole::ALL {
         let pair = layout.cluster(cluster, role);
         read_pair(&pair.cert, &pair.key)?;
+        // What the Envoy actually loads (written by `certs init` since SDS).
+        read(&layout.sds_certificate(cluster, role))?;
+    }
+    for mount in Mount::ALL {
+        read(&layout.sds_trust(cluster, mount))?;
     }
     Ok(())
 }
@@ -261,6 +342,50 @@ mod tests {
                 a_cert.display()
             )
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn a_swapped_directory_changes_all_its_files_with_one_rename() {
+        let dir = tempfile::tempdir().unwrap();
+        let sds = dir.path().join("sds");
+        let v1 = [
+            ("a.json".to_string(), "A1".to_string()),
+            ("b.json".to_string(), "B1".to_string()),
+        ];
+        assert!(write_swapped(&sds, &v1).unwrap());
+        let read = |n: &str| std::fs::read_to_string(sds.join(n)).unwrap();
+        assert_eq!((read("a.json"), read("b.json")), ("A1".into(), "B1".into()));
+        // Readers go through `..data`, so one rename of it replaces both.
+        assert_eq!(
+            std::fs::read_link(sds.join("a.json")).unwrap(),
+            Path::new("..data/a.json")
+        );
+        let first = std::fs::read_link(sds.join(DATA_LINK)).unwrap();
+        // The same content again: nothing moves (a watching Envoy reloads nothing).
+        assert!(!write_swapped(&sds, &v1).unwrap());
+        assert_eq!(std::fs::read_link(sds.join(DATA_LINK)).unwrap(), first);
+
+        let v2 = [
+            ("a.json".to_string(), "A2".to_string()),
+            ("b.json".to_string(), "B2".to_string()),
+        ];
+        assert!(write_swapped(&sds, &v2).unwrap());
+        assert_eq!((read("a.json"), read("b.json")), ("A2".into(), "B2".into()));
+        assert_ne!(std::fs::read_link(sds.join(DATA_LINK)).unwrap(), first);
+        // The old version is gone; the new one is private.
+        let mut names: Vec<String> = std::fs::read_dir(&sds)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 4, "{names:?}");
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(sds.join("a.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
     }
 
     #[cfg(unix)]

@@ -4,11 +4,14 @@
 //! why it must be renewed: missing, not matching its key or the CA, names no longer
 //! those of the configuration, or near expiry.
 
-use super::files::{FileError, Shown, write_atomic};
+use super::files::{FileError, Shown, write_atomic, write_swapped};
 use detour_core::model::{Host, Model};
 use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
 use detour_core::pki::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
-use detour_core::pki::layout::{Layout, Pair};
+use detour_core::pki::layout::{
+    Layout, Mount, Pair, SDS_TRUST, sds_certificate_file, sds_trust_file,
+};
+use detour_core::pki::sds;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -64,6 +67,23 @@ pub struct InitOptions {
     pub controller_hosts: Vec<Host>,
     pub ca_lifetime: Duration,
     pub leaf_lifetime: Duration,
+    /// A step of a change of CA, done before anything else.
+    pub ca_change: Option<CaChange>,
+}
+
+/// A change of CA with an overlap, in three runs of `certs init`, each reaching every
+/// Envoy (and the controller) before the next: a peer always trusts the CA of what the
+/// other side presents, whichever of the two it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum CaChange {
+    /// Make the next CA (`ca-next.{crt,key}`) and trust it beside the current one;
+    /// nothing is issued from it yet.
+    Begin,
+    /// The next CA becomes the CA and reissues every certificate; the one before
+    /// (`ca-previous.crt`) is still trusted, for peers that have not reloaded yet.
+    Switch,
+    /// Stop trusting the CA before.
+    Finish,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +96,10 @@ pub enum InitError {
         "{present} exists but {missing} does not; restore it, or remove both to make a new CA (every certificate is then reissued)"
     )]
     HalfCa { present: Shown, missing: Shown },
+    #[error(
+        "--ca-change switch: there is no next CA ({missing}); run --ca-change begin first, and let every Envoy load it"
+    )]
+    NoNextCa { missing: Shown },
 }
 
 /// What happened to one file pair.
@@ -225,10 +249,92 @@ fn ca(
     Ok(ca)
 }
 
+/// The step `change` of a change of CA, on the files of `layout`.
+fn change_ca(
+    layout: &Layout,
+    change: CaChange,
+    opts: &InitOptions,
+    now: SystemTime,
+    report: &mut Report,
+) -> Result<(), InitError> {
+    let next = layout.ca_next();
+    let moved = |from: &Path, to: &Path| {
+        std::fs::rename(from, to).map_err(|source| FileError::Write {
+            path: Shown(to.to_path_buf()),
+            source,
+        })
+    };
+    match change {
+        CaChange::Begin => {
+            if read_optional(&next.cert)?.is_none() {
+                let ca = CertAuthority::generate(opts.ca_lifetime, now).map_err(|source| {
+                    InitError::Issue {
+                        path: Shown(next.cert.clone()),
+                        source,
+                    }
+                })?;
+                write_pair(&next, ca.cert_pem(), ca.key_pem())?;
+            }
+            report.warnings.push(format!(
+                "the next CA ({}) is trusted beside the current one; once every Envoy and the \
+                 controller have loaded it, run --ca-change switch",
+                layout.relative(&next.cert).display()
+            ));
+        }
+        CaChange::Switch => {
+            if read_optional(&next.cert)?.is_none() || read_optional(&next.key)?.is_none() {
+                return Err(InitError::NoNextCa {
+                    missing: Shown(next.cert),
+                });
+            }
+            let current = layout.ca();
+            moved(&current.cert, &layout.ca_previous())?;
+            // Nothing is issued from it any more.
+            let _ = std::fs::remove_file(&current.key);
+            moved(&next.key, &current.key)?;
+            moved(&next.cert, &current.cert)?;
+            report.warnings.push(format!(
+                "every certificate is reissued by the new CA; the previous one ({}) is still \
+                 trusted: once every Envoy and the controller have loaded the new \
+                 certificates, run --ca-change finish",
+                layout.relative(&layout.ca_previous()).display()
+            ));
+        }
+        CaChange::Finish => match std::fs::remove_file(layout.ca_previous()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(FileError::Write {
+                    path: Shown(layout.ca_previous()),
+                    source: e,
+                }
+                .into());
+            }
+            _ => {}
+        },
+    }
+    Ok(())
+}
+
+/// Every CA to trust, PEM: the CA, then the next or the previous one during a change.
+fn trust_bundle(layout: &Layout, ca: &CertAuthority) -> Result<String, InitError> {
+    let mut bundle = ca.cert_pem().to_string();
+    for other in [layout.ca_next().cert, layout.ca_previous()] {
+        if let Some(pem) = read_optional(&other)? {
+            if !bundle.ends_with('\n') {
+                bundle.push('\n');
+            }
+            bundle.push_str(&pem);
+        }
+    }
+    Ok(bundle)
+}
+
 /// Creates or renews what is needed in `opts.out` for `model` at `now`.
 pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report, InitError> {
     let layout = Layout::new(&opts.out);
     let mut report = Report::default();
+    if let Some(change) = opts.ca_change {
+        change_ca(&layout, change, opts, now, &mut report)?;
+    }
     let ca = ca(&layout, opts, now, &mut report)?;
     for spec in leaves(model, &opts.controller_hosts) {
         let files = layout.leaf(&spec.identity);
@@ -259,12 +365,44 @@ pub fn init(model: &Model, opts: &InitOptions, now: SystemTime) -> Result<Report
             not_after,
         });
     }
+    let trust = trust_bundle(&layout, &ca)?;
+    if read_optional(&layout.trust())?.as_deref() != Some(trust.as_str()) {
+        write_atomic(&layout.trust(), trust.as_bytes(), false)?;
+    }
+    write_sds(model, &layout, &trust)?;
     Ok(report)
+}
+
+/// Each member cluster's Envoy SDS directories ([`Layout::sds_dir`], one per [`Mount`]):
+/// the trust bundle and that mount's certificates with their keys, all swapped in at
+/// once ([`write_swapped`]) and only when something changed, so that a watching Envoy
+/// reloads the renewed set whole.
+fn write_sds(model: &Model, layout: &Layout, trust: &str) -> Result<(), InitError> {
+    for cluster in model.clusters.keys() {
+        for mount in Mount::ALL {
+            let mut files = vec![(sds_trust_file(), sds::trust(SDS_TRUST, trust))];
+            for &role in mount.roles() {
+                let pair = layout.cluster(cluster, role);
+                let (Some(cert), Some(key)) =
+                    (read_optional(&pair.cert)?, read_optional(&pair.key)?)
+                else {
+                    continue;
+                };
+                files.push((
+                    sds_certificate_file(role),
+                    sds::certificate(role.as_str(), &cert, &key),
+                ));
+            }
+            write_swapped(&layout.sds_dir(cluster, mount), &files)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::tls::files;
     use detour_core::docs::load::parse_file;
     use detour_core::testing::EXAMPLE;
     use detour_core::validate::build_model;
@@ -283,6 +421,7 @@ mod tests {
             controller_hosts: default_controller_hosts(),
             ca_lifetime: 3650 * DAY,
             leaf_lifetime: 90 * DAY,
+            ca_change: None,
         }
     }
 
@@ -347,6 +486,119 @@ mod tests {
             "{later}"
         );
         assert_eq!(std::fs::read(dir.path().join("ca.crt")).unwrap(), ca_before);
+    }
+
+    /// What each Envoy loads: per mount, the trust bundle and that mount's certificates
+    /// with their keys, and never another mount's key; a renewal changes the mount
+    /// holding the renewed certificate (one swap), and leaves the other alone.
+    #[test]
+    fn each_mount_holds_its_own_keys_and_a_renewal_swaps_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let m = model(EXAMPLE);
+        init(&m, &opts(dir.path()), now).unwrap();
+        let layout = Layout::new(dir.path());
+        let secrets = |mount: Mount| -> Vec<String> {
+            let mut names: Vec<String> = std::fs::read_dir(layout.sds_dir("west", mount))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .filter(|n| !n.starts_with(".."))
+                .collect();
+            names.sort();
+            names
+        };
+        assert_eq!(secrets(Mount::Gateway), ["ca.json", "gateway.json"]);
+        assert_eq!(
+            secrets(Mount::Client),
+            ["ca.json", "envoy.json", "table.json"]
+        );
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        let gateway_key = read(layout.cluster("west", ClusterRole::Gateway).key);
+        let gateway_sds = read(layout.sds_certificate("west", ClusterRole::Gateway));
+        let json_key = gateway_key.replace('\n', "\\n");
+        assert!(gateway_sds.contains(&json_key), "{gateway_sds}");
+        for role in [ClusterRole::Envoy, ClusterRole::Table] {
+            assert!(!read(layout.sds_certificate("west", role)).contains(&json_key));
+        }
+        let ca = read(layout.ca().cert).replace('\n', "\\n");
+        assert!(read(layout.sds_trust("west", Mount::Gateway)).contains(&ca));
+
+        let client_before =
+            std::fs::read_link(layout.sds_dir("west", Mount::Client).join(files::DATA_LINK))
+                .unwrap();
+        std::fs::remove_file(layout.cluster("west", ClusterRole::Gateway).key).unwrap();
+        init(&m, &opts(dir.path()), now).unwrap();
+        let renewed = read(layout.sds_certificate("west", ClusterRole::Gateway));
+        assert_ne!(renewed, gateway_sds);
+        let new_cert = read(layout.cluster("west", ClusterRole::Gateway).cert);
+        assert!(renewed.contains(&new_cert.replace('\n', "\\n")));
+        assert_eq!(
+            std::fs::read_link(layout.sds_dir("west", Mount::Client).join(files::DATA_LINK))
+                .unwrap(),
+            client_before,
+            "the client mount did not change"
+        );
+    }
+
+    /// A change of CA in three steps: the next CA trusted first, then issuing, then the
+    /// old one dropped; at every step each Envoy trusts what any other presents.
+    #[test]
+    fn a_change_of_ca_overlaps_the_two() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let m = model(EXAMPLE);
+        let layout = Layout::new(dir.path());
+        let step = |change| {
+            let mut o = opts(dir.path());
+            o.ca_change = change;
+            init(&m, &o, now)
+        };
+        let read = |p: PathBuf| std::fs::read_to_string(p).unwrap();
+        let cas_in = |p: PathBuf| read(p).matches("BEGIN CERTIFICATE").count();
+        step(None).unwrap();
+        let old_ca = read(layout.ca().cert);
+        assert_eq!(cas_in(layout.trust()), 1);
+        // Switching needs a next CA every Envoy already trusts.
+        assert!(matches!(
+            step(Some(CaChange::Switch)),
+            Err(InitError::NoNextCa { .. })
+        ));
+        assert_eq!(read(layout.ca().cert), old_ca);
+
+        let begun = step(Some(CaChange::Begin)).unwrap();
+        assert_eq!(begun.changed(), 0, "nothing is issued from the next CA yet");
+        let next_ca = read(layout.ca_next().cert);
+        let trust = read(layout.trust());
+        assert!(trust.contains(&old_ca) && trust.contains(&next_ca));
+        let sds_trust = read(layout.sds_trust("west", Mount::Gateway));
+        assert!(sds_trust.contains(&next_ca.replace('\n', "\\n")));
+
+        let switched = step(Some(CaChange::Switch)).unwrap();
+        assert_eq!(read(layout.ca().cert), next_ca);
+        assert_eq!(read(layout.ca_previous()), old_ca);
+        assert!(!layout.ca_next().cert.exists());
+        assert!(
+            switched.entries[1..]
+                .iter()
+                .all(|e| matches!(e.action, Action::Renewed(_))),
+            "{switched}"
+        );
+        let trust = read(layout.trust());
+        assert!(trust.contains(&old_ca) && trust.contains(&next_ca));
+        let issuer = CertAuthority::from_pem(&next_ca, &read(layout.ca().key)).unwrap();
+        let west = LeafSpec::new(
+            Identity::cluster("west", ClusterRole::Gateway),
+            vec![Host::Ip("127.0.2.1".parse().unwrap())],
+        );
+        let files = layout.cluster("west", ClusterRole::Gateway);
+        assert!(matches!(
+            issuer.assess(&west, Some(&read(files.cert)), Some(&read(files.key)), now),
+            Verdict::Keep { .. }
+        ));
+
+        step(Some(CaChange::Finish)).unwrap();
+        assert_eq!(read(layout.trust()), next_ca);
+        assert_eq!(cas_in(layout.sds_trust("east", Mount::Client)), 1);
     }
 
     #[test]

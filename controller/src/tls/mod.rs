@@ -8,13 +8,15 @@
 //! * [`server`] — the table API's rustls listener and the client identity it yields;
 //! * [`config`] — rustls server and client configurations from files; [`reload`] —
 //!   rebuilt when the files change;
-//! * [`client`] — the mTLS clients of probes and `explain`.
+//! * [`client`] — the mTLS clients of probes and `explain`;
+//! * [`expiry`] — when each certificate expires, as a metric and on the status page.
 //!
 //! Everything uses rustls' `ring` provider, chosen explicitly (never the process
 //! default), so another crate enabling another provider changes nothing here.
 
 pub mod client;
 pub mod config;
+pub mod expiry;
 pub mod files;
 pub mod init;
 pub mod reload;

@@ -268,6 +268,24 @@ impl Controller {
         }
     }
 
+    /// Waits (up to 10s) until `/readyz` says ready: the first tables are published.
+    pub async fn wait_ready(&self) {
+        let url = format!("http://{}/readyz", self.ops);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let ready = self
+                .client
+                .get_body(&url, &[], Duration::from_secs(5), 1 << 16)
+                .await
+                .is_ok_and(|(r, _)| r.status().as_u16() == 200);
+            if ready {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the controller never got ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn metrics(&self) -> String {
         let url = format!("http://{}/metrics", self.ops);
         let (_, body) = self
@@ -288,11 +306,16 @@ impl Controller {
     }
 
     /// The health of each target of east's scheme, in group order.
+    /// Empty while there is no table yet (the first round of checks is not done).
     pub async fn east_health(&self) -> Vec<String> {
-        let table = self.get("/v1/tables/east", None).await.json();
+        let reply = self.get("/v1/tables/east", None).await;
+        if reply.status == 503 {
+            return Vec::new();
+        }
+        let table = reply.json();
         table["schemes"][0]["groups"]
             .as_array()
-            .unwrap()
+            .unwrap_or_else(|| panic!("{} {table}", reply.status))
             .iter()
             .flat_map(|g| g.as_array().unwrap().iter())
             .map(|t| t["health"].as_str().unwrap().to_string())

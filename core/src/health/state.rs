@@ -163,6 +163,15 @@ impl TargetState {
         true
     }
 
+    /// The target has its first verdict: Healthy or Unhealthy, or as many checks as it
+    /// takes to call it Unhealthy (one whose gateway never answers stays Unknown, and
+    /// that is its verdict). A restarted controller publishes no table before every
+    /// target has one.
+    pub fn has_first_verdict(&self, policy: &HealthCheck) -> bool {
+        self.health != Health::Unknown
+            || self.checks >= u64::from(policy.unhealthy_threshold.max(1))
+    }
+
     /// The checks failed (or the target is recovering from failures) only because its
     /// gateway gave no answer: the service itself was never seen failing. Its own
     /// cluster's Envoy reaches it directly, so its traffic need not move.
@@ -212,6 +221,31 @@ mod tests {
                 state.health
             })
             .collect()
+    }
+
+    #[test]
+    fn a_first_verdict_takes_one_pass_or_a_threshold_of_failures() {
+        let p = policy(2, 2);
+        let now = Instant::now();
+        let mut passing = TargetState::new(now);
+        assert!(!passing.has_first_verdict(&p));
+        run(&mut passing, now, &[true], &p);
+        assert!(passing.has_first_verdict(&p));
+        let mut failing = TargetState::new(now);
+        run(&mut failing, now, &[false], &p);
+        assert!(
+            !failing.has_first_verdict(&p),
+            "one failure decides nothing"
+        );
+        run(&mut failing, now, &[false], &p);
+        assert!(failing.has_first_verdict(&p));
+        // A gateway that never answers: Unknown is the verdict after as many checks.
+        let mut silent = TargetState::new(now);
+        for _ in 0..2 {
+            silent.observe(Check::Failed(Cause::Gateway), &p, now);
+        }
+        assert_eq!(silent.health, Unknown);
+        assert!(silent.has_first_verdict(&p));
     }
 
     #[test]

@@ -17,12 +17,18 @@
 //!
 //! * the gateway listener requires a client certificate from the federation CA naming a
 //!   cluster's Envoy (`spiffe://detour.dev/cluster/*/envoy`) or the controller's probe
-//!   (`spiffe://detour.dev/controller/probe`); it presents `clusters/C/gateway.crt`;
-//! * each remote gateway cluster presents `clusters/C/envoy.crt` and accepts only a
+//!   (`spiffe://detour.dev/controller/probe`); it presents C's gateway certificate;
+//! * each remote gateway cluster presents C's Envoy certificate and accepts only a
 //!   certificate from the CA naming that gateway (`.../cluster/REMOTE/gateway`), sending
 //!   the gateway's host as SNI when it is a DNS name (SNI cannot carry an IP address);
-//! * `detour_controller` presents `clusters/C/table.crt` and accepts only the
+//! * `detour_controller` presents C's table certificate and accepts only the
 //!   controller's server certificate (`spiffe://detour.dev/controller/server`).
+//!
+//! Every certificate (with its key) and the trust bundle come from Envoy SDS files in a
+//! watched directory, one per kind of Envoy: `clusters/C/sds/gateway/` for the gateway
+//! listener, `clusters/C/sds/client/` for the clusters that call out. A renewal swapped
+//! into it (see [`crate::pki::layout`]) reaches the running Envoy, whose next handshakes
+//! present it.
 //!
 //! Checking identities by URI SAN rather than by address keeps one gateway from
 //! impersonating another even when they share a load balancer's address.
@@ -33,7 +39,7 @@ use crate::model::{
     Address, CONTROLLER_CLUSTER, Host, Model, Protocol, Scheme, ServiceName, TargetRef,
 };
 use crate::pki::identity::{ClusterRole, ControllerRole, Identity, TRUST_DOMAIN};
-use crate::pki::layout::Layout;
+use crate::pki::layout::{Layout, Mount, SDS_TRUST};
 use detour_filter::config::{
     DEFAULT_ROUTE_HEADER, GATEWAY_FLAGS_HEADER, INTERNAL_HEADER_PREFIX, VIA_HEADER,
 };
@@ -424,22 +430,45 @@ struct Tls {
 }
 
 impl Tls {
-    fn path(p: &std::path::Path) -> Value {
-        map! { "filename" => p.display().to_string() }
+    /// An SDS config reading the `Secret` in `file`, reloaded whenever a file is
+    /// renamed into its directory (a renewal by `certs init`, a Kubernetes Secret
+    /// volume's `..data` swap).
+    fn sds(&self, name: &str, mount: Mount, file: &std::path::Path) -> Value {
+        let dir = self.layout.sds_dir(&self.cluster, mount);
+        map! {
+            "name" => name,
+            "sds_config" => map! {
+                "resource_api_version" => "V3",
+                "path_config_source" => map! {
+                    "path" => file.display().to_string(),
+                    "watched_directory" => map! { "path" => dir.display().to_string() },
+                },
+            },
+        }
     }
 
     /// `common_tls_context` presenting this cluster's `role` certificate and accepting
-    /// peers from the federation CA whose URI SAN matches one of `peers`.
+    /// peers from the federation CA whose URI SAN matches one of `peers`. Both the
+    /// certificate and the trust bundle come from SDS files, so that renewals reach a
+    /// running Envoy.
     fn context(&self, role: ClusterRole, peers: Vec<Value>) -> Value {
-        let pair = self.layout.cluster(&self.cluster, role);
+        // Only the mount of this role: a gateway Envoy never needs the client keys.
+        let mount = Mount::of(role);
         map! {
-            "tls_certificates" => vec![map! {
-                "certificate_chain" => Tls::path(&pair.cert),
-                "private_key" => Tls::path(&pair.key),
-            }],
-            "validation_context" => map! {
-                "trusted_ca" => Tls::path(&self.layout.ca().cert),
-                "match_typed_subject_alt_names" => peers,
+            "tls_certificate_sds_secret_configs" => vec![self.sds(
+                role.as_str(),
+                mount,
+                &self.layout.sds_certificate(&self.cluster, role),
+            )],
+            "combined_validation_context" => map! {
+                "default_validation_context" => map! {
+                    "match_typed_subject_alt_names" => peers,
+                },
+                "validation_context_sds_secret_config" => self.sds(
+                    SDS_TRUST,
+                    mount,
+                    &self.layout.sds_trust(&self.cluster, mount),
+                ),
             },
         }
     }
@@ -802,15 +831,24 @@ mod tests {
         let gw = &listeners[1]["filter_chains"][0]["transport_socket"]["typed_config"];
         assert_eq!(gw["require_client_certificate"].as_bool(), Some(true));
         let ctx = &gw["common_tls_context"];
+        // From SDS files in a watched directory: renewals reach a running Envoy.
+        let sds = &ctx["tls_certificate_sds_secret_configs"][0];
+        assert_eq!(sds["name"].as_str(), Some("gateway"));
+        let source = &sds["sds_config"]["path_config_source"];
         assert_eq!(
-            ctx["tls_certificates"][0]["private_key"]["filename"].as_str(),
-            Some("/certs/clusters/east/gateway.key")
+            source["path"].as_str(),
+            Some("/certs/clusters/east/sds/gateway/gateway.json")
         );
         assert_eq!(
-            ctx["validation_context"]["trusted_ca"]["filename"].as_str(),
-            Some("/certs/ca.crt")
+            source["watched_directory"]["path"].as_str(),
+            Some("/certs/clusters/east/sds/gateway")
         );
-        let sans = &ctx["validation_context"]["match_typed_subject_alt_names"];
+        let trust = &ctx["combined_validation_context"]["validation_context_sds_secret_config"];
+        assert_eq!(
+            trust["sds_config"]["path_config_source"]["path"].as_str(),
+            Some("/certs/clusters/east/sds/gateway/ca.json")
+        );
+        let sans = &ctx["combined_validation_context"]["default_validation_context"]["match_typed_subject_alt_names"];
         assert_eq!(
             sans[0]["matcher"]["safe_regex"]["regex"].as_str(),
             Some("^spiffe://detour\\.dev/cluster/[^/]+/envoy$")
@@ -824,28 +862,34 @@ mod tests {
         // Local services: plain, as they are inside the cluster.
         assert!(clusters[0].get("transport_socket").is_none());
         let west = &clusters[2]["transport_socket"]["typed_config"];
+        let certificate = |ctx: &Value| {
+            ctx["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]["path"]
+                .as_str()
+                .map(str::to_string)
+        };
+        let peer = |ctx: &Value| {
+            ctx["combined_validation_context"]["default_validation_context"]
+                ["match_typed_subject_alt_names"][0]["matcher"]["exact"]
+                .as_str()
+                .map(str::to_string)
+        };
         assert_eq!(
-            west["common_tls_context"]["tls_certificates"][0]["certificate_chain"]["filename"]
-                .as_str(),
-            Some("/certs/clusters/east/envoy.crt")
+            certificate(&west["common_tls_context"]).as_deref(),
+            Some("/certs/clusters/east/sds/client/envoy.json")
         );
         assert_eq!(
-            west["common_tls_context"]["validation_context"]["match_typed_subject_alt_names"][0]
-                ["matcher"]["exact"]
-                .as_str(),
+            peer(&west["common_tls_context"]).as_deref(),
             Some("spiffe://detour.dev/cluster/west/gateway")
         );
         // An IP address is no SNI.
         assert!(west.get("sni").is_none());
         let controller = &clusters[3]["transport_socket"]["typed_config"]["common_tls_context"];
         assert_eq!(
-            controller["tls_certificates"][0]["certificate_chain"]["filename"].as_str(),
-            Some("/certs/clusters/east/table.crt")
+            certificate(controller).as_deref(),
+            Some("/certs/clusters/east/sds/client/table.json")
         );
         assert_eq!(
-            controller["validation_context"]["match_typed_subject_alt_names"][0]["matcher"]
-                ["exact"]
-                .as_str(),
+            peer(controller).as_deref(),
             Some("spiffe://detour.dev/controller/server")
         );
 
@@ -960,9 +1004,10 @@ mod tests {
         // Its certificates are untouched.
         assert_eq!(
             clusters[2]["transport_socket"]["typed_config"]["common_tls_context"]
-                ["tls_certificates"][0]["certificate_chain"]["filename"]
+                ["tls_certificate_sds_secret_configs"][0]["sds_config"]["path_config_source"]
+                ["path"]
                 .as_str(),
-            Some("/certs/clusters/east/envoy.crt")
+            Some("/certs/clusters/east/sds/client/envoy.json")
         );
         // HTTP/1.1 targets and the controller offer no ALPN, as before.
         assert_eq!(alpn(&clusters[1]), None);

@@ -134,6 +134,7 @@ impl Tracker {
                 source: self.source.to_string(),
                 ready: inputs.ready,
                 config: inputs.config.cloned(),
+                certificates: Vec::new(),
             },
             summary,
             clusters: model

@@ -326,17 +326,30 @@ def verified(ca: Path, pem: bytes) -> bool:
     return subprocess.run(["openssl", "verify", "-CAfile", str(ca)], input=pem, capture_output=True).returncode == 0
 
 
-def mtls_secret(federation: Federation, cluster: str) -> dict[str, Any] | None:
-    return federation.kube(cluster).get_opt("Secret", "detour-mtls", MEMBER_NS)
+def mtls_secret(federation: Federation, cluster: str, mount: str = "gateway") -> dict[str, Any] | None:
+    return federation.kube(cluster).get_opt("Secret", f"detour-mtls-{mount}", MEMBER_NS)
+
+
+def mtls_data(federation: Federation, cluster: str) -> dict[str, bytes]:
+    """The files of both of `cluster`'s Secrets; each file is in the Secret of its mount only."""
+    data: dict[str, bytes] = {}
+    for mount, roles in (("gateway", ("gateway",)), ("client", ("envoy", "table"))):
+        secret = mtls_secret(federation, cluster, mount)
+        assert secret, f"detour-mtls-{mount} missing in {cluster}"
+        files = {k: base64.b64decode(v) for k, v in secret["data"].items()}
+        # The gateway's key is never where only a client needs its own, nor the other way.
+        assert set(files) == {"ca.crt", "ca.json"} | {f"{r}.{x}" for r in roles for x in ("crt", "key", "json")}, \
+            (mount, sorted(files))
+        data.update(files)
+    return data
 
 
 def test_mtls_secrets_appear_in_every_member_cluster_and_are_renewed(federation: Federation):
     first = {}
     for cluster in ("east", "west", "south"):
-        secret = wait_for(f"detour-mtls in {cluster}", lambda: mtls_secret(federation, cluster), 20)
-        data = {k: base64.b64decode(v) for k, v in secret["data"].items()}
-        assert set(data) == {"ca.crt", "gateway.crt", "gateway.key", "envoy.crt", "envoy.key",
-                             "table.crt", "table.key"}
+        wait_for(f"detour-mtls-client in {cluster}", lambda: mtls_secret(federation, cluster, "client"), 20)
+        secret = wait_for(f"detour-mtls-gateway in {cluster}", lambda: mtls_secret(federation, cluster), 20)
+        data = mtls_data(federation, cluster)
         assert data["ca.crt"] == (federation.certs / "ca.crt").read_bytes()
         for role in ("gateway", "envoy", "table"):
             assert verified(federation.certs / "ca.crt", data[f"{role}.crt"]), (cluster, role)
@@ -350,7 +363,7 @@ def test_mtls_secrets_appear_in_every_member_cluster_and_are_renewed(federation:
     # Two thirds into their lifetime, every Secret is written again with new certificates.
     for cluster, (not_before, gateway) in first.items():
         renewed = wait_for(
-            f"detour-mtls of {cluster} renewed",
+            f"detour-mtls-gateway of {cluster} renewed",
             lambda: (s := mtls_secret(federation, cluster))
             and s["metadata"]["annotations"]["detour.dev/not-before"] != not_before and s,
             CERT_LIFETIME_S + 10,
@@ -359,7 +372,7 @@ def test_mtls_secrets_appear_in_every_member_cluster_and_are_renewed(federation:
         assert fresh != gateway and verified(federation.certs / "ca.crt", fresh)
     # In west and south, detour wrote through the RBAC `detour cluster register` grants.
     assert any(e["user"]["username"] == f"system:serviceaccount:{MEMBER_NS}:detour-member"
-               and e["objectRef"].get("name") == "detour-mtls" and e["responseStatus"]["code"] < 300
+               and e["objectRef"].get("name") == "detour-mtls-client" and e["responseStatus"]["code"] < 300
                for e in federation.clusters["west"].audit())
 
 

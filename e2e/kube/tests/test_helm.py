@@ -219,9 +219,10 @@ def test_the_controller_does_everything_under_the_charts_rbac(setup: Setup, runn
     # any issued by another CA before).
     ca = (setup.certs / "ca.crt").read_bytes()
     for cluster in (setup.cluster, setup.west):
-        wait_for(f"detour-mtls in {cluster.name} from this CA",
-                 lambda: (s := cluster.admin().get_opt("Secret", "detour-mtls", "detour-system"))
-                 and base64.b64decode(s["data"]["ca.crt"]) == ca, 20)
+        for name in ("detour-mtls-gateway", "detour-mtls-client"):
+            wait_for(f"{name} in {cluster.name} from this CA",
+                     lambda: (s := cluster.admin().get_opt("Secret", name, "detour-system"))
+                     and base64.b64decode(s["data"]["ca.crt"]) == ca, 20)
     # Nothing detour tried was refused.
     assert not refusals(setup), refusals(setup)
     assert "forbidden" not in running.log().lower(), running.process.tail()

@@ -5,8 +5,9 @@
 //!
 //! Every request gets 200 with a JSON body naming the cluster and service and the header
 //! `x-served-by: <cluster>`; `/healthz` answers 200 and is not recorded — or 503 while
-//! the `--fail-health-if` file exists, so a test can make health checks fail while
-//! traffic is still served (a table change that passive detection cannot cause). Every other
+//! the `--fail-health-if` file exists (after as many milliseconds as the file says, if
+//! it holds a number), so a test can make health checks fail while traffic is still
+//! served (a table change that passive detection cannot cause). Every other
 //! request is appended to FILE (one JSON line, written before the answer) so a test can
 //! count deliveries even after this process is SIGKILLed.
 //!
@@ -43,7 +44,7 @@ use hyper_util::server::conn::auto;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -178,7 +179,15 @@ async fn handle(
     };
     let builder = Response::builder().header(SERVED_BY, &server.cluster);
     if parts.uri.path() == HEALTH_PATH {
-        if server.fail_health_if.as_deref().is_some_and(Path::exists) {
+        if let Some(path) = server.fail_health_if.as_deref().filter(|p| p.exists()) {
+            // A number of milliseconds in the file holds the answer that long: a check
+            // that takes its time to fail.
+            let hold = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|s| s.trim().parse::<u64>().ok());
+            if let Some(ms) = hold {
+                tokio::time::sleep(Duration::from_millis(ms)).await;
+            }
             return Ok(builder
                 .status(503)
                 .body(Full::new(Bytes::from_static(b"failing on purpose\n")))?);

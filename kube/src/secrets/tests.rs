@@ -6,7 +6,8 @@ use serde_json::json;
 use std::sync::Mutex;
 
 const DAY: Duration = Duration::from_secs(24 * 3600);
-const SECRET: &str = "/api/v1/namespaces/detour-system/secrets/detour-mtls";
+const GATEWAY: &str = "/api/v1/namespaces/detour-system/secrets/detour-mtls-gateway";
+const CLIENT: &str = "/api/v1/namespaces/detour-system/secrets/detour-mtls-client";
 
 fn at(days: u64) -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_750_000_000) + DAY * u32::try_from(days).unwrap()
@@ -31,7 +32,14 @@ impl Issuer for FakeIssuer {
         Ok(Material {
             data: BTreeMap::from([
                 ("ca.crt".to_string(), b"CA PEM".to_vec()),
-                ("tls.crt".to_string(), format!("{cluster} PEM").into_bytes()),
+                (
+                    "gateway.key".to_string(),
+                    format!("{cluster} gateway PEM").into_bytes(),
+                ),
+                (
+                    "envoy.key".to_string(),
+                    format!("{cluster} envoy PEM").into_bytes(),
+                ),
             ]),
             not_before: at(self.from_day),
             not_after: at(self.from_day + 90),
@@ -55,12 +63,17 @@ fn issuer(from_day: u64) -> Arc<FakeIssuer> {
 }
 
 fn existing(cluster: &str, from_day: u64) -> Secret {
+    existing_of(Mount::Gateway, cluster, from_day)
+}
+
+fn existing_of(mount: Mount, cluster: &str, from_day: u64) -> Secret {
     let material = Material {
         data: BTreeMap::new(),
         not_before: at(from_day),
         not_after: at(from_day + 90),
     };
     secret(
+        mount,
         DEFAULT_NAMESPACE,
         cluster,
         &subject(cluster, &gateway()),
@@ -131,33 +144,61 @@ where
     result
 }
 
+/// The Secret `mount` as the writer applies it.
+fn applied(mount: &str, data: serde_json::Value) -> serde_json::Value {
+    json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": mount,
+            "namespace": "detour-system",
+            "labels": {"app.kubernetes.io/managed-by": "detour", "detour.dev/member-cluster": "west"},
+            "annotations": {
+                "detour.dev/not-before": "2025-06-15T15:06:40Z",
+                "detour.dev/not-after": "2025-09-13T15:06:40Z",
+                "detour.dev/issued-for": "west at gw.west.example"
+            }
+        },
+        "type": "Opaque",
+        "data": data
+    })
+}
+
+/// Missing Secrets are written by server-side apply, one per mount: the gateway's key
+/// only in the gateway's, the client's only in the client's, the CA in both.
 #[tokio::test]
-async fn a_missing_secret_is_written_by_server_side_apply() {
+async fn missing_secrets_are_written_by_server_side_apply_one_per_mount() {
     let issuer = issuer(0);
     let w = writer(issuer.clone(), Leadership::always());
     let next = sync_with(&w, "west", at(0), |mut api| async move {
-        api.expect("GET", SECRET).await.not_found();
+        api.expect("GET", GATEWAY).await.not_found();
+        api.expect("GET", CLIENT).await.not_found();
         let apply = api
-            .expect("PATCH", &format!("{SECRET}?&force=true&fieldManager=detour"))
+            .expect(
+                "PATCH",
+                &format!("{GATEWAY}?&force=true&fieldManager=detour"),
+            )
             .await;
         assert_eq!(
             apply.body,
-            json!({
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "metadata": {
-                    "name": "detour-mtls",
-                    "namespace": "detour-system",
-                    "labels": {"app.kubernetes.io/managed-by": "detour", "detour.dev/member-cluster": "west"},
-                    "annotations": {
-                        "detour.dev/not-before": "2025-06-15T15:06:40Z",
-                        "detour.dev/not-after": "2025-09-13T15:06:40Z",
-                        "detour.dev/issued-for": "west at gw.west.example"
-                    }
-                },
-                "type": "Opaque",
-                "data": {"ca.crt": "Q0EgUEVN", "tls.crt": "d2VzdCBQRU0="}
-            })
+            applied(
+                "detour-mtls-gateway",
+                json!({"ca.crt": "Q0EgUEVN", "gateway.key": "d2VzdCBnYXRld2F5IFBFTQ=="})
+            )
+        );
+        apply.echo(200);
+        let apply = api
+            .expect(
+                "PATCH",
+                &format!("{CLIENT}?&force=true&fieldManager=detour"),
+            )
+            .await;
+        assert_eq!(
+            apply.body,
+            applied(
+                "detour-mtls-client",
+                json!({"ca.crt": "Q0EgUEVN", "envoy.key": "d2VzdCBlbnZveSBQRU0="})
+            )
         );
         apply.echo(200);
         api
@@ -166,42 +207,80 @@ async fn a_missing_secret_is_written_by_server_side_apply() {
     .unwrap();
     assert_eq!(next, at(60));
     assert_eq!(*issuer.issued.lock().unwrap(), ["west"]);
+    // When they expire is a metric (Unix time).
+    assert_eq!(expiry(&w, "west"), Some(at(90)));
+}
+
+/// `detour_kube_member_certificates_expiry_timestamp_seconds{cluster}` as a time.
+fn expiry(w: &SecretWriter, cluster: &str) -> Option<SystemTime> {
+    let mut registry = prometheus_client::registry::Registry::default();
+    w.metrics.register(&mut registry);
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let line = text.lines().find(|l| {
+        l.starts_with("kube_member_certificates_expiry_timestamp_seconds{")
+            && l.contains(&format!("cluster=\"{cluster}\""))
+    })?;
+    let secs: u64 = line.rsplit(' ').next()?.parse().ok()?;
+    Some(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 
 #[tokio::test]
-async fn a_fresh_secret_is_left_alone_and_a_due_one_rotated() {
+async fn fresh_secrets_are_left_alone_and_due_ones_rotated_together() {
     let issuer = issuer(60);
     let w = writer(issuer.clone(), Leadership::always());
-    let fresh = serde_json::to_value(existing("west", 0)).unwrap();
-    let body = fresh.clone();
+    let gateway = serde_json::to_value(existing_of(Mount::Gateway, "west", 0)).unwrap();
+    let client = serde_json::to_value(existing_of(Mount::Client, "west", 0)).unwrap();
+    let (g, c) = (gateway.clone(), client.clone());
     let next = sync_with(&w, "west", at(30), |mut api| async move {
-        api.expect("GET", SECRET).await.reply(200, body);
+        api.expect("GET", GATEWAY).await.reply(200, g);
+        api.expect("GET", CLIENT).await.reply(200, c);
         api
     })
     .await
     .unwrap();
     assert_eq!(next, at(60));
     assert!(issuer.issued.lock().unwrap().is_empty());
+    // Read from the annotations of Secrets it did not write.
+    assert_eq!(expiry(&w, "west"), Some(at(90)));
 
-    let next = sync_with(&w, "west", at(60), |mut api| async move {
-        api.expect("GET", SECRET).await.reply(200, fresh);
-        let apply = api
-            .expect(
-                "PATCH",
-                &format!("{SECRET}?&force=true&fieldManager=detour"),
-            )
-            .await;
-        assert_eq!(
-            apply.body["metadata"]["annotations"]["detour.dev/not-after"],
-            "2025-11-12T15:06:40Z"
-        );
-        apply.echo(200);
+    // Only the client's is gone: both are issued again, so that they never mix two issues.
+    let g = gateway.clone();
+    let next = sync_with(&w, "west", at(30), |mut api| async move {
+        api.expect("GET", GATEWAY).await.reply(200, g);
+        api.expect("GET", CLIENT).await.not_found();
+        for path in [GATEWAY, CLIENT] {
+            let apply = api
+                .expect("PATCH", &format!("{path}?&force=true&fieldManager=detour"))
+                .await;
+            assert_eq!(
+                apply.body["metadata"]["annotations"]["detour.dev/not-after"],
+                "2025-11-12T15:06:40Z"
+            );
+            apply.echo(200);
+        }
         api
     })
     .await
     .unwrap();
     assert_eq!(next, at(120));
     assert_eq!(*issuer.issued.lock().unwrap(), ["west"]);
+
+    let next = sync_with(&w, "west", at(60), |mut api| async move {
+        api.expect("GET", GATEWAY).await.reply(200, gateway);
+        api.expect("GET", CLIENT).await.reply(200, client);
+        for path in [GATEWAY, CLIENT] {
+            let apply = api
+                .expect("PATCH", &format!("{path}?&force=true&fieldManager=detour"))
+                .await;
+            apply.echo(200);
+        }
+        api
+    })
+    .await
+    .unwrap();
+    assert_eq!(next, at(120));
+    assert_eq!(*issuer.issued.lock().unwrap(), ["west", "west"]);
 }
 
 #[tokio::test]
@@ -213,7 +292,8 @@ async fn no_write_without_the_lease_nor_without_material() {
 
     let w = writer(issuer(0), Leadership::always());
     let result = sync_with(&w, "broken", at(0), |mut api| async move {
-        api.expect("GET", SECRET).await.not_found();
+        api.expect("GET", GATEWAY).await.not_found();
+        api.expect("GET", CLIENT).await.not_found();
         api
     })
     .await;

@@ -249,6 +249,28 @@ fn summary(out: &mut String, r: &StatusReport, source: &str, style: Style) {
             style,
         );
     }
+    // What the page's banner says: certificates to renew within the week.
+    let expiring: Vec<_> = r
+        .controller
+        .certificates
+        .iter()
+        .filter(|c| c.expiring)
+        .collect();
+    if !expiring.is_empty() {
+        let mut rows = vec![vec![vec![coloured(
+            "certificates expire within 7 days (run `detour certs init` to renew them):",
+            Colour::Yellow,
+        )]]];
+        for c in expiring {
+            rows.push(vec![vec![plain(format!(
+                "  {} ({}): until {}",
+                clean(&c.file),
+                clean(&c.identity),
+                clean(&c.not_after)
+            ))]]);
+        }
+        table(out, &rows, style);
+    }
     if let Some(config) = &r.controller.config
         && config.outcome == ConfigOutcome::Refused
     {

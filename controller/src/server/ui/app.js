@@ -105,6 +105,15 @@
       services.unprotected > 0 ? 'warn' : 'quiet',
       'Services of the member clusters that no scheme names (' + services.protected + ' protected)'));
     $('notready').hidden = r.controller.ready;
+    const expiring = (r.controller.certificates || []).filter((c) => c.expiring);
+    $('certs').hidden = expiring.length === 0;
+    const certs = $('certs-list');
+    clear(certs);
+    for (const c of expiring) {
+      const li = el('li', null, c.file + ' (' + c.identity + '): until ' + clock(Date.parse(c.notAfter)));
+      li.dataset.file = c.file;
+      certs.append(li);
+    }
     const config = r.controller.config;
     const refused = !!config && config.outcome === 'Refused';
     $('config').hidden = !refused;

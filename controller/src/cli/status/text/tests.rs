@@ -12,7 +12,11 @@ fn report() -> StatusReport {
         "generatedAt": "2026-11-24T16:44:59.500Z",
         "controller": {"source": "files", "ready": true, "config": {
             "outcome": "Refused", "at": "2026-11-24T16:40:00Z",
-            "message": "config/x.yaml: document 1: unknown cluster \"\u{1b}[2Jevil\"\nconfig/y.yaml: bad"}},
+            "message": "config/x.yaml: document 1: unknown cluster \"\u{1b}[2Jevil\"\nconfig/y.yaml: bad"},
+            "certificates": [
+                {"file": "ca.crt", "identity": "CA", "notAfter": "2036-11-20T10:00:00.000Z", "expiring": false},
+                {"file": "clusters/east/table.crt", "identity": "spiffe://detour.dev/cluster/east/table",
+                 "notAfter": "2026-11-29T10:00:00.000Z", "expiring": true}]},
         "summary": {"clusters": 2, "schemes": 1, "failedOver": 1,
                     "targets": {"healthy": 1, "unhealthy": 1, "unknown": 0},
                     "services": {"protected": 2, "unprotected": 1}},
@@ -60,6 +64,8 @@ fn the_picture_in_plain_text() {
     );
     let expected = "\
 detour http://127.0.0.1:8080 · 2 member cluster(s) · 1 scheme(s) · 1 failed over · targets: 1 Healthy, 1 Unhealthy, 0 Unknown · services: 2 protected, 1 unprotected
+certificates expire within 7 days (run `detour certs init` to renew them):
+  clusters/east/table.crt (spiffe://detour.dev/cluster/east/table): until 2026-11-29T10:00:00.000Z
 configuration refused at 2026-11-24T16:40:00Z; the last good one keeps serving:
   config/x.yaml: document 1: unknown cluster \"\\u{1b}[2Jevil\"
   config/y.yaml: bad
