@@ -33,6 +33,8 @@ async fn controller(args: &[&str]) -> (Controller, [FakeGateway; 3], ConfigDir) 
     let mut all = vec!["--ops-listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let c = Controller::start_with(config.path(), &all).await;
+    // Tables are published once every target has its first verdict.
+    c.wait_ready().await;
     (c, gateways, config)
 }
 

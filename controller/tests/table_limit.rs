@@ -60,6 +60,7 @@ async fn east_table_bytes(n: usize) -> usize {
     let (clusters, schemes) = documents(n);
     let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("schemes.yaml", &schemes)]);
     let c = Controller::start(config.path()).await;
+    c.wait_ready().await;
     c.get("/v1/tables/east", None).await.body.len()
 }
 
@@ -78,6 +79,7 @@ async fn a_table_past_80_percent_is_warned_about_and_one_over_the_limit_is_never
     let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("schemes.yaml", &schemes)]);
     let max_arg = max.to_string();
     let c = Controller::start_with(config.path(), &["--max-table-bytes", &max_arg]).await;
+    c.wait_ready().await;
     let good = c.get("/v1/tables/east", None).await;
     assert_eq!(good.status, 200);
     assert!(
