@@ -84,10 +84,12 @@ mod tests {
         let model = detour_core::validate::build_model(&docs).unwrap();
         assert_eq!(model.clusters.len(), 3);
         assert_eq!(model.schemes.len(), 6);
+        // Each scheme's three targets (one per cluster), checked as its primary's
+        // cluster calls them: 6 schemes × 3.
         assert_eq!(
             model.probe_specs().len(),
-            6,
-            "one target per service and cluster"
+            18,
+            "one check per target and calling cluster"
         );
         assert_eq!(model.schemes_of("c00").count(), 2);
     }
