@@ -4,7 +4,7 @@
 #![no_main]
 
 use detour_core::docs::load::parse_file;
-use detour_core::validate::{Mode, build_partial};
+use detour_core::validate::{Mode, Policy, build_partial};
 use libfuzzer_sys::fuzz_target;
 
 const FILE: &str = "fuzz.yaml";
@@ -20,7 +20,7 @@ fuzz_target!(|data: &[u8]| {
     for mode in [Mode::Files, Mode::Kubernetes] {
         // What the controller keeps serving from a partly broken configuration: the
         // model of the documents that are valid, and a problem for each one that is not.
-        let (model, problems) = build_partial(&docs, mode);
+        let (model, problems) = build_partial(&docs, mode, &Policy::default());
         for p in &problems {
             assert!(!p.to_string().is_empty());
         }

@@ -12,7 +12,7 @@ use detour_core::docs::load::parse_file;
 use detour_core::health::HealthMap;
 use detour_core::health::state::{Cause, Check, TargetState};
 use detour_core::tables::PublishedTable;
-use detour_core::validate::{Mode, build_model_in};
+use detour_core::validate::{Mode, Policy, build_model_in};
 use detour_filter::table::{DEFAULT_MAX_TABLE_BYTES, Table};
 use libfuzzer_sys::fuzz_target;
 use std::time::{Duration, Instant};
@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     if !problems.is_empty() {
         return;
     }
-    let Ok(model) = build_model_in(&docs, Mode::Files) else {
+    let Ok(model) = build_model_in(&docs, Mode::Files, &Policy::default()) else {
         return;
     };
     let t0 = Instant::now();
