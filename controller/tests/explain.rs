@@ -24,22 +24,13 @@ async fn explain(config: &ConfigDir, extra: &[&str]) -> std::process::Output {
     .unwrap()
 }
 
-async fn three() -> [FakeGateway; 3] {
-    [
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-    ]
-}
-
 fn config(g: &[FakeGateway; 3]) -> ConfigDir {
-    let (clusters, foo) = topology([g[0].addr, g[1].addr, g[2].addr], 20, "0s");
-    ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)])
+    example_config(g, 20, "0s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn probes_every_target_and_decides_as_the_filter_does() {
-    let gateways = three().await;
+    let gateways = three_gateways().await;
     let dir = config(&gateways);
     let [east, _west, _south] = gateways;
 
@@ -85,7 +76,7 @@ async fn probes_every_target_and_decides_as_the_filter_does() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_the_table_of_a_running_controller() {
-    let gateways = three().await;
+    let gateways = three_gateways().await;
     let dir = config(&gateways);
     let [east, _west, _south] = gateways;
     east.fail_service(true);
@@ -122,7 +113,7 @@ async fn reads_the_table_of_a_running_controller() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn says_clearly_when_there_is_nothing_to_explain() {
-    let g = three().await;
+    let g = three_gateways().await;
     let dir = config(&g);
     let out = explain(&dir, &["--service", "apps/bar"]).await;
     assert_eq!(out.status.code(), Some(1));

@@ -20,17 +20,8 @@ struct Setup {
 }
 
 async fn setup(interval_ms: u64, stable_for: &str) -> Setup {
-    let gateways = [
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-    ];
-    let (clusters, foo) = topology(
-        [gateways[0].addr, gateways[1].addr, gateways[2].addr],
-        interval_ms,
-        stable_for,
-    );
-    let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
+    let gateways = three_gateways().await;
+    let config = example_config(&gateways, interval_ms, stable_for);
     let controller = Controller::start(config.path()).await;
     Setup {
         gateways,
@@ -246,20 +237,11 @@ async fn health_follows_thresholds_and_failback_is_damped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_waits_for_the_first_round_of_checks() {
-    let gateways = [
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-    ];
+    let gateways = three_gateways().await;
     for g in &gateways {
         g.delay_ms.store(800, Ordering::Relaxed);
     }
-    let (clusters, foo) = topology(
-        [gateways[0].addr, gateways[1].addr, gateways[2].addr],
-        2000,
-        "0s",
-    );
-    let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
+    let config = example_config(&gateways, 2000, "0s");
     let c = Controller::start(config.path()).await;
     assert_eq!(c.get("/healthz", None).await.status, 200);
     assert_eq!(c.get("/readyz", None).await.status, 503);

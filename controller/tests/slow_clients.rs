@@ -19,17 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 async fn controller(args: &[&str]) -> (Controller, [FakeGateway; 3], ConfigDir) {
-    let gateways = [
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-        FakeGateway::start().await,
-    ];
-    let (clusters, foo) = topology(
-        [gateways[0].addr, gateways[1].addr, gateways[2].addr],
-        100,
-        "0s",
-    );
-    let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
+    let gateways = three_gateways().await;
+    let config = example_config(&gateways, 100, "0s");
     let mut all = vec!["--ops-listen", "127.0.0.1:0"];
     all.extend_from_slice(args);
     let c = Controller::start_with(config.path(), &all).await;

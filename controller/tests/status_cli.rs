@@ -27,17 +27,8 @@ struct Running {
 
 impl Running {
     async fn start() -> Running {
-        let gateways = [
-            FakeGateway::start().await,
-            FakeGateway::start().await,
-            FakeGateway::start().await,
-        ];
-        let (clusters, foo) = topology(
-            [gateways[0].addr, gateways[1].addr, gateways[2].addr],
-            50,
-            "0s",
-        );
-        let config = ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)]);
+        let gateways = three_gateways().await;
+        let config = example_config(&gateways, 50, "0s");
         let controller = Controller::start(config.path()).await;
         controller
             .wait_east_health(["Healthy", "Healthy", "Healthy"])

@@ -17,6 +17,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 
+/// The first ten of `samples`, one line each: enough to see what failed in an assertion
+/// message without drowning it.
+pub fn summaries<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<String> {
+    samples.into_iter().take(10).map(Sample::summary).collect()
+}
+
 /// What traffic to send.
 #[derive(Debug, Clone)]
 pub struct LoadSpec {

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use detour_e2e::client::HttpClient;
 use detour_e2e::envoy::Envoy;
 use detour_e2e::fake_controller::{FakeController, Served};
-use detour_e2e::load::{Load, LoadSpec};
+use detour_e2e::load::{Load, LoadSpec, summaries};
 use detour_e2e::setup::{ControllerKind, Setup};
 use detour_e2e::table::table_for;
 use detour_e2e::topology::{Topology, wait_served_by};
@@ -83,11 +83,7 @@ fn with_the_controller_dead_traffic_flows_on_the_last_table_and_still_fails_over
         "{} of {} failed: {:#?}",
         failures.len(),
         report.total(),
-        failures
-            .iter()
-            .take(10)
-            .map(|s| s.summary())
-            .collect::<Vec<_>>()
+        summaries(failures.iter().copied())
     );
     let after: Vec<_> = report.sent_between(killed, Instant::now()).collect();
     assert!(after.iter().all(|s| s.served_by() == Some("west")));
@@ -335,11 +331,7 @@ fn a_restarted_controller_sends_no_request_back_to_a_failed_primary() {
         "{} of {} failed: {:#?}",
         failures.len(),
         report.total(),
-        failures
-            .iter()
-            .take(10)
-            .map(|s| s.summary())
-            .collect::<Vec<_>>()
+        summaries(failures.iter().copied())
     );
     assert_eq!(
         sent_back, 0,

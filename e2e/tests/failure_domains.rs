@@ -8,7 +8,7 @@
 use anyhow::{Result, ensure};
 use detour_e2e::client::Request;
 use detour_e2e::deliveries::Deliveries;
-use detour_e2e::load::{Load, LoadReport, LoadSpec, Sample};
+use detour_e2e::load::{Load, LoadReport, LoadSpec, Sample, summaries};
 use detour_e2e::setup::{Replay, SCHEDULING_MARGIN, Setup, TABLE_PROPAGATION};
 use detour_e2e::table::target_health;
 use detour_e2e::topology::{Topology, gateway_envoy_name, wait_served_by};
@@ -28,10 +28,6 @@ fn get_and_post() -> LoadSpec {
         mix: vec![Request::get("/"), Request::post("/", "an order")],
         max_duration: Duration::from_secs(120),
     }
-}
-
-fn summaries<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<String> {
-    samples.into_iter().take(10).map(Sample::summary).collect()
 }
 
 /// What every test here demands of a load: no GET failed; no POST arrived twice; every

@@ -4,7 +4,7 @@
 
 use detour_e2e::certs::ClusterRole;
 use detour_e2e::envoy::Envoy;
-use detour_e2e::load::{Load, LoadSpec};
+use detour_e2e::load::{Load, LoadSpec, summaries};
 use detour_e2e::setup::Setup;
 use detour_e2e::topology::{Topology, wait_served_by};
 use detour_e2e::wait::{Probe, secs, wait_until};
@@ -257,11 +257,7 @@ fn renewed_certificates_reach_running_envoys_under_traffic() {
         "{} of {} failed across the renewal: {:#?}",
         failures.len(),
         report.total(),
-        failures
-            .iter()
-            .take(10)
-            .map(|s| s.summary())
-            .collect::<Vec<_>>()
+        summaries(failures.iter().copied())
     );
     assert!(report.sent_between(renewed, Instant::now()).count() > 0);
     // No Envoy was restarted to get there.
@@ -377,10 +373,6 @@ fn a_change_of_ca_with_an_overlap_loses_no_request() {
         "{} of {} failed across the change of CA: {:#?}",
         failures.len(),
         report.total(),
-        failures
-            .iter()
-            .take(10)
-            .map(|s| s.summary())
-            .collect::<Vec<_>>()
+        summaries(failures.iter().copied())
     );
 }

@@ -5,7 +5,7 @@
 
 use anyhow::Context;
 use detour_e2e::client::{Reply, Request};
-use detour_e2e::load::{Load, LoadSpec, Sample};
+use detour_e2e::load::{Load, LoadSpec, Sample, summaries};
 use detour_e2e::setup::{Service, Setup};
 use detour_e2e::topology::{Topology, wait_served_by};
 use detour_e2e::upstream::{Answer, Record};
@@ -20,10 +20,6 @@ const HEAVY_SHARE: f64 = 0.75;
 /// requests), while a 1:1 split (50%) or a group that sends all to one target falls
 /// far outside.
 const TOLERANCE: f64 = 0.07;
-
-fn summaries<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<String> {
-    samples.into_iter().take(10).map(Sample::summary).collect()
-}
 
 #[test]
 fn two_targets_of_one_group_share_its_traffic_by_weight() {

@@ -18,6 +18,7 @@ use detour_e2e::wait::secs;
 use serde_json::{Value, json};
 use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long the page may take to show what the API already says (one event-stream
@@ -337,12 +338,10 @@ fn many_schemes(gateways: &[SocketAddr]) -> String {
     yaml
 }
 
-#[test]
-fn two_hundred_schemes_load_within_a_second_and_stay_readable() {
-    let name = "two_hundred_schemes_load_within_a_second_and_stay_readable";
-    let out = OutDir::fresh(name).unwrap();
-    // Stand-in gateways: the upstream binary answers /healthz for any Host.
-    let gateways: Vec<Upstream> = CLUSTERS
+/// A stand-in gateway per cluster (cluster k at 127.0.k.1): the upstream binary answers
+/// /healthz for any Host, which is all the controller's checks need of a gateway.
+fn stand_in_gateways(clusters: &[&str], out: &OutDir) -> Result<Vec<Upstream>> {
+    clusters
         .iter()
         .zip(1u8..)
         .map(|(c, k)| {
@@ -351,24 +350,34 @@ fn two_hundred_schemes_load_within_a_second_and_stay_readable() {
                 service: "apps/gateway".into(),
                 listen: free_addr(Ipv4Addr::new(127, 0, k, 1))?,
             };
-            Upstream::start(spec, &out)
+            Upstream::start(spec, out)
         })
-        .collect::<Result<_>>()
-        .unwrap();
+        .collect()
+}
+
+/// A controller on `config` without certificates, both listeners on free ports.
+fn plaintext_controller(config: PathBuf, out: &OutDir) -> Result<Controller> {
+    Controller::start(
+        &ControllerSpec {
+            config,
+            listen: free_addr(Ipv4Addr::LOCALHOST)?,
+            ops_listen: free_addr(Ipv4Addr::LOCALHOST)?,
+            certs: None,
+        },
+        out,
+    )
+}
+
+#[test]
+fn two_hundred_schemes_load_within_a_second_and_stay_readable() {
+    let name = "two_hundred_schemes_load_within_a_second_and_stay_readable";
+    let out = OutDir::fresh(name).unwrap();
+    let gateways = stand_in_gateways(&CLUSTERS, &out).unwrap();
     gateways[3].fail_health_checks(true).unwrap();
     let config = out.subdir("config").unwrap();
     let addrs: Vec<SocketAddr> = gateways.iter().map(Upstream::addr).collect();
     std::fs::write(config.join("config.yaml"), many_schemes(&addrs)).unwrap();
-    let controller = Controller::start(
-        &ControllerSpec {
-            config,
-            listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
-            ops_listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
-            certs: None,
-        },
-        &out,
-    )
-    .unwrap();
+    let controller = plaintext_controller(config, &out).unwrap();
 
     let mut browser = Browser::launch(&out).unwrap();
     let started = Instant::now();
@@ -502,32 +511,11 @@ fn services_in_page(browser: &mut Browser) -> Result<Value> {
 fn every_service_of_every_cluster_is_shown_protected_or_not() {
     let name = "every_service_of_every_cluster_is_shown_protected_or_not";
     let out = OutDir::fresh(name).unwrap();
-    let gateways: Vec<Upstream> = ["east", "west", "south"]
-        .iter()
-        .zip(1u8..)
-        .map(|(c, k)| {
-            let spec = UpstreamSpec {
-                cluster: c.to_string(),
-                service: "apps/gateway".into(),
-                listen: free_addr(Ipv4Addr::new(127, 0, k, 1))?,
-            };
-            Upstream::start(spec, &out)
-        })
-        .collect::<Result<_>>()
-        .unwrap();
+    let gateways = stand_in_gateways(&["east", "west", "south"], &out).unwrap();
     let config = out.subdir("config").unwrap();
     let addrs: Vec<SocketAddr> = gateways.iter().map(Upstream::addr).collect();
     std::fs::write(config.join("config.yaml"), services_config(&addrs)).unwrap();
-    let controller = Controller::start(
-        &ControllerSpec {
-            config: config.clone(),
-            listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
-            ops_listen: free_addr(Ipv4Addr::LOCALHOST).unwrap(),
-            certs: None,
-        },
-        &out,
-    )
-    .unwrap();
+    let controller = plaintext_controller(config.clone(), &out).unwrap();
     let url = controller.ops_url();
     let detour = detour_e2e::controller::Detour::locate().unwrap();
     let status = |args: &[&str]| -> String {

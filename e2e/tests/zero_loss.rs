@@ -5,7 +5,7 @@
 
 use anyhow::Result;
 use detour_e2e::client::Request;
-use detour_e2e::load::{Load, LoadReport, LoadSpec, Sample};
+use detour_e2e::load::{Load, LoadReport, LoadSpec, Sample, summaries};
 use detour_e2e::setup::Setup;
 use detour_e2e::topology::Topology;
 use detour_e2e::upstream::Record;
@@ -77,10 +77,6 @@ fn timeline(report: &LoadReport, killed: Instant) -> String {
             .map(|t| format!("+{}", secs(t.saturating_duration_since(killed))))
             .unwrap_or_else(|| "never".into()),
     )
-}
-
-fn summaries<'a>(samples: impl IntoIterator<Item = &'a Sample>) -> Vec<String> {
-    samples.into_iter().take(10).map(Sample::summary).collect()
 }
 
 #[test]

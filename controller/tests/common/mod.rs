@@ -90,6 +90,29 @@ impl ConfigDir {
     }
 }
 
+/// Three stand-in gateways (east's, west's, south's) answering 200.
+pub async fn three_gateways() -> [FakeGateway; 3] {
+    [
+        FakeGateway::start().await,
+        FakeGateway::start().await,
+        FakeGateway::start().await,
+    ]
+}
+
+/// A config directory with the example [`topology`] checked through `gateways`.
+pub fn example_config(
+    gateways: &[FakeGateway; 3],
+    interval_ms: u64,
+    stable_for: &str,
+) -> ConfigDir {
+    let (clusters, foo) = topology(
+        [gateways[0].addr, gateways[1].addr, gateways[2].addr],
+        interval_ms,
+        stable_for,
+    );
+    ConfigDir::new(&[("clusters.yaml", &clusters), ("foo.yaml", &foo)])
+}
+
 /// The example topology with each cluster's gateway at a given address and health
 /// checks every `interval_ms` (thresholds 1/1 unless the text says otherwise), failback
 /// after `stable_for`.
