@@ -90,7 +90,7 @@ fn drop_shared_names(schemes: &mut [SchemeDoc]) {
         let mut index = 0;
         s.envoy_clusters.retain(|name| {
             index += 1;
-            index == 1 || count.get(name).copied().unwrap_or(0) < 2
+            index == 1 || count[name] < 2
         });
     }
 }
@@ -209,44 +209,41 @@ mod tests {
     /// protects nothing), and keeps every other name of both.
     #[test]
     fn a_gloo_name_two_primaries_share_names_neither() {
-        let yaml = r#"
-apiVersion: detour.dev/v1alpha1
+        // Both clusters run both services; each service is a primary in east.
+        let member = |name: &str, octet: u8| {
+            format!(
+                r#"apiVersion: detour.dev/v1alpha1
 kind: MemberCluster
-metadata: {name: east}
+metadata: {{name: {name}}}
 spec:
-  gateway: {address: 127.0.1.1, port: 15443}
+  gateway: {{address: 127.0.{octet}.1, port: 15443}}
   services:
-  - {name: c, namespace: a-b, port: 8080, endpoints: ["127.0.1.10:8080"]}
-  - {name: b-c, namespace: a, port: 8080, endpoints: ["127.0.1.11:8080"]}
----
-apiVersion: detour.dev/v1alpha1
-kind: MemberCluster
-metadata: {name: west}
-spec:
-  gateway: {address: 127.0.2.1, port: 15443}
-  services:
-  - {name: c, namespace: a-b, port: 8080, endpoints: ["127.0.2.10:8080"]}
-  - {name: b-c, namespace: a, port: 8080, endpoints: ["127.0.2.11:8080"]}
----
-apiVersion: detour.dev/v1alpha1
+  - {{name: c, namespace: a-b, port: 8080, endpoints: ["127.0.{octet}.10:8080"]}}
+  - {{name: b-c, namespace: a, port: 8080, endpoints: ["127.0.{octet}.11:8080"]}}
+"#
+            )
+        };
+        let scheme = |namespace: &str, name: &str| {
+            format!(
+                r#"apiVersion: detour.dev/v1alpha1
 kind: FailoverScheme
-metadata: {name: c, namespace: a-b}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec:
-  primary: {cluster: east, name: c, namespace: a-b}
+  primary: {{cluster: east, name: {name}, namespace: {namespace}}}
   failoverGroups:
   - priorityGroup:
-    - {cluster: west, services: [{name: c, namespace: a-b}]}
----
-apiVersion: detour.dev/v1alpha1
-kind: FailoverScheme
-metadata: {name: b-c, namespace: a}
-spec:
-  primary: {cluster: east, name: b-c, namespace: a}
-  failoverGroups:
-  - priorityGroup:
-    - {cluster: west, services: [{name: b-c, namespace: a}]}
-"#;
-        let (docs, problems) = crate::docs::load::parse_file("t.yaml", yaml);
+    - {{cluster: west, services: [{{name: {name}, namespace: {namespace}}}]}}
+"#
+            )
+        };
+        let yaml = [
+            member("east", 1),
+            member("west", 2),
+            scheme("a-b", "c"),
+            scheme("a", "b-c"),
+        ]
+        .join("---\n");
+        let (docs, problems) = crate::docs::load::parse_file("t.yaml", &yaml);
         assert!(problems.is_empty(), "{problems:?}");
         let model = crate::validate::build_model(&docs).unwrap();
         let decision = decide(&model, &HealthMap::new(), Instant::now());

@@ -171,10 +171,16 @@ pub const GLOO_SYSTEM: &str = "gloo-system";
 /// services can share one such name (`a-b/c` and `a/b-c`), as they share the Upstream:
 /// the table leaves a shared name out ([`crate::decide`]).
 pub fn gloo_edge_cluster(service: &ServiceName, port: u16) -> Option<String> {
+    gloo_upstream(service, port).map(|upstream| format!("{upstream}_{GLOO_SYSTEM}"))
+}
+
+/// `NAMESPACE-NAME-PORT`, Gloo's name of a Kubernetes service port's Upstream; `None`
+/// over 63 characters, where Gloo shortens it with an MD5 hash detour does not compute.
+fn gloo_upstream(service: &ServiceName, port: u16) -> Option<String> {
     // Kubernetes names are DNS labels (lower-case letters, digits, '-'): sanitising
     // leaves them as they are, but for the length.
     let upstream = format!("{}-{}-{port}", service.namespace, service.name).to_ascii_lowercase();
-    (upstream.len() <= 63).then(|| format!("{upstream}_{GLOO_SYSTEM}"))
+    (upstream.len() <= 63).then_some(upstream)
 }
 
 /// Gloo's Envoy cluster names for a Kubernetes Service as a route's destination (Gloo
@@ -185,14 +191,13 @@ pub fn gloo_edge_cluster(service: &ServiceName, port: u16) -> Option<String> {
 /// Unlike [`gloo_edge_cluster`]'s each names one service (the namespace stands apart);
 /// none past 63 characters of the Upstream part, for the same hash.
 pub fn gloo_service_clusters(service: &ServiceName, port: u16) -> Vec<String> {
-    let (namespace, name) = (&service.namespace, &service.name);
-    let upstream = format!("kube-svc:{namespace}-{name}-{port}").to_ascii_lowercase();
-    if upstream.len() - "kube-svc:".len() > 63 {
+    let Some(upstream) = gloo_upstream(service, port) else {
         return Vec::new();
-    }
+    };
+    let (namespace, name) = (&service.namespace, &service.name);
     vec![
-        format!("{upstream}_{namespace}"),
-        format!("{upstream}_{namespace}_{namespace}_{name}_{port}"),
+        format!("kube-svc:{upstream}_{namespace}"),
+        format!("kube-svc:{upstream}_{namespace}_{namespace}_{name}_{port}"),
     ]
 }
 

@@ -74,13 +74,13 @@ impl TableSize {
 
     /// What an operator should read about it, when anything.
     pub fn warning(&self, cluster: &str) -> Option<String> {
-        let percent = self.bytes.saturating_mul(100) / self.max.max(1);
         if self.over_limit() {
             Some(format!(
                 "the table of {cluster} is {} bytes, over the filters' maxTableBytes ({}): it is not served and the last good table stays; split the schemes whose primary runs in {cluster} or raise --max-table-bytes with the filters' maxTableBytes",
                 self.bytes, self.max
             ))
         } else if self.near_limit() {
+            let percent = self.bytes.saturating_mul(100) / self.max.max(1);
             Some(format!(
                 "the table of {cluster} is {} bytes, {percent}% of the filters' maxTableBytes ({}): past it the table will not be served",
                 self.bytes, self.max

@@ -73,11 +73,12 @@ impl CrossNamespace {
         let (from, to) = text.split_once('=').ok_or_else(|| {
             format!("{text:?}: expected SCHEME_NAMESPACE=PRIMARY_NAMESPACE (or =* for any)")
         })?;
-        dns_name(from, 63, false).map_err(|e| format!("{text:?}: {e}"))?;
+        let namespace = |ns: &str| dns_name(ns, 63, false).map_err(|e| format!("{text:?}: {e}"));
+        namespace(from)?;
         let primary_namespace = match to {
             "*" => None,
             to => {
-                dns_name(to, 63, false).map_err(|e| format!("{text:?}: {e}"))?;
+                namespace(to)?;
                 Some(to.to_string())
             }
         };

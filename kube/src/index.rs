@@ -421,12 +421,17 @@ impl KubeIndex {
                 problems.entry(key.clone()).or_default().push(p);
             }
         }
-        let members: BTreeMap<String, MemberState> = self
+        let (members, catalogue): (BTreeMap<String, MemberState>, Catalogue) = self
             .members
             .iter()
             .filter(|(name, _)| self.clusters.contains_key(*name))
-            .map(|(name, m)| (name.clone(), m.state()))
-            .collect();
+            .map(|(name, m)| {
+                (
+                    (name.clone(), m.state()),
+                    (name.clone(), m.services.known()),
+                )
+            })
+            .unzip();
         let listed = ["failoverschemes", "memberclusters", "secrets"]
             .iter()
             .all(|r| self.listed.contains(r));
@@ -435,12 +440,6 @@ impl KubeIndex {
                 .get(name)
                 .is_some_and(|m| m.ever_synced || matches!(m.sync, Sync::Failed(_)))
         });
-        let catalogue: Catalogue = self
-            .members
-            .iter()
-            .filter(|(name, _)| self.clusters.contains_key(*name))
-            .map(|(name, m)| (name.clone(), m.services.known()))
-            .collect();
         Snapshot {
             model,
             problems,

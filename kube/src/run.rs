@@ -59,9 +59,9 @@ pub struct KubeSource {
 
 impl KubeSource {
     /// Connects to the cluster detour runs in and starts the watches: every model goes
-    /// to `models`, every member cluster's discovered services to `catalogue`, and `ready` becomes true once everything was listed (see
-    /// [`Snapshot::ready`]). A CA that cannot be read stops the start before anything
-    /// connects.
+    /// to `models`, every member cluster's discovered services to `catalogue`, and
+    /// `ready` becomes true once everything was listed (see [`Snapshot::ready`]). A CA
+    /// that cannot be read stops the start before anything connects.
     pub async fn start(
         opts: KubeOptions,
         models: watch::Sender<Arc<Model>>,

@@ -220,25 +220,18 @@ impl SecretWriter {
         self.leadership.check()?;
         let api: Api<Secret> = Api::namespaced(member.client.clone(), &self.namespace);
         let subject = self.issuer.subject(cluster, &member.gateway);
-        let mut fresh_until: Option<SystemTime> = None;
-        let mut expires: Option<SystemTime> = None;
-        let mut due = false;
+        // When each fresh Secret falls due, and when it expires.
+        let mut fresh: Vec<(SystemTime, Option<SystemTime>)> = Vec::new();
         for mount in Mount::ALL {
             let existing = api.get_opt(secret_name(mount)).await?;
-            match plan(existing.as_ref(), cluster, &subject, now) {
-                Plan::Keep { until } => {
-                    fresh_until = Some(fresh_until.map_or(until, |u| u.min(until)));
-                    let not_after = existing.as_ref().and_then(|s| annotated(s, NOT_AFTER));
-                    expires = match (expires, not_after) {
-                        (Some(a), Some(b)) => Some(a.min(b)),
-                        (a, b) => a.or(b),
-                    };
-                }
-                Plan::Write => due = true,
+            if let Plan::Keep { until } = plan(existing.as_ref(), cluster, &subject, now) {
+                fresh.push((until, existing.and_then(|s| annotated(&s, NOT_AFTER))));
             }
         }
-        if let (false, Some(until)) = (due, fresh_until) {
-            if let Some(at) = expires {
+        if fresh.len() == Mount::ALL.len()
+            && let Some(until) = fresh.iter().map(|(until, _)| *until).min()
+        {
+            if let Some(at) = fresh.iter().filter_map(|(_, expires)| *expires).min() {
                 self.metrics.set_member_expiry(cluster, at);
             }
             return Ok(until);

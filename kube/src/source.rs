@@ -149,26 +149,15 @@ pub async fn run(
         source.reconcile_members();
         let snapshot = source.index.snapshot();
         source.report(&snapshot);
-        outputs.models.send_if_modified(|current| {
-            let changed = **current != snapshot.model;
-            if changed {
-                info!(
-                    clusters = snapshot.model.clusters.len(),
-                    schemes = snapshot.model.schemes.len(),
-                    "configuration from Kubernetes"
-                );
-                *current = Arc::new(snapshot.model.clone());
-            }
-            changed
-        });
+        if send_if_changed(&outputs.models, &snapshot.model) {
+            info!(
+                clusters = snapshot.model.clusters.len(),
+                schemes = snapshot.model.schemes.len(),
+                "configuration from Kubernetes"
+            );
+        }
         // Endpoints are not in it: only a Service added, removed or changed is news.
-        outputs.catalogue.send_if_modified(|current| {
-            let changed = **current != snapshot.catalogue;
-            if changed {
-                *current = Arc::new(snapshot.catalogue.clone());
-            }
-            changed
-        });
+        send_if_changed(&outputs.catalogue, &snapshot.catalogue);
         // Published when a client or a gateway changed.
         let gateways: BTreeMap<String, Host> = source
             .clients
@@ -194,6 +183,17 @@ pub async fn run(
         }
         outputs.snapshots.send_replace(Arc::new(snapshot));
     }
+}
+
+/// Publishes `value` when it differs from what `tx` holds; returns whether it did.
+fn send_if_changed<T: PartialEq + Clone>(tx: &watch::Sender<Arc<T>>, value: &T) -> bool {
+    tx.send_if_modified(|current| {
+        let changed = **current != *value;
+        if changed {
+            *current = Arc::new(value.clone());
+        }
+        changed
+    })
 }
 
 impl Source {

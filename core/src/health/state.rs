@@ -147,11 +147,12 @@ impl TargetState {
 
     /// The service had no ready endpoint (published Unhealthy whatever its checks said)
     /// and has some again at `at`: a recovery like one the checks see, so failback
-    /// damping holds it back from `at` — unless the target was never Healthy (its first
-    /// Healthy verdict is never held back) or its checks say it is not Healthy now (their
-    /// own recovery will be damped). Returns whether the state changed.
+    /// damping holds it back from `at` — unless its checks say it is not Healthy now
+    /// (their own recovery will be damped, and a target never Healthy has no recovery
+    /// to hold back). Returns whether the state changed.
     pub fn endpoints_returned(&mut self, at: Instant, at_wall: SystemTime) -> bool {
-        if self.health != Health::Healthy || !self.ever_healthy {
+        // Healthy now implies `ever_healthy`: only `observe` changes the health.
+        if self.health != Health::Healthy {
             return false;
         }
         self.recovered = true;

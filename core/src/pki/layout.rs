@@ -99,6 +99,16 @@ pub struct Pair {
     pub key: PathBuf,
 }
 
+impl Pair {
+    /// `DIR/STEM.crt` and `DIR/STEM.key`.
+    fn of(dir: &Path, stem: &str) -> Pair {
+        Pair {
+            cert: dir.join(format!("{stem}.crt")),
+            key: dir.join(format!("{stem}.key")),
+        }
+    }
+}
+
 impl Layout {
     pub fn new(root: impl Into<PathBuf>) -> Layout {
         Layout { root: root.into() }
@@ -109,18 +119,12 @@ impl Layout {
     }
 
     pub fn ca(&self) -> Pair {
-        Pair {
-            cert: self.root.join("ca.crt"),
-            key: self.root.join("ca.key"),
-        }
+        Pair::of(&self.root, "ca")
     }
 
     /// The next CA during a change of CA ([`Layout`]).
     pub fn ca_next(&self) -> Pair {
-        Pair {
-            cert: self.root.join("ca-next.crt"),
-            key: self.root.join("ca-next.key"),
-        }
+        Pair::of(&self.root, "ca-next")
     }
 
     /// The CA before, still trusted after a change of CA until it is finished.
@@ -141,10 +145,7 @@ impl Layout {
             }
             Identity::Controller(role) => (self.root.join("controller"), role.as_str()),
         };
-        Pair {
-            cert: dir.join(format!("{stem}.crt")),
-            key: dir.join(format!("{stem}.key")),
-        }
+        Pair::of(&dir, stem)
     }
 
     pub fn cluster(&self, cluster: &str, role: ClusterRole) -> Pair {
@@ -198,18 +199,22 @@ mod tests {
             Path::new("/certs/controller/probe.key")
         );
         // The gateway's key is never in the client's mount, nor the other way round.
-        assert_eq!(
-            l.sds_certificate("west", ClusterRole::Gateway),
-            Path::new("/certs/clusters/west/sds/gateway/gateway.json")
-        );
-        assert_eq!(
-            l.sds_certificate("west", ClusterRole::Envoy),
-            Path::new("/certs/clusters/west/sds/client/envoy.json")
-        );
-        assert_eq!(
-            l.sds_certificate("west", ClusterRole::Table),
-            Path::new("/certs/clusters/west/sds/client/table.json")
-        );
+        for (role, path) in [
+            (
+                ClusterRole::Gateway,
+                "/certs/clusters/west/sds/gateway/gateway.json",
+            ),
+            (
+                ClusterRole::Envoy,
+                "/certs/clusters/west/sds/client/envoy.json",
+            ),
+            (
+                ClusterRole::Table,
+                "/certs/clusters/west/sds/client/table.json",
+            ),
+        ] {
+            assert_eq!(l.sds_certificate("west", role), Path::new(path));
+        }
         assert_eq!(
             l.sds_trust("west", Mount::Client),
             Path::new("/certs/clusters/west/sds/client/ca.json")

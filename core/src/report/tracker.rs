@@ -114,13 +114,8 @@ impl Tracker {
             schemes.push(report);
         }
         let services = service_reports(model, inputs.catalogue);
-        for s in &services {
-            if s.is_protected() {
-                summary.services.protected += 1;
-            } else {
-                summary.services.unprotected += 1;
-            }
-        }
+        summary.services.protected = services.iter().filter(|s| s.is_protected()).count();
+        summary.services.unprotected = services.len() - summary.services.protected;
         // Forget schemes and targets that are gone: back later, they start afresh.
         self.since.retain(|k, _| seen_targets.contains(k));
         self.active
@@ -140,15 +135,18 @@ impl Tracker {
             clusters: model
                 .clusters
                 .values()
-                .map(|c| ClusterReport {
-                    name: c.name.clone(),
-                    gateway: c.gateway.to_string(),
-                    services: c.services.len(),
-                    primaries: model.schemes_of(&c.name).count(),
-                    table_version: inputs.tables.get(&c.name).map(|t| t.version().to_string()),
-                    table_bytes: inputs.tables.size(&c.name).map(|s| s.bytes),
-                    table_max_bytes: inputs.tables.size(&c.name).map(|s| s.max),
-                    table_warning: inputs.tables.size(&c.name).and_then(|s| s.warning(&c.name)),
+                .map(|c| {
+                    let size = inputs.tables.size(&c.name);
+                    ClusterReport {
+                        name: c.name.clone(),
+                        gateway: c.gateway.to_string(),
+                        services: c.services.len(),
+                        primaries: model.schemes_of(&c.name).count(),
+                        table_version: inputs.tables.get(&c.name).map(|t| t.version().to_string()),
+                        table_bytes: size.map(|s| s.bytes),
+                        table_max_bytes: size.map(|s| s.max),
+                        table_warning: size.and_then(|s| s.warning(&c.name)),
+                    }
                 })
                 .collect(),
             schemes,

@@ -62,11 +62,8 @@ fn issuer(from_day: u64) -> Arc<FakeIssuer> {
     })
 }
 
-fn existing(cluster: &str, from_day: u64) -> Secret {
-    existing_of(Mount::Gateway, cluster, from_day)
-}
-
-fn existing_of(mount: Mount, cluster: &str, from_day: u64) -> Secret {
+/// `mount`'s Secret as written for 90-day material from day `from_day`.
+fn existing(mount: Mount, cluster: &str, from_day: u64) -> Secret {
     let material = Material {
         data: BTreeMap::new(),
         not_before: at(from_day),
@@ -86,7 +83,7 @@ fn renewed_two_thirds_into_its_validity() {
     let west = subject("west", &gateway());
     assert_eq!(renew_at(at(0), at(90)), at(60));
     assert_eq!(plan(None, "west", &west, at(0)), Plan::Write);
-    let s = existing("west", 0);
+    let s = existing(Mount::Gateway, "west", 0);
     assert_eq!(
         plan(Some(&s), "west", &west, at(59)),
         Plan::Keep { until: at(60) }
@@ -144,13 +141,18 @@ where
     result
 }
 
-/// The Secret `mount` as the writer applies it.
-fn applied(mount: &str, data: serde_json::Value) -> serde_json::Value {
+/// The server-side apply of the Secret at `path`.
+fn apply_path(path: &str) -> String {
+    format!("{path}?&force=true&fieldManager=detour")
+}
+
+/// The Secret `name` as the writer applies it.
+fn applied(name: &str, data: serde_json::Value) -> serde_json::Value {
     json!({
         "apiVersion": "v1",
         "kind": "Secret",
         "metadata": {
-            "name": mount,
+            "name": name,
             "namespace": "detour-system",
             "labels": {"app.kubernetes.io/managed-by": "detour", "detour.dev/member-cluster": "west"},
             "annotations": {
@@ -173,34 +175,22 @@ async fn missing_secrets_are_written_by_server_side_apply_one_per_mount() {
     let next = sync_with(&w, "west", at(0), |mut api| async move {
         api.expect("GET", GATEWAY).await.not_found();
         api.expect("GET", CLIENT).await.not_found();
-        let apply = api
-            .expect(
-                "PATCH",
-                &format!("{GATEWAY}?&force=true&fieldManager=detour"),
-            )
-            .await;
-        assert_eq!(
-            apply.body,
-            applied(
+        for (path, name, data) in [
+            (
+                GATEWAY,
                 "detour-mtls-gateway",
-                json!({"ca.crt": "Q0EgUEVN", "gateway.key": "d2VzdCBnYXRld2F5IFBFTQ=="})
-            )
-        );
-        apply.echo(200);
-        let apply = api
-            .expect(
-                "PATCH",
-                &format!("{CLIENT}?&force=true&fieldManager=detour"),
-            )
-            .await;
-        assert_eq!(
-            apply.body,
-            applied(
+                json!({"ca.crt": "Q0EgUEVN", "gateway.key": "d2VzdCBnYXRld2F5IFBFTQ=="}),
+            ),
+            (
+                CLIENT,
                 "detour-mtls-client",
-                json!({"ca.crt": "Q0EgUEVN", "envoy.key": "d2VzdCBlbnZveSBQRU0="})
-            )
-        );
-        apply.echo(200);
+                json!({"ca.crt": "Q0EgUEVN", "envoy.key": "d2VzdCBlbnZveSBQRU0="}),
+            ),
+        ] {
+            let apply = api.expect("PATCH", &apply_path(path)).await;
+            assert_eq!(apply.body, applied(name, data));
+            apply.echo(200);
+        }
         api
     })
     .await
@@ -229,8 +219,8 @@ fn expiry(w: &SecretWriter, cluster: &str) -> Option<SystemTime> {
 async fn fresh_secrets_are_left_alone_and_due_ones_rotated_together() {
     let issuer = issuer(60);
     let w = writer(issuer.clone(), Leadership::always());
-    let gateway = serde_json::to_value(existing_of(Mount::Gateway, "west", 0)).unwrap();
-    let client = serde_json::to_value(existing_of(Mount::Client, "west", 0)).unwrap();
+    let gateway = serde_json::to_value(existing(Mount::Gateway, "west", 0)).unwrap();
+    let client = serde_json::to_value(existing(Mount::Client, "west", 0)).unwrap();
     let (g, c) = (gateway.clone(), client.clone());
     let next = sync_with(&w, "west", at(30), |mut api| async move {
         api.expect("GET", GATEWAY).await.reply(200, g);
@@ -250,9 +240,7 @@ async fn fresh_secrets_are_left_alone_and_due_ones_rotated_together() {
         api.expect("GET", GATEWAY).await.reply(200, g);
         api.expect("GET", CLIENT).await.not_found();
         for path in [GATEWAY, CLIENT] {
-            let apply = api
-                .expect("PATCH", &format!("{path}?&force=true&fieldManager=detour"))
-                .await;
+            let apply = api.expect("PATCH", &apply_path(path)).await;
             assert_eq!(
                 apply.body["metadata"]["annotations"]["detour.dev/not-after"],
                 "2025-11-12T15:06:40Z"
@@ -270,9 +258,7 @@ async fn fresh_secrets_are_left_alone_and_due_ones_rotated_together() {
         api.expect("GET", GATEWAY).await.reply(200, gateway);
         api.expect("GET", CLIENT).await.reply(200, client);
         for path in [GATEWAY, CLIENT] {
-            let apply = api
-                .expect("PATCH", &format!("{path}?&force=true&fieldManager=detour"))
-                .await;
+            let apply = api.expect("PATCH", &apply_path(path)).await;
             apply.echo(200);
         }
         api
