@@ -538,11 +538,7 @@ fn serve_tls(args: &ServeArgs) -> anyhow::Result<(Option<TlsFiles>, Option<TlsFi
     if let Some(dir) = &args.certs {
         let layout = Layout::new(dir);
         let server = layout.controller(ControllerRole::Server);
-        let tls = TlsFiles {
-            cert: server.cert,
-            key: server.key,
-            ca: crate::tls::client::trusted(&layout),
-        };
+        let tls = crate::tls::client::pair_files(&layout, server);
         return Ok((Some(tls), Some(crate::tls::client::probe_files(&layout))));
     }
     let tls = match (&args.tls_cert, &args.tls_key, &args.client_ca) {

@@ -173,43 +173,37 @@ fn publish(
             let size = table_limit::measure(&cluster, &table, before, max_table_bytes, metrics);
             changed |= before != Some(&size);
             next.sizes.insert(cluster.clone(), size);
-            if size.over_limit() {
-                // Every filter would refuse it: the last good table (if any) stays.
-                if let Some(old) = current.get(&cluster) {
+            let old = current.get(&cluster);
+            // Over the limit, every filter would refuse it: the last good table (if any)
+            // stays, as it does when the version is the same.
+            if size.over_limit() || old.is_some_and(|old| old.version() == table.version()) {
+                if let Some(old) = old {
                     next.tables.insert(cluster, old.clone());
                 }
                 continue;
             }
-            match current.get(&cluster) {
-                Some(old) if old.version() == table.version() => {
-                    next.tables.insert(cluster, old.clone());
-                    continue;
-                }
-                old => {
-                    changed = true;
-                    if let Some(old) = old {
-                        metrics.table_version.remove(&VersionLabels {
-                            cluster: cluster.clone(),
-                            version: old.version().to_string(),
-                        });
-                    }
-                    metrics
-                        .table_version
-                        .get_or_create(&VersionLabels {
-                            cluster: cluster.clone(),
-                            version: table.version().to_string(),
-                        })
-                        .set(1);
-                    metrics
-                        .table_updates
-                        .get_or_create(&ClusterLabels {
-                            cluster: cluster.clone(),
-                        })
-                        .inc();
-                    info!(%cluster, version = table.version(), "new table version");
-                    next.tables.insert(cluster, Arc::new(table));
-                }
+            changed = true;
+            if let Some(old) = old {
+                metrics.table_version.remove(&VersionLabels {
+                    cluster: cluster.clone(),
+                    version: old.version().to_string(),
+                });
             }
+            metrics
+                .table_version
+                .get_or_create(&VersionLabels {
+                    cluster: cluster.clone(),
+                    version: table.version().to_string(),
+                })
+                .set(1);
+            metrics
+                .table_updates
+                .get_or_create(&ClusterLabels {
+                    cluster: cluster.clone(),
+                })
+                .inc();
+            info!(%cluster, version = table.version(), "new table version");
+            next.tables.insert(cluster, Arc::new(table));
         }
         for (cluster, old) in &current.tables {
             if !next.tables.contains_key(cluster) {

@@ -171,7 +171,8 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let (certificates_tx, certificates_rx) = watch::channel(Vec::new());
     if let Some(dir) = opts.certs.clone() {
         tokio::spawn(
-            // A few dozen small files; at most once a second, as renewals land.
+            // A few dozen small files, looked at at most once a second (read again only
+            // when one changed), as renewals land.
             crate::tls::expiry::watch(
                 dir,
                 opts.reload_interval.max(Duration::from_secs(1)),

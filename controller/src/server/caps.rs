@@ -4,8 +4,7 @@
 //! body saying which cap and the flag that sets it, and `Retry-After`, so the open
 //! connections stay bounded and `/healthz` and the table API keep answering.
 
-use super::json_error;
-use axum::http::{HeaderValue, StatusCode, header};
+use super::unavailable;
 use axum::response::{IntoResponse, Response};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -46,17 +45,13 @@ pub struct Full(Arc<Inner>);
 
 impl IntoResponse for Full {
     fn into_response(self) -> Response {
-        let mut response = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        unavailable(
             &format!(
                 "too many {}: the cap of {} is reached ({}); retry later",
                 self.0.what, self.0.max, self.0.flag
             ),
-        );
-        response
-            .headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        response
+            "5",
+        )
     }
 }
 
@@ -108,6 +103,7 @@ impl Slots {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use axum::http::{StatusCode, header};
 
     #[test]
     fn a_slot_over_the_cap_is_a_503_naming_the_flag_and_slots_come_back() {

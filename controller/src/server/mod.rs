@@ -146,6 +146,17 @@ pub(crate) fn json_error(status: StatusCode, message: &str) -> Response {
         .into_response()
 }
 
+/// A 503 with a JSON error body and `Retry-After: retry_after` (seconds): the request
+/// cannot be answered now, and may be tried again then.
+pub(crate) fn unavailable(message: &str, retry_after: &'static str) -> Response {
+    let mut response = json_error(StatusCode::SERVICE_UNAVAILABLE, message);
+    response.headers_mut().insert(
+        axum::http::header::RETRY_AFTER,
+        axum::http::HeaderValue::from_static(retry_after),
+    );
+    response
+}
+
 async fn not_found() -> Response {
     json_error(
         StatusCode::NOT_FOUND,

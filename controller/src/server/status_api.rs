@@ -87,19 +87,16 @@ fn versions(
         (status, shutdown, true),
         |(mut status, mut shutdown, first)| async move {
             if !first {
-                // Some(true): a new version; Some(false): time for a keep-alive.
-                let woke = tokio::select! {
-                    changed = status.changed() => changed.is_ok().then_some(true),
-                    _ = shutdown.wait_for(|stop| *stop) => None,
-                    () = tokio::time::sleep(KEEP_ALIVE) => Some(false),
+                // True: nothing new for KEEP_ALIVE (the futures borrow `shutdown`, so the
+                // comment is sent after the select).
+                let keep_alive = tokio::select! {
+                    changed = status.changed() => { changed.ok()?; false }
+                    _ = shutdown.wait_for(|stop| *stop) => return None,
+                    () = tokio::time::sleep(KEEP_ALIVE) => true,
                 };
-                match woke {
-                    None => return None,
-                    Some(false) => {
-                        let comment = Bytes::from_static(b":\n\n");
-                        return Some((Ok(comment), (status, shutdown, false)));
-                    }
-                    Some(true) => {}
+                if keep_alive {
+                    let comment = Bytes::from_static(b":\n\n");
+                    return Some((Ok(comment), (status, shutdown, false)));
                 }
             }
             if *shutdown.borrow() {

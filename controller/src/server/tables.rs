@@ -8,7 +8,7 @@
 //! whether or not the cluster exists (a 404 would tell it which clusters do).
 
 use super::longpoll::Poll;
-use super::{Access, AppState, json_error};
+use super::{Access, AppState, json_error, unavailable};
 use crate::metrics::CodeLabels;
 use crate::tls::server::Peer;
 use axum::Extension;
@@ -65,16 +65,11 @@ async fn answer(app: &AppState, cluster: &str, query: TableQuery, headers: &Head
     // gets a 503 and the Envoy keeps the table it holds.
     let started = tokio::time::Instant::now();
     if !first_tables(app, poll.wait()).await {
-        let mut response = json_error(
-            StatusCode::SERVICE_UNAVAILABLE,
+        return unavailable(
             "no table yet: the controller has just started and the first round of health \
              checks is not done",
+            "1",
         );
-        response.headers_mut().insert(
-            axum::http::header::RETRY_AFTER,
-            axum::http::HeaderValue::from_static("1"),
-        );
-        return response;
     }
     let poll = poll.spent(started.elapsed());
     poll.answer(

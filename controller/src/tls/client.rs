@@ -6,7 +6,7 @@ use super::config::{TlsConfigError, TlsFiles, client_config};
 use super::reload::load_and_watch;
 use crate::client::{Connections, HttpClient};
 use detour_core::pki::identity::{ClusterRole, ControllerRole};
-use detour_core::pki::layout::Layout;
+use detour_core::pki::layout::{Layout, Pair};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -15,7 +15,12 @@ use tracing::warn;
 
 /// The probe's files in a `certs init` directory.
 pub fn probe_files(layout: &Layout) -> TlsFiles {
-    let pair = layout.controller(ControllerRole::Probe);
+    pair_files(layout, layout.controller(ControllerRole::Probe))
+}
+
+/// `pair` of a `certs init` directory, verifying peers against what it trusts
+/// ([`trusted`]).
+pub fn pair_files(layout: &Layout, pair: Pair) -> TlsFiles {
     TlsFiles {
         cert: pair.cert,
         key: pair.key,
@@ -36,12 +41,7 @@ pub fn trusted(layout: &Layout) -> PathBuf {
 
 /// Cluster `cluster`'s table-fetching files in a `certs init` directory.
 pub fn table_files(layout: &Layout, cluster: &str) -> TlsFiles {
-    let pair = layout.cluster(cluster, ClusterRole::Table);
-    TlsFiles {
-        cert: pair.cert,
-        key: pair.key,
-        ca: trusted(layout),
-    }
+    pair_files(layout, layout.cluster(cluster, ClusterRole::Table))
 }
 
 /// An HTTP client presenting `files.cert` to servers of `files.ca`.
@@ -71,11 +71,7 @@ pub fn envoy_clients(
         if !pair.cert.exists() {
             continue;
         }
-        let files = TlsFiles {
-            cert: pair.cert,
-            key: pair.key,
-            ca: trusted(layout),
-        };
+        let files = pair_files(layout, pair);
         let build = {
             let files = files.clone();
             move || mtls_client(&files, Connections::Reused)

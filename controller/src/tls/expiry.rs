@@ -7,6 +7,7 @@
 //! [`EXPIRY_WARNING`]: detour_core::report::EXPIRY_WARNING
 
 use super::files::read_certs;
+use super::reload::{Stamp, stamps};
 use crate::metrics::{CertificateLabels, Metrics};
 use detour_core::pki::identity::Identity;
 use detour_core::pki::layout::Layout;
@@ -32,6 +33,11 @@ pub struct Expiry {
 /// member cluster's (`clusters/*/*.crt`), sorted by file. A file that cannot be read
 /// is left out (its reader reports it by name); its absence from the metric says so.
 pub fn scan(layout: &Layout) -> Vec<Expiry> {
+    read(layout, &cert_files(layout))
+}
+
+/// The certificate files of the directory `layout` (listed, not read).
+fn cert_files(layout: &Layout) -> Vec<PathBuf> {
     // During a change of CA the other one is trusted too, and may expire first.
     let mut files = vec![
         layout.ca().cert,
@@ -45,6 +51,11 @@ pub fn scan(layout: &Layout) -> Vec<Expiry> {
             files.extend(crt_files(&cluster.path()));
         }
     }
+    files
+}
+
+/// The expiry of each of `files`, sorted by file.
+fn read(layout: &Layout, files: &[PathBuf]) -> Vec<Expiry> {
     let mut out: Vec<Expiry> = files.iter().filter_map(|f| expiry(layout, f)).collect();
     out.sort_by(|a, b| a.file.cmp(&b.file));
     out
@@ -110,9 +121,20 @@ pub async fn watch(
 ) {
     let layout = Layout::new(dir);
     let mut warned = Vec::new();
+    // The files are parsed again only when one of them (or the list) changed, or one
+    // could not be read last time: the seconds left move every tick, the certificates
+    // only when renewed.
+    let mut seen: Option<(Vec<Stamp>, Vec<PathBuf>)> = None;
+    let mut found = Vec::new();
     loop {
+        let files = cert_files(&layout);
+        let stamped = (stamps(&files), files);
+        if seen.as_ref() != Some(&stamped) || found.len() != stamped.1.len() {
+            found = read(&layout, &stamped.1);
+            seen = Some(stamped);
+        }
         let now = SystemTime::now();
-        let reports = report(&scan(&layout), &metrics, now);
+        let reports = report(&found, &metrics, now);
         let expiring: Vec<String> = reports
             .iter()
             .filter(|r| r.expiring)

@@ -11,9 +11,10 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 /// What identifies a file's version without reading it.
-type Stamp = Option<(SystemTime, u64)>;
+pub(super) type Stamp = Option<(SystemTime, u64)>;
 
-fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
+/// Each file's [`Stamp`], from its metadata only.
+pub(super) fn stamps(files: &[PathBuf]) -> Vec<Stamp> {
     files
         .iter()
         .map(|f| {

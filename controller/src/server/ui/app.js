@@ -208,47 +208,59 @@
     return tr;
   }
 
-  function renderSchemes(r) {
-    const body = document.querySelector('#schemes tbody');
+  // Makes `body` hold one row per item of `items`, in their order: `rows` maps each
+  // item's key to {sig, row}, and a row is rebuilt (by `build`) only when its item
+  // changed. Keys no longer in `items` lose their rows.
+  function reconcileRows(body, rows, items, key, build) {
     const seen = new Set();
     let previous = null;
-    for (const s of r.schemes) {
-      seen.add(s.name);
-      const sig = JSON.stringify(s);
-      let entry = view.rows.get(s.name);
+    for (const item of items) {
+      const k = key(item);
+      seen.add(k);
+      const sig = JSON.stringify(item);
+      let entry = rows.get(k);
       if (!entry || entry.sig !== sig) {
-        const row = schemeRow(s);
+        const row = build(item);
         if (entry) entry.row.replaceWith(row);
         entry = { sig: sig, row: row };
-        view.rows.set(s.name, entry);
+        rows.set(k, entry);
       }
       // Keep the document's order; moving a node in place costs nothing.
       const expected = previous ? previous.nextSibling : body.firstChild;
       if (expected !== entry.row) body.insertBefore(entry.row, expected);
       previous = entry.row;
     }
-    for (const [name, entry] of view.rows) {
-      if (!seen.has(name)) {
+    for (const [k, entry] of rows) {
+      if (!seen.has(k)) {
         entry.row.remove();
-        view.rows.delete(name);
+        rows.delete(k);
       }
     }
+  }
+
+  // Shows the rows whose search text holds every word of the filter and that `keep`
+  // accepts; counts them in `shownId`, and shows `emptyId` when the filter hid them all.
+  function filterRows(rows, keep, shownId, emptyId) {
+    const words = view.filter.toLowerCase().split(/\s+/).filter(Boolean);
+    let shown = 0;
+    for (const { row } of rows.values()) {
+      const text = row.dataset.search;
+      const visible = words.every((w) => text.includes(w)) && keep(row);
+      row.hidden = !visible;
+      if (visible) shown += 1;
+    }
+    const total = rows.size;
+    $(shownId).textContent = shown === total ? '(' + total + ')' : '(' + shown + ' of ' + total + ')';
+    $(emptyId).hidden = shown > 0 || total === 0;
+  }
+
+  function renderSchemes(r) {
+    reconcileRows(document.querySelector('#schemes tbody'), view.rows, r.schemes, (s) => s.name, schemeRow);
     applyFilter();
   }
 
   function applyFilter() {
-    const words = view.filter.toLowerCase().split(/\s+/).filter(Boolean);
-    let shown = 0;
-    for (const { row } of view.rows.values()) {
-      const text = row.dataset.search;
-      const visible = words.every((w) => text.includes(w)) &&
-        (!view.problemsOnly || row.dataset.problem === 'true');
-      row.hidden = !visible;
-      if (visible) shown += 1;
-    }
-    const total = view.rows.size;
-    $('shown').textContent = shown === total ? '(' + total + ')' : '(' + shown + ' of ' + total + ')';
-    $('empty').hidden = shown > 0 || total === 0;
+    filterRows(view.rows, (row) => !view.problemsOnly || row.dataset.problem === 'true', 'shown', 'empty');
   }
 
   // --- services of every member cluster ----------------------------------------------
@@ -286,45 +298,14 @@
   }
 
   function renderServices(r) {
-    const body = document.querySelector('#services tbody');
-    const seen = new Set();
-    let previous = null;
-    for (const s of r.services || []) {
-      const key = s.cluster + ' ' + s.service;
-      seen.add(key);
-      const sig = JSON.stringify(s);
-      let entry = view.serviceRows.get(key);
-      if (!entry || entry.sig !== sig) {
-        const row = serviceRow(s);
-        if (entry) entry.row.replaceWith(row);
-        entry = { sig: sig, row: row };
-        view.serviceRows.set(key, entry);
-      }
-      const expected = previous ? previous.nextSibling : body.firstChild;
-      if (expected !== entry.row) body.insertBefore(entry.row, expected);
-      previous = entry.row;
-    }
-    for (const [key, entry] of view.serviceRows) {
-      if (!seen.has(key)) {
-        entry.row.remove();
-        view.serviceRows.delete(key);
-      }
-    }
+    reconcileRows(document.querySelector('#services tbody'), view.serviceRows, r.services || [],
+      (s) => s.cluster + ' ' + s.service, serviceRow);
     applyServiceFilter();
   }
 
   function applyServiceFilter() {
-    const words = view.filter.toLowerCase().split(/\s+/).filter(Boolean);
-    let shown = 0;
-    for (const { row } of view.serviceRows.values()) {
-      const visible = words.every((w) => row.dataset.search.includes(w)) &&
-        (!view.unprotectedOnly || row.dataset.protected === 'false');
-      row.hidden = !visible;
-      if (visible) shown += 1;
-    }
-    const total = view.serviceRows.size;
-    $('services-shown').textContent = shown === total ? '(' + total + ')' : '(' + shown + ' of ' + total + ')';
-    $('services-empty').hidden = shown > 0 || total === 0;
+    filterRows(view.serviceRows, (row) => !view.unprotectedOnly || row.dataset.protected === 'false',
+      'services-shown', 'services-empty');
   }
 
   // --- events and clusters ------------------------------------------------------------
