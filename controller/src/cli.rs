@@ -294,6 +294,9 @@ pub struct RenderEnvoyArgs {
     /// the controller use mTLS (paths made absolute in the output).
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
+    /// The filter's `maxTableBytes`: set it as the controller's `--max-table-bytes`.
+    #[arg(long, value_name = "BYTES", default_value_t = detour_filter::table::DEFAULT_MAX_TABLE_BYTES)]
+    pub max_table_bytes: usize,
 }
 
 #[derive(Args, Debug)]
@@ -489,6 +492,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     controller: args.controller,
                     wasm: args.wasm,
                     certs: args.certs,
+                    max_table_bytes: args.max_table_bytes,
                 },
             )?;
             print!("{yaml}");

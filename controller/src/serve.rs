@@ -147,7 +147,7 @@ pub async fn serve(opts: ServeOptions) -> anyhow::Result<()> {
     let election = match started {
         Started::Files => None,
         Started::Kubernetes(source) => {
-            Some(source.start_writers(decisions_rx.clone(), shutdown_rx.clone()))
+            Some(source.start_writers(decisions_rx.clone(), tables_rx.clone(), shutdown_rx.clone()))
         }
     };
 

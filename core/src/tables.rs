@@ -72,6 +72,13 @@ impl TableSize {
         self.bytes > self.max
     }
 
+    /// The table's size in whole percent of the limit, rounded up (so 100 and below
+    /// is served).
+    pub fn percent(&self) -> u32 {
+        let percent = self.bytes.saturating_mul(100).div_ceil(self.max.max(1));
+        u32::try_from(percent).unwrap_or(u32::MAX)
+    }
+
     /// What an operator should read about it, when anything.
     pub fn warning(&self, cluster: &str) -> Option<String> {
         if self.over_limit() {

@@ -16,6 +16,7 @@ use crate::metrics::KubeMetrics;
 use anyhow::Context;
 use detour_core::decide::Decided;
 use detour_core::model::{Catalogue, Model};
+use detour_core::tables::TableSet;
 use detour_core::validate::Policy;
 use kube::Client;
 use std::collections::BTreeMap;
@@ -111,12 +112,13 @@ impl KubeSource {
     }
 
     /// Starts the leader-elected task group: the election, and while this replica
-    /// leads, the status writer (status and Events, from the controller's `decisions`)
-    /// and, given an issuer, the Secret writer. Returns the election task, which
+    /// leads, the status writer (status and Events, from the controller's `decisions`
+    /// and `tables`) and, given an issuer, the Secret writer. Returns the election task, which
     /// releases the Lease when `shutdown` fires (await it before exiting).
     pub fn start_writers(
         self,
         decisions: watch::Receiver<Arc<Decided>>,
+        tables: watch::Receiver<Arc<TableSet>>,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
         let KubeSource {
@@ -145,7 +147,7 @@ impl KubeSource {
             metrics.clone(),
         );
         tokio::spawn(
-            status::run(writer, snapshots, decisions, shutdown.clone())
+            status::run(writer, snapshots, decisions, tables, shutdown.clone())
                 .instrument(info_span!("status")),
         );
         match issuer {

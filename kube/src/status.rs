@@ -15,9 +15,10 @@ use crate::metrics::KubeMetrics;
 use detour_core::decide::Decided;
 use detour_core::docs::{
     API_VERSION, FailoverScheme, FailoverSchemeStatus, Kind, MemberCluster, MemberClusterStatus,
-    ObjectRef, Problem, ProblemKind, SchemeState, TargetStatus,
+    ObjectRef, Problem, ProblemKind, SchemeState, TableLimitStatus, TargetStatus,
 };
 use detour_core::report::rfc3339;
+use detour_core::tables::{TableSet, TableSize};
 use detour_core::views::{SchemeView, routing_message, since, traffic_move};
 use detour_filter::health::Health;
 use k8s_openapi::jiff::Timestamp;
@@ -230,11 +231,13 @@ fn scheme_notices(
     notices
 }
 
-/// The status of a member cluster now, and the notices of its change from `previous`.
+/// The status of a member cluster now, and the notices of its change from `previous`;
+/// `table` is the size of its newest table (none before the first tables are out).
 pub fn plan_cluster(
     cluster: &MemberCluster,
     previous: Option<&MemberClusterStatus>,
     snapshot: &Snapshot,
+    table: Option<&TableSize>,
 ) -> Plan<MemberClusterStatus> {
     let key = key_of(Kind::MemberCluster, &cluster.metadata);
     let name = key.name.as_str();
@@ -250,6 +253,7 @@ pub fn plan_cluster(
             .model
             .cluster(name)
             .and_then(|c| u32::try_from(c.services.len()).ok()),
+        table: table.and_then(table_limit),
         ..MemberClusterStatus::default()
     };
     let ignored = if cluster.spec.services.is_empty() {
@@ -293,7 +297,58 @@ pub fn plan_cluster(
             note: status.message.clone().unwrap_or_default(),
         });
     }
+    notices.extend(table_notice(
+        previous.and_then(|p| p.table.as_ref()),
+        status.table.as_ref(),
+    ));
     Plan { status, notices }
+}
+
+/// What the status says of a table past 80% of the filters' `maxTableBytes`.
+fn table_limit(size: &TableSize) -> Option<TableLimitStatus> {
+    if !size.near_limit() {
+        return None;
+    }
+    let percent = size.percent();
+    let served = !size.over_limit();
+    let message = if served {
+        format!(
+            "the table is {percent}% of the filters' maxTableBytes ({}): past it, it will not be served",
+            size.max
+        )
+    } else {
+        format!(
+            "the table is {percent}% of the filters' maxTableBytes ({}): it is not served and the last good table stays; split the schemes whose primary runs here or raise --max-table-bytes with the filters' maxTableBytes",
+            size.max
+        )
+    };
+    Some(TableLimitStatus {
+        percent_of_limit: percent,
+        served,
+        message,
+    })
+}
+
+/// An Event when the table crosses a line upwards: past 80% (TableNearLimit), over the
+/// limit (TableRefused). Going back down is in the status only.
+fn table_notice(
+    previous: Option<&TableLimitStatus>,
+    now: Option<&TableLimitStatus>,
+) -> Option<Notice> {
+    let now = now?;
+    let reason = if !now.served && previous.is_none_or(|p| p.served) {
+        "TableRefused"
+    } else if now.served && previous.is_none() {
+        "TableNearLimit"
+    } else {
+        return None;
+    };
+    Some(Notice {
+        type_: EventType::Warning,
+        reason,
+        action: "PublishTable",
+        note: now.message.clone(),
+    })
 }
 
 /// Writes status and Events for every object whose report changed (leader only).
@@ -335,7 +390,12 @@ impl StatusWriter {
     /// Reports every object of `snapshot`, with the views of `decided` (one decision,
     /// shared with the table and status APIs). Continues past an object's API error
     /// (returns the first); stops at once when the lease is lost.
-    pub async fn sync(&mut self, snapshot: &Snapshot, decided: &Decided) -> Result<(), Error> {
+    pub async fn sync(
+        &mut self,
+        snapshot: &Snapshot,
+        decided: &Decided,
+        tables: &TableSet,
+    ) -> Result<(), Error> {
         let views: HashMap<&str, &SchemeView> = decided
             .decision
             .views
@@ -364,12 +424,16 @@ impl StatusWriter {
             }
         }
         for cluster in &snapshot.clusters {
-            match self.sync_cluster(cluster, snapshot).await {
+            let name = cluster.metadata.name.as_deref().unwrap_or_default();
+            match self
+                .sync_cluster(cluster, snapshot, tables.size(name))
+                .await
+            {
                 Ok(()) => {}
                 Err(Error::NotLeader) => return Err(Error::NotLeader),
                 Err(e) => {
                     self.metrics.kube_error("status", &e);
-                    warn!(cluster = cluster.metadata.name.as_deref().unwrap_or_default(), error = %e, "cannot report status");
+                    warn!(cluster = name, error = %e, "cannot report status");
                     first_error.get_or_insert(e);
                 }
             }
@@ -430,10 +494,11 @@ impl StatusWriter {
         &mut self,
         cluster: &MemberCluster,
         snapshot: &Snapshot,
+        table: Option<&TableSize>,
     ) -> Result<(), Error> {
         let uid = cluster.metadata.uid.clone().unwrap_or_default();
         let previous = self.clusters.get(&uid).or(cluster.status.as_ref()).cloned();
-        let plan = plan_cluster(cluster, previous.as_ref(), snapshot);
+        let plan = plan_cluster(cluster, previous.as_ref(), snapshot, table);
         if previous.as_ref() != Some(&plan.status) {
             self.leadership.check()?;
             let api: Api<MemberCluster> = Api::all(self.client.clone());
@@ -476,11 +541,14 @@ impl StatusWriter {
 }
 
 /// Reports status while this replica leads: whenever the index or the decision (new
-/// health, a damping window ending) change, and again after a failed write.
+/// health, a damping window ending) change, and again after a failed write. `tables`
+/// (read, not waited on: the controller publishes a decision's tables before the
+/// decision) give the member clusters' table sizes.
 pub async fn run(
     mut writer: StatusWriter,
     mut snapshots: watch::Receiver<Arc<Snapshot>>,
     mut decisions: watch::Receiver<Arc<Decided>>,
+    tables: watch::Receiver<Arc<TableSet>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut leading = writer.leadership.subscribe();
@@ -498,7 +566,8 @@ pub async fn run(
         // for the decision task to catch up, which it does within its build gap.
         let caught_up = *decided.model == snapshot.model;
         if writer.leadership.is_leader() && listed && caught_up {
-            match writer.sync(&snapshot, &decided).await {
+            let tables = tables.borrow().clone();
+            match writer.sync(&snapshot, &decided, &tables).await {
                 Ok(()) | Err(Error::NotLeader) => {}
                 Err(_) => retry = Some(RETRY),
             }

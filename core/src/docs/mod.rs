@@ -336,6 +336,23 @@ pub struct MemberClusterStatus {
     /// Services discovered in the cluster that some FailoverScheme names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<u32>,
+    /// Set while the cluster's table is past 80% of the filters' `maxTableBytes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<TableLimitStatus>,
+}
+
+/// A member cluster's table near or over the filters' `maxTableBytes` (the controller's
+/// `--max-table-bytes`), which every filter refuses past.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, Default, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TableLimitStatus {
+    /// The newest table's size as a percentage of `maxTableBytes` (whole percent, so
+    /// the status changes with the table's growth, not with every byte).
+    pub percent_of_limit: u32,
+    /// False over the limit: the newest table is not served, the cluster's last good
+    /// table is.
+    pub served: bool,
+    pub message: String,
 }
 
 /// Accepted: served as written. Invalid: refused (the message says which field and

@@ -70,6 +70,9 @@ pub struct RenderOptions {
     pub controller: Address,
     pub wasm: PathBuf,
     pub certs: Option<PathBuf>,
+    /// The filter's `maxTableBytes`: the same as the controller's `--max-table-bytes`,
+    /// which serves no larger table.
+    pub max_table_bytes: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +220,7 @@ pub fn render(model: &Model, opts: &RenderOptions) -> Result<String, RenderError
         "controller": {
             "envoyCluster": CONTROLLER_CLUSTER,
             "authority": opts.controller.to_string(),
+            "maxTableBytes": opts.max_table_bytes,
         },
         "routeHeader": DEFAULT_ROUTE_HEADER,
         // The ingress removes every header a client may not send before routing (below):
@@ -679,6 +683,7 @@ mod tests {
             controller: Address::parse("127.0.0.1:8080").unwrap(),
             wasm: "/opt/detour/detour_filter.wasm".into(),
             certs: None,
+            max_table_bytes: detour_filter::table::DEFAULT_MAX_TABLE_BYTES,
         }
     }
 
@@ -752,6 +757,19 @@ mod tests {
             hcm["http_filters"][1]["name"].as_str(),
             Some("envoy.filters.http.router")
         );
+    }
+
+    #[test]
+    fn the_filter_refuses_tables_over_the_limit_the_controller_keeps() {
+        // The controller serves no table over its --max-table-bytes; a filter with a
+        // smaller limit would refuse tables the controller still serves.
+        let mut o = opts("east");
+        o.max_table_bytes = 9 * 1024 * 1024;
+        let b: Value = serde_norway::from_str(&render(&example_model(), &o).unwrap()).unwrap();
+        let hcm = &b["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"];
+        let filter = &hcm["http_filters"][0]["typed_config"]["config"]["configuration"]["value"];
+        let config = FilterConfig::parse(filter.as_str().unwrap().as_bytes()).unwrap();
+        assert_eq!(config.controller.max_table_bytes, 9 * 1024 * 1024);
     }
 
     #[test]

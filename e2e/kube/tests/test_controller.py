@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import datetime
 import json
+import math
 import re
 import signal
 import subprocess
@@ -70,13 +71,14 @@ class Federation:
     def kube(self, cluster: str) -> Kube:
         return self.clusters[cluster].admin()
 
-    def replica(self, name: str) -> Controller:
+    def replica(self, name: str, *args: str) -> Controller:
         """A replica of the controller, with a client certificate of its own, so that
-        the API server's audit log tells the replicas' writes apart."""
+        the API server's audit log tells the replicas' writes apart; `args` are more of
+        `serve`'s flags."""
         cert = self.pki.client(f"replica-{name}", f"detour-{name}", ["system:masters"])
         controller = Controller(name, self.dir, self.clusters["east"].kubeconfig(cert=cert), [
             "--namespace", CONTROLLER_NS, "--lease-name", LEASE, "--member-namespace", MEMBER_NS,
-            "--certs", str(self.certs), "--member-cert-lifetime", f"{CERT_LIFETIME_S}s",
+            "--certs", str(self.certs), "--member-cert-lifetime", f"{CERT_LIFETIME_S}s", *args,
         ])
         self.controllers[name] = controller
         return controller
@@ -451,3 +453,61 @@ def test_two_replicas_one_leader_and_a_hand_over_within_the_lease_duration(feder
     wait_for("the new leader writes",
              lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 1, 15)
     assert writes(federation, "a", since=killed)
+
+
+def cluster_metric(controller: Controller, name: str, cluster: str) -> float | None:
+    """The value of a metric labelled with one member cluster, if exported."""
+    prefix = f'{name}{{cluster="{cluster}"}} '
+    for line in controller.metrics().splitlines():
+        if line.startswith(prefix):
+            return float(line.split()[1])
+    return None
+
+
+def test_a_table_past_max_table_bytes_is_in_the_member_clusters_status_with_an_event(federation: Federation):
+    """What an operator of a growing federation sees in Kubernetes before and when a
+    cluster's table outgrows the filters' maxTableBytes: the MemberCluster's status and
+    an Event at each line crossed (the status API and metrics say the same)."""
+    kube = federation.east
+    leader = next(c for c in federation.controllers.values() if c.process.alive())
+    table_bytes = wait_for("the leader's size of east's table",
+                           lambda: cluster_metric(leader, "detour_table_bytes", "east"), 20)
+    for c in federation.controllers.values():
+        c.process.stop()
+    # East's table as it is now is 85% of the limit; one more scheme on east takes it over.
+    limit = math.ceil(table_bytes / 0.85)
+    c = federation.replica("c", "--max-table-bytes", str(limit))
+    wait_for("replica c leads", lambda: lease(federation).get("holderIdentity") == "c",
+             LEASE_DURATION_S + RETRY_PERIOD_S + 5)
+
+    near = wait_for("east's table near the limit in its status",
+                    lambda: status(kube, "MemberCluster", "east").get("table"), 30)
+    assert near["served"] is True, near
+    assert 80 < near["percentOfLimit"] <= 100, near
+    assert f"maxTableBytes ({limit})" in near["message"], near
+    (event, *_) = wait_for("a TableNearLimit Event on MemberCluster east",
+                           lambda: [e for e in events(kube, "default", "TableNearLimit", "east")
+                                    if e["reportingInstance"] == "c"], 10)
+    assert event["type"] == "Warning" and event["regarding"]["kind"] == "MemberCluster", event
+    assert status(kube, "MemberCluster", "west").get("table") is None, "west's table is small"
+
+    # One more scheme whose primary runs in east.
+    for name in ("east", "west"):
+        federation.kube(name).apply(service("apps", "baz"))
+        federation.kube(name).apply(endpoint_slice("apps", "baz", [ENDPOINTS[name]]))
+    kube.apply(scheme("baz", [["west"]]))
+    over = wait_for("east's table refused in its status",
+                    lambda: (t := status(kube, "MemberCluster", "east").get("table")) and not t["served"] and t,
+                    30)
+    assert over["percentOfLimit"] > 100, over
+    assert "it is not served and the last good table stays" in over["message"], over
+    (event, *_) = wait_for("a TableRefused Event on MemberCluster east",
+                           lambda: [e for e in events(kube, "default", "TableRefused", "east")
+                                    if e["reportingInstance"] == "c"], 10)
+    assert event["type"] == "Warning", event
+    assert cluster_metric(c, "detour_tables_refused_total", "east") >= 1
+    with urllib.request.urlopen(f"http://{c.ops}/v1/status", timeout=5) as r:
+        clusters = {m["name"]: m for m in json.load(r)["clusters"]}
+    assert "not served" in clusters["east"]["tableWarning"], clusters["east"]
+    # Still Accepted: the cluster itself is fine, and its last good table is served.
+    assert status(kube, "MemberCluster", "east")["state"] == "Accepted"

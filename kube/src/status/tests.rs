@@ -70,7 +70,7 @@ fn writer() -> (StatusWriter, ApiServer) {
 fn settled(mut ex: Example) -> KubeIndex {
     let snapshot = loaded(&ex).snapshot();
     for c in &mut ex.clusters {
-        c.status = Some(plan_cluster(c, None, &snapshot).status);
+        c.status = Some(plan_cluster(c, None, &snapshot, None).status);
     }
     loaded(&ex)
 }
@@ -147,7 +147,7 @@ where
         now,
         wall(at),
     );
-    let result = writer.sync(snapshot, &decided).await;
+    let result = writer.sync(snapshot, &decided, &TableSet::default()).await;
     (result, server.await.unwrap())
 }
 
@@ -474,7 +474,7 @@ async fn losing_the_lease_stops_writing_at_once() {
         Instant::now(),
         wall(100),
     );
-    let result = writer.sync(&snapshot, &decided).await;
+    let result = writer.sync(&snapshot, &decided, &TableSet::default()).await;
     assert!(matches!(result, Err(Error::NotLeader)), "{result:?}");
     api.no_more_calls().await;
 }
@@ -614,7 +614,7 @@ fn member_cluster_plans() {
         .iter()
         .find(|c| c.metadata.name.as_deref() == Some("west"))
         .unwrap();
-    let plan = plan_cluster(west, None, &snapshot);
+    let plan = plan_cluster(west, None, &snapshot, None);
     assert_eq!(plan.status.state, Some(SchemeState::Invalid));
     assert!(
         plan.status
@@ -626,7 +626,7 @@ fn member_cluster_plans() {
     assert_eq!(plan.notices[0].reason, "Invalid");
     // Reported already: no second Event.
     assert!(
-        plan_cluster(west, Some(&plan.status), &snapshot)
+        plan_cluster(west, Some(&plan.status), &snapshot, None)
             .notices
             .is_empty()
     );
@@ -637,13 +637,126 @@ fn member_cluster_plans() {
         .find(|c| c.metadata.name.as_deref() == Some("east"))
         .unwrap();
     index.member_failed("east", index.epoch("east"), "Unauthorized".into());
-    let plan = plan_cluster(east, None, &index.snapshot());
+    let plan = plan_cluster(east, None, &index.snapshot(), None);
     assert_eq!(plan.status.state, Some(SchemeState::Failed));
     assert_eq!(
         plan.status.message.as_deref(),
         Some("cannot watch the cluster (Unauthorized); its last known services are used")
     );
     assert_eq!(plan.status.services, Some(1));
+}
+
+#[test]
+fn a_table_near_or_over_the_limit_is_in_the_member_clusters_status_with_an_event_per_crossing() {
+    let mut index = loaded(&example());
+    let snapshot = index.snapshot();
+    let east = snapshot
+        .clusters
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some("east"))
+        .unwrap();
+    let plan_at = |bytes, previous: Option<&MemberClusterStatus>| {
+        plan_cluster(
+            east,
+            previous,
+            &snapshot,
+            Some(&TableSize { bytes, max: 1000 }),
+        )
+    };
+    let reasons = |plan: &Plan<MemberClusterStatus>| -> Vec<&str> {
+        plan.notices.iter().map(|n| n.reason).collect()
+    };
+
+    let fine = plan_at(800, None);
+    assert_eq!(fine.status.table, None, "80% is no news");
+    assert!(fine.notices.is_empty());
+
+    let near = plan_at(850, Some(&fine.status));
+    let table = near.status.table.clone().unwrap();
+    assert_eq!((table.percent_of_limit, table.served), (85, true));
+    assert_eq!(
+        table.message,
+        "the table is 85% of the filters' maxTableBytes (1000): past it, it will not be served"
+    );
+    assert_eq!(reasons(&near), ["TableNearLimit"]);
+    assert_eq!(near.notices[0].type_, EventType::Warning);
+    // Growing without crossing the limit: the status follows, no second Event.
+    let nearer = plan_at(900, Some(&near.status));
+    assert_eq!(nearer.status.table.as_ref().unwrap().percent_of_limit, 90);
+    assert!(nearer.notices.is_empty());
+
+    let over = plan_at(1001, Some(&nearer.status));
+    let table = over.status.table.clone().unwrap();
+    assert_eq!((table.percent_of_limit, table.served), (101, false));
+    assert!(
+        table
+            .message
+            .contains("it is not served and the last good table stays"),
+        "{}",
+        table.message
+    );
+    assert_eq!(reasons(&over), ["TableRefused"]);
+    assert!(plan_at(1200, Some(&over.status)).notices.is_empty());
+    // Straight over the limit from nothing: refused, not "near".
+    assert_eq!(reasons(&plan_at(2000, None)), ["TableRefused"]);
+
+    // Back under 80%: the warning goes, quietly.
+    let back = plan_at(500, Some(&over.status));
+    assert_eq!(back.status.table, None);
+    assert!(back.notices.is_empty());
+    // Exactly the limit is still served.
+    assert!(plan_at(1000, None).status.table.unwrap().served);
+    // The state of the cluster itself is not touched by its table.
+    assert_eq!(over.status.state, fine.status.state);
+}
+
+#[tokio::test]
+async fn a_refused_table_is_written_to_the_member_clusters_status_with_an_event() {
+    let snapshot = settled(example()).snapshot();
+    let (mut writer, api) = writer();
+    let mut tables = TableSet::default();
+    tables.sizes.insert(
+        "west".into(),
+        TableSize {
+            bytes: 5000,
+            max: 4096,
+        },
+    );
+    let decided = Decided::new(
+        Arc::new(snapshot.model.clone()),
+        Arc::new(HealthMap::new()),
+        Instant::now(),
+        wall(0),
+    );
+    let (scheme, clusters) = objects();
+    let server = tokio::spawn(async move {
+        let mut api = api;
+        let call = api.expect("PATCH", SCHEME_STATUS).await;
+        let object = applied(&scheme, &call.body);
+        call.reply(200, object);
+        // Only west's status changed: its table.
+        let call = api.expect("PATCH", &cluster_status("west")).await;
+        let table = call.body["status"]["table"].clone();
+        let object = applied(&clusters["west"], &call.body);
+        call.reply(200, object);
+        let event = api
+            .expect("POST", "/apis/events.k8s.io/v1/namespaces/default/events?")
+            .await;
+        let body = event.body.clone();
+        event.reply(201, body.clone());
+        api.no_more_calls().await;
+        (table, body)
+    });
+    writer.sync(&snapshot, &decided, &tables).await.unwrap();
+    let (table, event) = server.await.unwrap();
+    assert_eq!(table["percentOfLimit"], 123);
+    assert_eq!(table["served"], false);
+    assert_eq!(event["reason"], "TableRefused");
+    assert_eq!(event["type"], "Warning");
+    assert_eq!(event["regarding"]["kind"], "MemberCluster");
+    assert_eq!(event["regarding"]["name"], "west");
+    let note = event["note"].as_str().unwrap();
+    assert!(note.contains("maxTableBytes (4096)"), "{note}");
 }
 
 #[tokio::test]
@@ -673,8 +786,9 @@ async fn the_writer_reports_while_leading_and_stops_when_the_lease_goes() {
     );
     let (snapshots_tx, snapshots) = watch::channel(Arc::new(snapshot));
     let (_decisions_tx, decisions) = watch::channel(Arc::new(decided));
+    let (_tables_tx, tables) = watch::channel(Arc::new(TableSet::default()));
     let (stop, stopped) = watch::channel(false);
-    let task = tokio::spawn(run(writer, snapshots, decisions, stopped));
+    let task = tokio::spawn(run(writer, snapshots, decisions, tables, stopped));
 
     // Leading: everything is reported once. What the API server answers is what its
     // watch then delivers to the index.
