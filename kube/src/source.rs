@@ -278,16 +278,21 @@ impl Source {
 
     /// Logs problems once each, and keeps the member-cluster gauges current.
     fn report(&mut self, snapshot: &Snapshot) {
-        let now: BTreeSet<String> = snapshot
-            .problems
-            .values()
-            .flatten()
-            .map(ToString::to_string)
-            .collect();
-        for p in now.difference(&self.reported) {
-            error!(problem = %p, "document refused");
+        // Until every member cluster was listed once, a scheme naming a service of one
+        // not listed yet reads as refused: that is a wait, not an error to log at every
+        // start.
+        if snapshot.ready {
+            let now: BTreeSet<String> = snapshot
+                .problems
+                .values()
+                .flatten()
+                .map(ToString::to_string)
+                .collect();
+            for p in now.difference(&self.reported) {
+                error!(problem = %p, "document refused");
+            }
+            self.reported = now;
         }
-        self.reported = now;
         for (cluster, state) in &snapshot.members {
             self.metrics
                 .kube_member_synced

@@ -1,5 +1,6 @@
-//! Active health checking: one task per [`ProbeSpec`] probes on its interval and records
-//! the result on the shared [`HealthBoard`]; the table builder watches the board.
+//! Active health checking: one task per check made ([`Prober::probed`]) probes on its
+//! interval and records the result, for every [`ProbeSpec`] that check stands for, on
+//! the shared [`HealthBoard`]; the table builder watches the board.
 
 pub mod grpc;
 pub mod probe;
@@ -115,7 +116,16 @@ pub struct Checker {
     board: HealthBoard,
     prober: Prober,
     metrics: Arc<Metrics>,
-    tasks: HashMap<ProbeSpec, JoinHandle<()>>,
+    /// Every spec the board tracks (the last `wanted`).
+    tracked: BTreeSet<ProbeSpec>,
+    /// One task per check actually made ([`Prober::probed`]), with the specs whose
+    /// state it records.
+    tasks: HashMap<ProbeSpec, CheckTask>,
+}
+
+struct CheckTask {
+    handle: JoinHandle<()>,
+    specs: watch::Sender<Vec<ProbeSpec>>,
 }
 
 impl Checker {
@@ -124,6 +134,7 @@ impl Checker {
             board,
             prober,
             metrics,
+            tracked: BTreeSet::new(),
             tasks: HashMap::new(),
         }
     }
@@ -133,77 +144,104 @@ impl Checker {
         &self.board
     }
 
-    /// Starts checkers for new specs and stops those no longer wanted. A spec that stays
+    /// Starts checks for new specs and stops those no longer wanted. A spec that stays
     /// keeps its task and its state: a reload does not make targets Unknown again.
+    /// Specs that differ only in a caller whose certificate the prober does not present
+    /// share one check: without per-caller certificates (plaintext, or a cluster the
+    /// controller has none of) a target named by the schemes of three clusters is
+    /// asked once per interval, not three times.
     pub fn reconcile(&mut self, wanted: &BTreeSet<ProbeSpec>) {
         // New ones first, so that they can inherit the state of the ones they replace.
-        for spec in wanted {
-            if self.tasks.contains_key(spec) {
-                continue;
-            }
+        for spec in wanted.difference(&self.tracked) {
             let health = self.board.track(spec);
             self.metrics.set_target_health(&spec.target, health);
+        }
+        let mut checks: HashMap<ProbeSpec, Vec<ProbeSpec>> = HashMap::new();
+        for spec in wanted {
+            checks
+                .entry(self.prober.probed(spec))
+                .or_default()
+                .push(spec.clone());
+        }
+        self.tasks.retain(|probed, task| {
+            let kept = checks.contains_key(probed);
+            if !kept {
+                task.handle.abort();
+            }
+            kept
+        });
+        for (probed, specs) in checks {
+            if let Some(task) = self.tasks.get(&probed) {
+                task.specs.send_if_modified(|current| {
+                    let changed = *current != specs;
+                    *current = specs;
+                    changed
+                });
+                continue;
+            }
             let span = info_span!(
                 "health_check",
-                cluster = %spec.target.cluster,
-                service = %spec.target.service,
-                gateway = %spec.gateway_list(),
-                check = %spec.check.kind,
+                cluster = %probed.target.cluster,
+                service = %probed.target.service,
+                gateway = %probed.gateway_list(),
+                check = %probed.check.kind,
             );
-            let task = tokio::spawn(
+            let (specs, specs_rx) = watch::channel(specs);
+            let handle = tokio::spawn(
                 check_forever(
-                    spec.clone(),
+                    probed.clone(),
+                    specs_rx,
                     self.board.clone(),
                     self.prober.clone(),
                     self.metrics.clone(),
                 )
                 .instrument(span),
             );
-            self.tasks.insert(spec.clone(), task);
+            self.tasks.insert(probed, CheckTask { handle, specs });
         }
-        let gone: Vec<ProbeSpec> = self
-            .tasks
-            .keys()
-            .filter(|s| !wanted.contains(*s))
-            .cloned()
-            .collect();
-        for spec in gone {
-            if let Some(task) = self.tasks.remove(&spec) {
-                task.abort();
-            }
-            self.board.forget(&spec);
+        for spec in self.tracked.difference(wanted) {
+            self.board.forget(spec);
             if !wanted.iter().any(|w| w.target == spec.target) {
                 self.metrics.forget_target(&spec.target);
             }
         }
+        self.tracked = wanted.clone();
     }
 }
 
 impl Drop for Checker {
     fn drop(&mut self) {
         for task in self.tasks.values() {
-            task.abort();
+            task.handle.abort();
         }
     }
 }
 
-async fn check_forever(spec: ProbeSpec, board: HealthBoard, prober: Prober, metrics: Arc<Metrics>) {
+/// Checks `probed` on its interval and records each result for every spec of `specs`
+/// (the schemes' views of that one check).
+async fn check_forever(
+    probed: ProbeSpec,
+    specs: watch::Receiver<Vec<ProbeSpec>>,
+    board: HealthBoard,
+    prober: Prober,
+    metrics: Arc<Metrics>,
+) {
     // Each target is checked at its own point of the interval, so that the checks of
     // many targets spread over it instead of all starting at once: thousands of
     // connections opened in the same instant make checks time out that would pass, and
     // every false transition rebuilds the tables. A target's first verdict comes within
     // one interval.
-    let first = tokio::time::Instant::now() + phase(&spec);
-    let mut ticker = tokio::time::interval_at(first, spec.check.interval);
+    let first = tokio::time::Instant::now() + phase(&probed);
+    let mut ticker = tokio::time::interval_at(first, probed.check.interval);
     // A check that falls due while the controller is busy (at start, thousands of
     // targets at once) runs late, and the next one is back at the target's own phase:
     // delaying the whole schedule instead would keep every check that fell due together
     // in the same instant for good.
     ticker.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let target = Metrics::target_labels(&spec.target);
+    let target = Metrics::target_labels(&probed.target);
     loop {
         ticker.tick().await;
-        let result = prober.probe(&spec).await;
+        let result = prober.probe(&probed).await;
         metrics
             .health_checks
             .get_or_create(&CheckLabels {
@@ -211,10 +249,16 @@ async fn check_forever(spec: ProbeSpec, board: HealthBoard, prober: Prober, metr
                 result: result.label(),
             })
             .inc();
-        let Some((from, state)) = board.record(&spec, &result) else {
+        // The specs of one check see the same results and move together: the
+        // transition is counted and logged once.
+        let mut changed = None;
+        for spec in specs.borrow().iter() {
+            changed = board.record(spec, &result).or(changed);
+        }
+        let Some((from, state)) = changed else {
             continue;
         };
-        metrics.set_target_health(&spec.target, state.health);
+        metrics.set_target_health(&probed.target, state.health);
         metrics
             .health_transitions
             .get_or_create(&TransitionLabels {

@@ -164,6 +164,19 @@ impl Prober {
         }
     }
 
+    /// The check made for `spec`: `spec` itself when it is made with its caller's own
+    /// certificate, else the same check without a caller, which every caller without
+    /// one of its own shares (all of them, in plaintext).
+    pub fn probed(&self, spec: &ProbeSpec) -> ProbeSpec {
+        match &self.client {
+            ProbeClient::Tls(_) if self.callers.contains_key(&spec.caller) => spec.clone(),
+            _ => ProbeSpec {
+                caller: String::new(),
+                ..spec.clone()
+            },
+        }
+    }
+
     /// Checks `spec`'s target through its gateway's instances in turn. A check judges
     /// the service, not one instance or one gateway instance:
     /// * a gateway instance that gives no answer at all (refused, reset) is not the

@@ -253,6 +253,52 @@ async fn reconcile_keeps_state_of_kept_targets_and_drops_the_rest() {
 }
 
 #[tokio::test]
+async fn callers_without_a_certificate_of_their_own_share_one_check() {
+    let mut gateway = FakeGateway::start().await;
+    let (mut checker, board, metrics) = checker();
+    // West's foo, a failover target of schemes in east and in south: in plaintext the
+    // two checks would be the same request.
+    let for_east = spec(&gateway, 200, 1, 1);
+    let for_south = ProbeSpec {
+        caller: "south".into(),
+        ..for_east.clone()
+    };
+    checker.reconcile(&BTreeSet::from([for_east.clone(), for_south.clone()]));
+    assert_eq!(checker.tasks.len(), 1, "one check for both");
+    eventually("both Healthy", LIMIT, || {
+        health(&board, &for_east) == Health::Healthy
+            && health(&board, &for_south) == Health::Healthy
+    })
+    .await;
+    let before = gateway.hosts().len();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let asked = gateway.hosts().len() - before;
+    assert!(
+        (3..=6).contains(&asked),
+        "one check per 200 ms interval in a second, not two: {asked}"
+    );
+
+    gateway.stop().await;
+    eventually("both Unhealthy with the one check", LIMIT, || {
+        health(&board, &for_east) == Health::Unhealthy
+            && health(&board, &for_south) == Health::Unhealthy
+    })
+    .await;
+    let text = metrics.encode();
+    assert!(
+        text.contains("to=\"Unhealthy\"} 1"),
+        "one transition: {text}"
+    );
+
+    // One caller's scheme goes: the other keeps the check and its state.
+    let since = board.get(&for_south).unwrap().since;
+    checker.reconcile(&BTreeSet::from([for_south.clone()]));
+    assert!(board.get(&for_east).is_none());
+    assert_eq!(board.get(&for_south).unwrap().since, since);
+    assert_eq!(checker.tasks.len(), 1);
+}
+
+#[tokio::test]
 async fn a_changed_policy_keeps_the_targets_health() {
     let gateway = FakeGateway::start().await;
     let (mut checker, board, _) = checker();
