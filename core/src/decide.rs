@@ -38,7 +38,21 @@ impl Decision {
 /// Decides every table and view of `model` on `board` as of `now`.
 pub fn decide(model: &Model, board: &HealthMap, now: Instant) -> Decision {
     let mut next_change: Option<Instant> = None;
-    let mut docs: HashMap<String, SchemeDoc> = HashMap::with_capacity(model.schemes.len());
+    // Each cluster's table holds the schemes whose primary runs in it, in the model's
+    // order: filled in one pass over the schemes (not one per cluster).
+    let mut tables: BTreeMap<String, TableDoc> = model
+        .clusters
+        .keys()
+        .map(|cluster| {
+            let table = TableDoc {
+                api_version: TABLE_API_VERSION.to_string(),
+                cluster: cluster.clone(),
+                version: String::new(),
+                schemes: Vec::new(),
+            };
+            (cluster.clone(), table)
+        })
+        .collect();
     let mut views = Vec::with_capacity(model.schemes.len());
     for scheme in &model.schemes {
         let doc = scheme_doc(model, scheme, |target| {
@@ -49,24 +63,12 @@ pub fn decide(model: &Model, board: &HealthMap, now: Instant) -> Decision {
             effective.health
         });
         views.push(view(model, scheme, &doc, board, now));
-        docs.insert(scheme.id(), doc);
+        if let Some(table) = tables.get_mut(&scheme.primary.cluster) {
+            table.schemes.push(doc);
+        }
     }
-    let mut tables = BTreeMap::new();
-    for cluster in model.clusters.keys() {
-        let mut schemes: Vec<SchemeDoc> = model
-            .schemes_of(cluster)
-            .filter_map(|s| docs.get(&s.id()).cloned())
-            .collect();
-        drop_shared_names(&mut schemes);
-        tables.insert(
-            cluster.clone(),
-            TableDoc {
-                api_version: TABLE_API_VERSION.to_string(),
-                cluster: cluster.clone(),
-                version: String::new(),
-                schemes,
-            },
-        );
+    for table in tables.values_mut() {
+        drop_shared_names(&mut table.schemes);
     }
     Decision {
         tables,
