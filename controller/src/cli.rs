@@ -232,8 +232,9 @@ pub struct ServeArgs {
     /// controller/server.{crt,key}, controller/probe.{crt,key} and ca.crt.
     #[arg(long, value_name = "DIR")]
     pub certs: Option<PathBuf>,
-    /// How often the config directory (and, with TLS, the certificate files) is checked
-    /// for changes.
+    /// How often the config directory (and, with TLS, the certificate files; in
+    /// Kubernetes, the CA's files the member clusters' Secrets are issued from) is
+    /// checked for changes.
     #[arg(long, value_name = "DURATION", default_value = "250ms", value_parser = duration)]
     pub reload_interval: Duration,
     /// Longest long-poll (`?wait=`) the table API honours.
@@ -404,6 +405,7 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     timing: Timing::default(),
                     issuer: args.certs.clone(),
                     member_cert_lifetime: args.member_cert_lifetime,
+                    reload_interval: args.reload_interval,
                     policy,
                 }),
             };

@@ -22,28 +22,49 @@ pub const LEAF_LIFETIME: Duration = Duration::from_secs(90 * 24 * 3600);
 
 pub struct CaIssuer {
     ca: CertAuthority,
-    /// Names the CA in what material was issued for: a new CA means new material.
+    /// Every CA the member clusters trust, PEM: the CA, and during a change of CA the
+    /// next or the previous one (`certs init`'s `trust.crt`).
+    trust: String,
+    /// Names the CA and the trust in what material was issued for: a new CA, or a CA
+    /// trusted or no longer trusted beside it, means new material.
     ca_id: String,
     leaf_lifetime: Duration,
 }
 
 impl CaIssuer {
+    /// Issues from `ca`, and gives trust in `ca` alone.
     pub fn new(ca: CertAuthority, leaf_lifetime: Duration) -> CaIssuer {
+        let trust = ca.cert_pem().to_string();
+        CaIssuer::trusting(ca, trust, leaf_lifetime)
+    }
+
+    /// Issues from `ca`, and gives trust in every CA of `trust` (PEM), `ca` always
+    /// among them.
+    pub fn trusting(ca: CertAuthority, mut trust: String, leaf_lifetime: Duration) -> CaIssuer {
+        if !trust.contains(ca.cert_pem().trim()) {
+            if !trust.is_empty() && !trust.ends_with('\n') {
+                trust.push('\n');
+            }
+            trust.push_str(ca.cert_pem());
+        }
         let ca_id = format!(
             "{:016x}",
-            detour_core::tables::fnv1a(ca.cert_pem().as_bytes())
+            detour_core::tables::fnv1a(format!("{}{trust}", ca.cert_pem()).as_bytes())
         );
         CaIssuer {
             ca,
+            trust,
             ca_id,
             leaf_lifetime,
         }
     }
 
-    /// The CA of a `certs init` directory; `None` when it has no CA key (the controller
-    /// then does not issue). Errors name the file.
+    /// The CA of a `certs init` directory, trusting what its `trust.crt` lists (during
+    /// a change of CA, the next or the previous CA too); `None` when it has no CA key
+    /// (the controller then does not issue). Errors name the file.
     pub fn from_dir(dir: &Path, leaf_lifetime: Duration) -> anyhow::Result<Option<CaIssuer>> {
-        let files = Layout::new(dir).ca();
+        let layout = Layout::new(dir);
+        let files = layout.ca();
         if !files.key.exists() {
             return Ok(None);
         }
@@ -53,7 +74,24 @@ impl CaIssuer {
         };
         let ca = CertAuthority::from_pem(&read(&files.cert)?, &read(&files.key)?)
             .map_err(|e| anyhow::anyhow!("{}: {e}", files.key.display()))?;
-        Ok(Some(CaIssuer::new(ca, leaf_lifetime)))
+        let trust_file = layout.trust();
+        let trust = if trust_file.exists() {
+            read(&trust_file)?
+        } else {
+            String::new()
+        };
+        Ok(Some(CaIssuer::trusting(ca, trust, leaf_lifetime)))
+    }
+
+    /// What [`CaIssuer::from_dir`] reads, as it is now: a change of any of it (a CA
+    /// change step, a renewed CA) means the issuer must be read again.
+    pub fn dir_stamp(dir: &Path) -> Vec<Option<Vec<u8>>> {
+        let layout = Layout::new(dir);
+        let ca = layout.ca();
+        [ca.cert, ca.key, layout.trust()]
+            .iter()
+            .map(|path| std::fs::read(path).ok())
+            .collect()
     }
 
     fn leaves(cluster: &str, gateway: &Host) -> Vec<(ClusterRole, LeafSpec)> {
@@ -78,10 +116,10 @@ impl Issuer for CaIssuer {
     fn issue(&self, cluster: &str, gateway: &Host, now: SystemTime) -> Result<Material, String> {
         // The PEM files, and the SDS files a rendered Envoy loads (`certs init`'s sds/).
         let mut data = BTreeMap::from([
-            ("ca.crt".to_string(), self.ca.cert_pem().as_bytes().to_vec()),
+            ("ca.crt".to_string(), self.trust.as_bytes().to_vec()),
             (
                 sds_trust_file(),
-                sds::trust(SDS_TRUST, self.ca.cert_pem()).into_bytes(),
+                sds::trust(SDS_TRUST, &self.trust).into_bytes(),
             ),
         ]);
         let mut not_after = self.ca.not_after();
@@ -171,6 +209,53 @@ mod tests {
             issuer.subject("west", &gateway),
             another_ca.subject("west", &gateway)
         );
+    }
+
+    #[test]
+    fn during_a_change_of_ca_the_secrets_trust_both_and_each_step_issues_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let ca = CertAuthority::generate(DAY, now).unwrap();
+        let next = CertAuthority::generate(DAY, now).unwrap();
+        std::fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
+        std::fs::write(dir.path().join("ca.key"), ca.key_pem()).unwrap();
+        let gateway = Host::Name("gw.west.example".into());
+        let read = || {
+            CaIssuer::from_dir(dir.path(), LEAF_LIFETIME)
+                .unwrap()
+                .unwrap()
+        };
+        let alone = read();
+        let trusted = |issuer: &CaIssuer| {
+            String::from_utf8(issuer.issue("west", &gateway, now).unwrap().data["ca.crt"].clone())
+                .unwrap()
+        };
+        assert_eq!(trusted(&alone), ca.cert_pem());
+        let stamp = CaIssuer::dir_stamp(dir.path());
+
+        // `certs init --ca-change begin`: the next CA is trusted beside the current one.
+        let both = format!("{}{}", ca.cert_pem(), next.cert_pem());
+        std::fs::write(dir.path().join("trust.crt"), &both).unwrap();
+        assert_ne!(CaIssuer::dir_stamp(dir.path()), stamp);
+        let begun = read();
+        assert_eq!(trusted(&begun), both);
+        let sds =
+            String::from_utf8(begun.issue("west", &gateway, now).unwrap().data["ca.json"].clone())
+                .unwrap();
+        assert!(
+            sds.contains(&next.cert_pem().trim().replace('\n', "\\n")),
+            "{sds}"
+        );
+        assert_ne!(
+            begun.subject("west", &gateway),
+            alone.subject("west", &gateway),
+            "a new trust is new material"
+        );
+
+        // A trust file that leaves out the CA issuing: the CA is trusted all the same.
+        std::fs::write(dir.path().join("trust.crt"), next.cert_pem()).unwrap();
+        let text = trusted(&read());
+        assert!(text.contains(ca.cert_pem().trim()) && text.contains(next.cert_pem().trim()));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use super::events::EventSink;
 use super::index::Snapshot;
 use super::issuer::CaIssuer;
 use super::lease::{self, Elector, Leadership, LeaseApi, SystemClock, Timing};
-use super::secrets::Member;
 use super::secrets::{self, SecretWriter};
+use super::secrets::{Issuer, Member};
 use super::source::{self, Outputs};
 use super::status::{self, StatusWriter};
 use crate::metrics::KubeMetrics;
@@ -25,7 +25,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tracing::{Instrument, info, info_span};
+use tracing::{Instrument, info, info_span, warn};
 
 #[derive(Debug, Clone)]
 pub struct KubeOptions {
@@ -42,6 +42,9 @@ pub struct KubeOptions {
     pub issuer: Option<PathBuf>,
     /// Lifetime of the certificates in the member clusters' Secrets.
     pub member_cert_lifetime: Duration,
+    /// How often the CA's files in `issuer` are looked at for a change (a step of a
+    /// change of CA).
+    pub reload_interval: Duration,
     /// What FailoverSchemes may ask for (namespaces, bounds).
     pub policy: Policy,
 }
@@ -153,12 +156,21 @@ impl KubeSource {
         match issuer {
             Some(issuer) => {
                 info!(namespace = %opts.member_namespace, "issuing member clusters' mTLS Secrets");
-                let writer = SecretWriter::new(
-                    Arc::new(issuer),
-                    &opts.member_namespace,
-                    leadership,
-                    metrics,
-                );
+                let (issuers_tx, issuers) = watch::channel(Arc::new(issuer) as Arc<dyn Issuer>);
+                if let Some(dir) = opts.issuer.clone() {
+                    tokio::spawn(
+                        reread_ca(
+                            dir,
+                            opts.member_cert_lifetime,
+                            opts.reload_interval,
+                            issuers_tx,
+                            shutdown.clone(),
+                        )
+                        .instrument(info_span!("ca")),
+                    );
+                }
+                let writer =
+                    SecretWriter::watching(issuers, &opts.member_namespace, leadership, metrics);
                 tokio::spawn(
                     secrets::run(writer, members, shutdown).instrument(info_span!("secrets")),
                 );
@@ -168,6 +180,42 @@ impl KubeSource {
             ),
         }
         election
+    }
+}
+
+/// Reads the CA of `dir` again whenever its files change (each step of `certs init
+/// --ca-change` changes them), and hands the new issuer on. A CA that cannot be read
+/// is logged and the last good one keeps issuing.
+async fn reread_ca(
+    dir: PathBuf,
+    lifetime: Duration,
+    every: Duration,
+    issuers: watch::Sender<Arc<dyn Issuer>>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut stamp = CaIssuer::dir_stamp(&dir);
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep(every) => {}
+            _ = shutdown.changed() => return,
+        }
+        let now = CaIssuer::dir_stamp(&dir);
+        if now == stamp {
+            continue;
+        }
+        // Files half written (a Secret volume is swapped at once, a directory by hand
+        // is not) change again when done, and are read again then.
+        stamp = now;
+        match CaIssuer::from_dir(&dir, lifetime) {
+            Ok(Some(issuer)) => {
+                info!(dir = %dir.display(), "read the CA again");
+                issuers.send_replace(Arc::new(issuer));
+            }
+            Ok(None) => {
+                warn!(dir = %dir.display(), "the CA key is gone: the last CA read keeps issuing");
+            }
+            Err(e) => warn!(error = %e, "cannot read the CA: the last one keeps issuing"),
+        }
     }
 }
 

@@ -187,15 +187,28 @@ pub fn secret(
 /// Writes and renews the Secret of every member cluster (leader only).
 #[derive(Clone)]
 pub struct SecretWriter {
-    issuer: Arc<dyn Issuer>,
+    /// The newest issuer: a change of CA (or of the CAs trusted beside it) replaces it,
+    /// and every Secret is issued again.
+    issuer: watch::Receiver<Arc<dyn Issuer>>,
     namespace: String,
     leadership: Leadership,
     metrics: Arc<KubeMetrics>,
 }
 
 impl SecretWriter {
+    /// A writer issuing with `issuer` for good.
     pub fn new(
         issuer: Arc<dyn Issuer>,
+        namespace: &str,
+        leadership: Leadership,
+        metrics: Arc<KubeMetrics>,
+    ) -> SecretWriter {
+        SecretWriter::watching(watch::channel(issuer).1, namespace, leadership, metrics)
+    }
+
+    /// A writer issuing with the newest issuer of `issuer`.
+    pub fn watching(
+        issuer: watch::Receiver<Arc<dyn Issuer>>,
         namespace: &str,
         leadership: Leadership,
         metrics: Arc<KubeMetrics>,
@@ -219,7 +232,8 @@ impl SecretWriter {
     ) -> Result<SystemTime, Error> {
         self.leadership.check()?;
         let api: Api<Secret> = Api::namespaced(member.client.clone(), &self.namespace);
-        let subject = self.issuer.subject(cluster, &member.gateway);
+        let issuer = self.issuer.borrow().clone();
+        let subject = issuer.subject(cluster, &member.gateway);
         // When each fresh Secret falls due, and when it expires.
         let mut fresh: Vec<(SystemTime, Option<SystemTime>)> = Vec::new();
         for mount in Mount::ALL {
@@ -236,13 +250,13 @@ impl SecretWriter {
             }
             return Ok(until);
         }
-        let material = self
-            .issuer
-            .issue(cluster, &member.gateway, now)
-            .map_err(|why| Error::Material {
-                cluster: cluster.to_string(),
-                why,
-            })?;
+        let material =
+            issuer
+                .issue(cluster, &member.gateway, now)
+                .map_err(|why| Error::Material {
+                    cluster: cluster.to_string(),
+                    why,
+                })?;
         for mount in Mount::ALL {
             let secret = secret(mount, &self.namespace, cluster, &subject, &material);
             // Checked again right before each write: the lease may have gone meanwhile.
@@ -268,6 +282,9 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut leading = writer.leadership.subscribe();
+    let mut issuers = writer.issuer.clone();
+    // A writer made with one issuer for good has no sender: nothing to wait for.
+    let mut issuers_open = true;
     loop {
         let mut next: Option<SystemTime> = None;
         if writer.leadership.is_leader() {
@@ -297,6 +314,12 @@ pub async fn run(
             () = sleep(wait) => {}
             r = members.changed() => if r.is_err() { return },
             r = leading.changed() => if r.is_err() { return },
+            r = issuers.changed(), if issuers_open => {
+                issuers_open = r.is_ok();
+                if issuers_open {
+                    info!("the CA changed: every member cluster's Secrets are issued again");
+                }
+            }
             _ = shutdown.changed() => return,
         }
     }

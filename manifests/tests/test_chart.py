@@ -233,6 +233,8 @@ def test_rbac_grants_exactly_what_serve_kubernetes_uses(rendered):
 
 CONTROLLER_FILES = {
     "ca.crt", "controller/server.crt", "controller/server.key", "controller/probe.crt", "controller/probe.key",
+    # Every CA to trust: in the Secret during a change of CA only.
+    "trust.crt",
 }
 
 
@@ -256,6 +258,12 @@ def test_certificates_are_mounted_as_certs_init_lays_them_out(chart):
     # CA key unless asked for: the controller then issues no member Secret.
     files = certs_volume(pod)
     assert set(files) == CONTROLLER_FILES
+    # A Secret without trust.crt (no change of CA under way) still mounts.
+    (volume,) = pod["volumes"]
+    (trust,) = [s["secret"] for s in volume["projected"]["sources"]
+                if any(i["key"] == "trust.crt" for i in s["secret"]["items"])]
+    assert trust.get("optional") is True
+    assert not any(s["secret"].get("optional") for s in volume["projected"]["sources"] if s["secret"] is not trust)
     assert all(f.startswith("detour-certs/") for f in files.values())
     # Without the Secret: no mount, no --certs (a plaintext lab).
     plain = one(objects(render(chart)), "Deployment")["spec"]["template"]["spec"]

@@ -511,3 +511,55 @@ def test_a_table_past_max_table_bytes_is_in_the_member_clusters_status_with_an_e
     assert "not served" in clusters["east"]["tableWarning"], clusters["east"]
     # Still Accepted: the cluster itself is fine, and its last good table is served.
     assert status(kube, "MemberCluster", "east")["state"] == "Accepted"
+
+
+def trusted_cas(federation: Federation, cluster: str) -> list[str]:
+    """The CA certificates both of `cluster`'s Secrets give their Envoys to trust (the same)."""
+    bundles = set()
+    for mount in ("gateway", "client"):
+        secret = mtls_secret(federation, cluster, mount)
+        assert secret, f"detour-mtls-{mount} missing in {cluster}"
+        bundles.add(base64.b64decode(secret["data"]["ca.crt"]).decode())
+    assert len(bundles) == 1, f"{cluster}'s two Secrets trust different CAs"
+    (bundle,) = bundles
+    return ["-----BEGIN" + part for part in bundle.split("-----BEGIN")[1:]]
+
+
+def pem(path: Path) -> str:
+    return path.read_text()
+
+
+def test_a_change_of_ca_reaches_every_member_clusters_secrets(federation: Federation):
+    """`certs init --ca-change begin|switch|finish` on the directory the leader issues
+    from (in Kubernetes, the mounted Secret the operator updates): each step reaches
+    every member cluster's Secrets without a restart, so that every Envoy always trusts
+    the CA of what its peers present."""
+    certs = federation.certs
+    config = federation.dir / "config"
+    old = pem(certs / "ca.crt")
+
+    def step(change: str) -> None:
+        detour("certs", "init", "--config", str(config), "--out", str(certs), "--ca-change", change)
+
+    step("begin")
+    new = pem(certs / "ca-next.crt")
+    for cluster in ("east", "west", "south"):
+        wait_for(f"{cluster} trusts the current and the next CA",
+                 lambda: sorted(trusted_cas(federation, cluster)) == sorted([old, new]), 20)
+        # Still issued by the current CA: nobody trusts only the next one yet.
+        assert verified(certs / "ca.crt", mtls_data(federation, cluster)["gateway.crt"]), cluster
+
+    step("switch")
+    assert pem(certs / "ca.crt") == new
+    for cluster in ("east", "west", "south"):
+        wait_for(f"{cluster}'s certificates issued by the new CA",
+                 lambda: all(verified(certs / "ca.crt", mtls_data(federation, cluster)[f"{r}.crt"])
+                             for r in ("gateway", "envoy", "table")), 20)
+        # The old CA is still trusted, for peers that have not loaded theirs yet.
+        assert sorted(trusted_cas(federation, cluster)) == sorted([old, new]), cluster
+
+    step("finish")
+    for cluster in ("east", "west", "south"):
+        wait_for(f"{cluster} trusts the new CA alone",
+                 lambda: trusted_cas(federation, cluster) == [new], 20)
+        assert verified(certs / "ca.crt", mtls_data(federation, cluster)["gateway.crt"]), cluster
