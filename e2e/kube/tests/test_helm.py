@@ -143,6 +143,8 @@ def mounted(setup: Setup, deployment: dict[str, Any], into: Path) -> None:
     for source in volume["projected"]["sources"]:
         secret = setup.kube.get("Secret", source["secret"]["name"], NAMESPACE)
         for item in source["secret"]["items"]:
+            if item["key"] not in secret["data"] and source["secret"].get("optional"):
+                continue  # the kubelet leaves an optional key out
             path = into / item["path"]
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(base64.b64decode(secret["data"][item["key"]]))
