@@ -274,7 +274,10 @@ lint: wasm-target wasm-test-target $(CARGO_DENY)
 	$(CARGO) clippy -p detour-filter -p detour-bench-noop --target wasm32-wasip1 --all-targets -- -D warnings
 	$(CARGO) clippy -p detour-filter --target wasm32-unknown-unknown --all-targets -- -D warnings
 	$(CARGO_DENY) --locked check bans licenses sources
-	@if [ -d "$(ADVISORY_DB)" ] && [ -n "$$(ls -A "$(ADVISORY_DB)")" ]; then \
+	@# A database is a clone named advisory-db-HASH (cargo-deny leaves a db.lock beside
+	@# it even when its fetch failed).
+	@if ls -d "$(ADVISORY_DB)"/advisory-db-*/.git >/dev/null 2>&1 \
+		|| ls -d "$(ADVISORY_DB)"/advisory-db-*/HEAD >/dev/null 2>&1; then \
 		$(CARGO_DENY) --locked check --disable-fetch advisories; \
 	else \
 		echo "SKIPPED advisories: no RustSec database in $(ADVISORY_DB) (\`make audit\` fetches it from GitHub)"; \

@@ -16,6 +16,10 @@ pub enum FetchError {
     Unreachable(String),
     /// An answer other than 200 or 304.
     Status(u32),
+    /// An answer other than 200 or 304 that says when to ask again (`Retry-After` in
+    /// seconds): the controller's caps on waiting clients, or a restarted controller
+    /// before its first round of checks. The next fetch waits at least that long.
+    RetryAfter { status: u32, after: Duration },
     /// A 200 whose table this filter refuses.
     Rejected(TableError),
 }
@@ -25,7 +29,7 @@ impl FetchError {
     pub fn label(&self) -> &'static str {
         match self {
             FetchError::Unreachable(_) => "unreachable",
-            FetchError::Status(_) => "status",
+            FetchError::Status(_) | FetchError::RetryAfter { .. } => "status",
             FetchError::Rejected(_) => "rejected",
         }
     }
@@ -34,7 +38,9 @@ impl FetchError {
     fn state_key(&self) -> String {
         match self {
             FetchError::Unreachable(_) => "unreachable".into(),
-            FetchError::Status(code) => format!("status {code}"),
+            FetchError::Status(code) | FetchError::RetryAfter { status: code, .. } => {
+                format!("status {code}")
+            }
             FetchError::Rejected(e) => format!("rejected {}", e.label()),
         }
     }
@@ -45,6 +51,11 @@ impl std::fmt::Display for FetchError {
         match self {
             FetchError::Unreachable(why) => write!(f, "controller unreachable: {why}"),
             FetchError::Status(code) => write!(f, "controller answered HTTP {code}"),
+            FetchError::RetryAfter { status, after } => write!(
+                f,
+                "controller answered HTTP {status}, asking to retry after {}",
+                format_duration(*after)
+            ),
             FetchError::Rejected(e) => write!(f, "table refused: {e}"),
         }
     }
@@ -146,12 +157,16 @@ impl Fetcher {
             }
             FetchResult::Failed(error) => {
                 self.failures = self.failures.saturating_add(1);
-                self.next_at_ms = now_ms.saturating_add(millis(backoff(
+                let mut wait = backoff(
                     self.failures,
                     config.poll_interval,
                     config.max_backoff,
                     jitter,
-                )));
+                );
+                if let FetchError::RetryAfter { after, .. } = error {
+                    wait = wait.max(asked_wait(*after, config.max_backoff, jitter));
+                }
+                self.next_at_ms = now_ms.saturating_add(millis(wait));
                 let key = error.state_key();
                 if self.failing.as_deref() == Some(key.as_str()) {
                     None
@@ -162,6 +177,14 @@ impl Fetcher {
             }
         }
     }
+}
+
+/// The wait a `Retry-After` asks for, no longer than `max` (a controller cannot stop
+/// fetching for good), spread over up to half as long again: the Envoys a capped
+/// controller turned away together do not come back together.
+fn asked_wait(after: Duration, max: Duration, jitter: u32) -> Duration {
+    let wait_ms = millis(after.min(max));
+    Duration::from_millis(wait_ms + u64::from(jitter) % (wait_ms / 2 + 1))
 }
 
 fn millis(d: Duration) -> u64 {
@@ -189,11 +212,24 @@ pub fn status_of(headers: &crate::pairs::Pairs) -> Option<u32> {
         .and_then(|v| std::str::from_utf8(v).ok()?.parse().ok())
 }
 
+/// An answer's `Retry-After`, when it is a number of seconds (what the controller
+/// sends; an HTTP date is ignored).
+pub fn retry_after_of(headers: &crate::pairs::Pairs) -> Option<Duration> {
+    let text = std::str::from_utf8(headers.get("retry-after")?).ok()?;
+    text.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
 /// Reads the status of a fetch. Envoy answers a call it could not deliver (controller
 /// down, connect timeout) itself, with a 5xx that lacks the
 /// [`x-envoy-upstream-service-time`](crate::attempt::UPSTREAM_SERVICE_TIME_HEADER)
-/// header every upstream answer gets; `envoy_says` is the body of that answer.
-pub fn classify_answer(status: u32, from_upstream: bool, envoy_says: &str) -> Answer {
+/// header every upstream answer gets; `envoy_says` is the body of that answer. The
+/// controller's `retry_after` counts only on its own answers.
+pub fn classify_answer(
+    status: u32,
+    from_upstream: bool,
+    retry_after: Option<Duration>,
+    envoy_says: &str,
+) -> Answer {
     match status {
         200 => Answer::Table,
         304 => Answer::NotModified,
@@ -205,7 +241,10 @@ pub fn classify_answer(status: u32, from_upstream: bool, envoy_says: &str) -> An
                 detail
             }))
         }
-        s => Answer::Failed(FetchError::Status(s)),
+        s => Answer::Failed(match retry_after {
+            Some(after) if from_upstream => FetchError::RetryAfter { status: s, after },
+            _ => FetchError::Status(s),
+        }),
     }
 }
 
@@ -289,20 +328,71 @@ mod tests {
 
     #[test]
     fn envoys_own_error_answers_mean_unreachable() {
-        assert_eq!(classify_answer(200, true, ""), Answer::Table);
-        assert_eq!(classify_answer(304, true, ""), Answer::NotModified);
+        assert_eq!(classify_answer(200, true, None, ""), Answer::Table);
+        assert_eq!(classify_answer(304, true, None, ""), Answer::NotModified);
         assert_eq!(
-            classify_answer(503, false, "upstream connect error\n"),
+            classify_answer(503, false, None, "upstream connect error\n"),
             Answer::Failed(FetchError::Unreachable("upstream connect error".into()))
         );
         assert_eq!(
-            classify_answer(503, true, ""),
+            classify_answer(503, true, None, ""),
             Answer::Failed(FetchError::Status(503))
         );
         assert_eq!(
-            classify_answer(404, false, ""),
+            classify_answer(404, false, None, ""),
             Answer::Failed(FetchError::Status(404))
         );
+    }
+
+    #[test]
+    fn the_controllers_retry_after_holds_the_next_fetch_back() {
+        let five = Some(Duration::from_secs(5));
+        let busy = classify_answer(503, true, five, "");
+        assert_eq!(
+            busy,
+            Answer::Failed(FetchError::RetryAfter {
+                status: 503,
+                after: Duration::from_secs(5)
+            })
+        );
+        // Only the controller's own answer counts, not Envoy's.
+        assert!(matches!(
+            classify_answer(503, false, five, "no healthy upstream"),
+            Answer::Failed(FetchError::Unreachable(_))
+        ));
+        let header = |value: &str| {
+            crate::pairs::Pairs::from_pairs([(&b"retry-after"[..], value.as_bytes())])
+        };
+        assert_eq!(retry_after_of(&header(" 5 ")), five);
+        assert_eq!(
+            retry_after_of(&header("Wed, 21 Oct 2026 07:28:00 GMT")),
+            None
+        );
+
+        let c = config(r#""pollInterval":"1s","maxBackoff":"30s""#);
+        let Answer::Failed(error) = busy else {
+            unreachable!()
+        };
+        for jitter in [0, 1, 7_777, u32::MAX] {
+            let mut f = Fetcher::new();
+            f.sent(1, 0);
+            f.finished(&FetchResult::Failed(error.clone()), 0, &c, jitter);
+            assert!(!f.due(4_999, &c), "asked for 5 s ({jitter})");
+            assert!(
+                f.due(7_500, &c),
+                "spread over at most half as long again ({jitter})"
+            );
+        }
+        // A controller cannot hold the filter back past maxBackoff.
+        let c = config(r#""pollInterval":"1s","maxBackoff":"2s""#);
+        let mut f = Fetcher::new();
+        f.sent(1, 0);
+        let long = FetchError::RetryAfter {
+            status: 503,
+            after: Duration::from_secs(3600),
+        };
+        f.finished(&FetchResult::Failed(long), 0, &c, u32::MAX);
+        assert!(f.due(3_000, &c));
     }
 
     #[test]

@@ -8,7 +8,7 @@ use super::log;
 use super::worker::Worker;
 use crate::fetch::{
     Answer, Change, FetchError, FetchResult, Fetcher, UPSTREAM_SERVICE_TIME_HEADER,
-    classify_answer, if_none_match, request_path, status_of,
+    classify_answer, if_none_match, request_path, retry_after_of, status_of,
 };
 use crate::pairs::Pairs;
 use crate::table::{Table, TableError};
@@ -103,7 +103,7 @@ impl TableFetcher {
                     .map(|b| String::from_utf8_lossy(&b).into_owned())
                     .unwrap_or_default()
             };
-            match classify_answer(status, from_upstream, &envoy_says) {
+            match classify_answer(status, from_upstream, retry_after_of(&headers), &envoy_says) {
                 Answer::Table => store(worker, lease, body_size, now_ms),
                 Answer::NotModified => FetchResult::NotModified,
                 Answer::Failed(error) => FetchResult::Failed(error),
