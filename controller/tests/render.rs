@@ -295,7 +295,7 @@ async fn a_rendered_envoy_routes_as_internals_says() {
         stderr(&out)
     );
 
-    // ...until the service stops: the gateway says it could not connect (UF, after
+    // ...until the service stops: the gateway says it could not reach it (UF, after
     // retrying its instances: URX), and the probe through it fails, so explain fails
     // over to west.
     foo_east.stop().await;
@@ -306,7 +306,12 @@ async fn a_rendered_envoy_routes_as_internals_says() {
         .get("x-detour-gateway-flags")
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default();
-    assert!(flags.split(',').any(|f| f == "UF"), "flags {flags:?}");
+    // UC instead when the request met a kept-alive connection the stop was closing
+    // under it: the gateway still answers for itself.
+    assert!(
+        flags.split(',').any(|f| f == "UF" || f == "UC"),
+        "flags {flags:?}"
+    );
     let out = explain(config.str().to_string()).await.unwrap();
     let text = stdout(&out);
     assert!(
