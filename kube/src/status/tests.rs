@@ -526,6 +526,15 @@ async fn an_api_error_is_reported_and_retried_later() {
 
 // The pure plans.
 
+/// The MemberCluster `name` of `snapshot`.
+fn member<'a>(snapshot: &'a Snapshot, name: &str) -> &'a MemberCluster {
+    snapshot
+        .clusters
+        .iter()
+        .find(|c| c.metadata.name.as_deref() == Some(name))
+        .unwrap()
+}
+
 fn plan_of(
     index: &mut KubeIndex,
     previous: Option<&FailoverSchemeStatus>,
@@ -609,11 +618,7 @@ fn member_cluster_plans() {
     let ex = objects_of(&text);
     let mut index = loaded(&ex);
     let snapshot = index.snapshot();
-    let west = snapshot
-        .clusters
-        .iter()
-        .find(|c| c.metadata.name.as_deref() == Some("west"))
-        .unwrap();
+    let west = member(&snapshot, "west");
     let plan = plan_cluster(west, None, &snapshot, None);
     assert_eq!(plan.status.state, Some(SchemeState::Invalid));
     assert!(
@@ -631,11 +636,7 @@ fn member_cluster_plans() {
             .is_empty()
     );
 
-    let east = snapshot
-        .clusters
-        .iter()
-        .find(|c| c.metadata.name.as_deref() == Some("east"))
-        .unwrap();
+    let east = member(&snapshot, "east");
     index.member_failed("east", index.epoch("east"), "Unauthorized".into());
     let plan = plan_cluster(east, None, &index.snapshot(), None);
     assert_eq!(plan.status.state, Some(SchemeState::Failed));
@@ -650,11 +651,7 @@ fn member_cluster_plans() {
 fn a_table_near_or_over_the_limit_is_in_the_member_clusters_status_with_an_event_per_crossing() {
     let mut index = loaded(&example());
     let snapshot = index.snapshot();
-    let east = snapshot
-        .clusters
-        .iter()
-        .find(|c| c.metadata.name.as_deref() == Some("east"))
-        .unwrap();
+    let east = member(&snapshot, "east");
     let plan_at = |bytes, previous: Option<&MemberClusterStatus>| {
         plan_cluster(
             east,
