@@ -9,10 +9,12 @@
 //!   nothing about the service behind it, so the target stays `Unknown`.
 //! * `Healthy` → `Unhealthy` after `unhealthyThreshold` consecutive failures;
 //!   `Unhealthy` → `Healthy` after `healthyThreshold` consecutive passes. That second
-//!   transition is a *recovery* when the target had been Healthy before: each scheme then
+//!   transition is a *recovery* when the Unhealthy verdict had moved traffic away: it
+//!   replaced Healthy, or an Unknown that was already the target's verdict (its gateway
+//!   had not answered; the filter sends Unknown targets their traffic). Each scheme then
 //!   reports it Healthy only once it has stayed Healthy for the scheme's
-//!   `failback.stableFor` ([`TargetState::effective`]). A target's first Healthy verdict
-//!   is never held back.
+//!   `failback.stableFor` ([`TargetState::effective`]). A target's first verdict is never
+//!   held back: Unhealthy first and then Healthy is a service that was still starting.
 //! * Each failure has a [`Cause`]: the gateway gave no answer (the path from other
 //!   clusters is down), or it answered that the service failed. The target's own cluster
 //!   reaches the service without that gateway, so only the second kind concerns it
@@ -56,7 +58,7 @@ pub struct TargetState {
     pub since: Instant,
     /// The same moment on the wall clock, for people.
     pub since_wall: SystemTime,
-    /// The current Healthy run follows an Unhealthy one that followed a Healthy one
+    /// The current Healthy run ends an Unhealthy verdict that had moved traffic away
     /// (failback damping applies).
     pub recovered: bool,
     /// Why the latest failures failed (kept through a recovery, so that a target whose
@@ -64,8 +66,9 @@ pub struct TargetState {
     pub cause: Option<Cause>,
     /// Some check got an answer from the gateway.
     answered: bool,
-    /// The target was Healthy at some point.
-    ever_healthy: bool,
+    /// The latest Unhealthy verdict replaced one traffic followed: Healthy, or Unknown
+    /// once that was the target's verdict. Its end is a recovery.
+    unhealthy_moved_traffic: bool,
     /// Checks done so far.
     pub checks: u64,
     /// What the last check saw, for logs and `explain`.
@@ -90,7 +93,7 @@ impl TargetState {
             recovered: false,
             cause: None,
             answered: false,
-            ever_healthy: false,
+            unhealthy_moved_traffic: false,
             checks: 0,
             last: None,
             successes: 0,
@@ -106,6 +109,7 @@ impl TargetState {
         now: Instant,
     ) -> Option<Transition> {
         let check = check.into();
+        let had_verdict = self.has_first_verdict(policy);
         self.checks += 1;
         self.answered |= check != Check::Failed(Cause::Gateway);
         let from = self.health;
@@ -137,8 +141,11 @@ impl TargetState {
         if to == from {
             return None;
         }
-        self.recovered = from == Health::Unhealthy && to == Health::Healthy && self.ever_healthy;
-        self.ever_healthy |= to == Health::Healthy;
+        if to == Health::Unhealthy {
+            self.unhealthy_moved_traffic = had_verdict;
+        }
+        self.recovered =
+            from == Health::Unhealthy && to == Health::Healthy && self.unhealthy_moved_traffic;
         self.health = to;
         self.since = now;
         self.since_wall = SystemTime::now();
@@ -151,7 +158,7 @@ impl TargetState {
     /// (their own recovery will be damped, and a target never Healthy has no recovery
     /// to hold back). Returns whether the state changed.
     pub fn endpoints_returned(&mut self, at: Instant, at_wall: SystemTime) -> bool {
-        // Healthy now implies `ever_healthy`: only `observe` changes the health.
+        // Only `observe` changes the health: Healthy now means the checks pass.
         if self.health != Health::Healthy {
             return false;
         }
@@ -363,6 +370,29 @@ mod tests {
             s.effective(Duration::from_secs(10), t0 + Duration::from_secs(3)),
             (Healthy, None)
         );
+    }
+
+    #[test]
+    fn a_service_failing_after_its_unknown_verdict_is_damped_when_back() {
+        // Its gateway is not listening yet: Unknown becomes its verdict (published; the
+        // filter sends Unknown targets their traffic).
+        let t0 = Instant::now();
+        let p = policy(2, 1);
+        let mut s = TargetState::new(t0);
+        let gateway_down = Check::Failed(Cause::Gateway);
+        s.observe(gateway_down, &p, t0);
+        s.observe(gateway_down, &p, t0 + Duration::from_secs(1));
+        assert_eq!(s.health, Unknown);
+        assert!(s.has_first_verdict(&p));
+        // The gateway answers: the service behind it has died. Traffic moves away...
+        s.observe(false, &p, t0 + Duration::from_secs(2));
+        assert_eq!(s.health, Unhealthy);
+        // ...and returns only after stableFor, as after any other failure.
+        let back = t0 + Duration::from_secs(3);
+        s.observe(true, &p, back);
+        assert!(s.recovered);
+        let ten = Duration::from_secs(10);
+        assert_eq!(s.effective(ten, back), (Unhealthy, Some(back + ten)));
     }
 
     #[test]
