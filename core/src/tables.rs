@@ -79,22 +79,35 @@ impl TableSize {
         u32::try_from(percent).unwrap_or(u32::MAX)
     }
 
-    /// What an operator should read about it, when anything.
-    pub fn warning(&self, cluster: &str) -> Option<String> {
-        if self.over_limit() {
-            Some(format!(
-                "the table of {cluster} is {} bytes, over the filters' maxTableBytes ({}): it is not served and the last good table stays; split the schemes whose primary runs in {cluster} or raise --max-table-bytes with the filters' maxTableBytes",
-                self.bytes, self.max
-            ))
+    /// Where the table stands against the limit, when past 80%: "N% of the filters'
+    /// maxTableBytes (M): <what follows>". `place` says where the schemes to split have
+    /// their primary ("in east", "here"). One text for the log, the status API and the
+    /// MemberCluster status; percent only, so that a status does not change with every
+    /// byte.
+    pub fn limit_note(&self, place: &str) -> Option<String> {
+        let follows = if self.over_limit() {
+            format!(
+                "it is not served and the last good table stays; split the schemes whose primary runs {place} or raise --max-table-bytes with the filters' maxTableBytes"
+            )
         } else if self.near_limit() {
-            let percent = self.bytes.saturating_mul(100) / self.max.max(1);
-            Some(format!(
-                "the table of {cluster} is {} bytes, {percent}% of the filters' maxTableBytes ({}): past it the table will not be served",
-                self.bytes, self.max
-            ))
+            "past it, it will not be served".to_string()
         } else {
-            None
-        }
+            return None;
+        };
+        Some(format!(
+            "{}% of the filters' maxTableBytes ({}): {follows}",
+            self.percent(),
+            self.max
+        ))
+    }
+
+    /// What an operator should read about it, when anything (log, status API).
+    pub fn warning(&self, cluster: &str) -> Option<String> {
+        let note = self.limit_note(&format!("in {cluster}"))?;
+        Some(format!(
+            "the table of {cluster} is {} bytes, {note}",
+            self.bytes
+        ))
     }
 }
 

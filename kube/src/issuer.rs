@@ -10,7 +10,7 @@
 use super::secrets::{Issuer, Material};
 use detour_core::model::Host;
 use detour_core::pki::identity::{ClusterRole, Identity};
-use detour_core::pki::issue::{CertAuthority, LeafSpec};
+use detour_core::pki::issue::{CertAuthority, LeafSpec, push_pem};
 use detour_core::pki::layout::{Layout, SDS_TRUST, sds_certificate_file, sds_trust_file};
 use detour_core::pki::sds;
 use std::collections::BTreeMap;
@@ -42,10 +42,7 @@ impl CaIssuer {
     /// among them.
     pub fn trusting(ca: CertAuthority, mut trust: String, leaf_lifetime: Duration) -> CaIssuer {
         if !trust.contains(ca.cert_pem().trim()) {
-            if !trust.is_empty() && !trust.ends_with('\n') {
-                trust.push('\n');
-            }
-            trust.push_str(ca.cert_pem());
+            push_pem(&mut trust, ca.cert_pem());
         }
         let ca_id = format!(
             "{:016x}",

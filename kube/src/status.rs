@@ -306,25 +306,10 @@ pub fn plan_cluster(
 
 /// What the status says of a table past 80% of the filters' `maxTableBytes`.
 fn table_limit(size: &TableSize) -> Option<TableLimitStatus> {
-    if !size.near_limit() {
-        return None;
-    }
-    let percent = size.percent();
-    let served = !size.over_limit();
-    let message = if served {
-        format!(
-            "the table is {percent}% of the filters' maxTableBytes ({}): past it, it will not be served",
-            size.max
-        )
-    } else {
-        format!(
-            "the table is {percent}% of the filters' maxTableBytes ({}): it is not served and the last good table stays; split the schemes whose primary runs here or raise --max-table-bytes with the filters' maxTableBytes",
-            size.max
-        )
-    };
+    let message = format!("the table is {}", size.limit_note("here")?);
     Some(TableLimitStatus {
-        percent_of_limit: percent,
-        served,
+        percent_of_limit: size.percent(),
+        served: !size.over_limit(),
         message,
     })
 }

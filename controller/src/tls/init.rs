@@ -7,7 +7,9 @@
 use super::files::{FileError, Shown, write_atomic, write_swapped};
 use detour_core::model::{Host, Model};
 use detour_core::pki::identity::{ClusterRole, ControllerRole, Identity};
-use detour_core::pki::issue::{CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict};
+use detour_core::pki::issue::{
+    CertAuthority, Date, IssueError, LeafSpec, Reason, Verdict, push_pem,
+};
 use detour_core::pki::layout::{
     Layout, Mount, Pair, SDS_TRUST, sds_certificate_file, sds_trust_file,
 };
@@ -319,10 +321,7 @@ fn trust_bundle(layout: &Layout, ca: &CertAuthority) -> Result<String, InitError
     let mut bundle = ca.cert_pem().to_string();
     for other in [layout.ca_next().cert, layout.ca_previous()] {
         if let Some(pem) = read_optional(&other)? {
-            if !bundle.ends_with('\n') {
-                bundle.push('\n');
-            }
-            bundle.push_str(&pem);
+            push_pem(&mut bundle, &pem);
         }
     }
     Ok(bundle)

@@ -403,6 +403,15 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Appends `pem` to a bundle of PEM blocks (a trust bundle), each block on its own lines
+/// whether or not the bundle so far ends with a newline.
+pub fn push_pem(bundle: &mut String, pem: &str) {
+    if !bundle.is_empty() && !bundle.ends_with('\n') {
+        bundle.push('\n');
+    }
+    bundle.push_str(pem);
+}
+
 use rustls_pki_types::pem::PemObject;
 
 #[cfg(test)]
@@ -546,5 +555,14 @@ mod tests {
             CertAuthority::from_pem(&leaf.cert_pem, &leaf.key_pem),
             Err(IssueError::NotACa)
         ));
+    }
+
+    #[test]
+    fn a_bundle_keeps_each_pem_block_on_its_own_lines() {
+        let mut bundle = String::new();
+        push_pem(&mut bundle, "-----A-----");
+        push_pem(&mut bundle, "-----B-----\n");
+        push_pem(&mut bundle, "-----C-----\n");
+        assert_eq!(bundle, "-----A-----\n-----B-----\n-----C-----\n");
     }
 }

@@ -280,6 +280,11 @@ def test_emptying_the_primarys_endpoints_fails_over_with_an_event(federation: Fe
 
 def test_failback_after_the_endpoints_return_waits_for_stable_for(federation: Federation):
     kube = federation.east
+    # A primary its checks found Healthy (run alone, this test meets a controller that
+    # has not checked anything yet: a target with no verdict has no recovery to damp).
+    wait_for("east's checks pass", lambda: any(
+        t["cluster"] == "east" and t["health"] == "Healthy"
+        for t in status(kube, "FailoverScheme", "foo", "apps").get("targets", [])), 20)
     kube.apply(endpoint_slice("apps", "foo", []))
     wait_for("apps/foo failed over", lambda: status(kube, "FailoverScheme", "foo", "apps").get("activeGroup") == 1, 20)
     kube.apply(endpoint_slice("apps", "foo", [ENDPOINTS["east"]]))

@@ -440,7 +440,7 @@ fn a_table_near_or_over_the_filters_limit_is_in_the_report_and_logged_once() {
             .table_warning
             .as_deref()
             .unwrap()
-            .contains("over the filters' maxTableBytes")
+            .contains("101% of the filters' maxTableBytes (1000): it is not served")
     );
 
     // Back under, and over again: news again.
