@@ -159,17 +159,16 @@ fn grpc_calls_survive_a_kill_whole_with_their_trailers() -> Result<()> {
              east #{last_east}, first from west #{first_west})",
             call.summary()
         );
-        let reset_mid_answer = call.code == "INTERNAL"
-            && call.details.contains("RST_STREAM")
-            && reached_east.contains(call.id.as_str());
+        let reached = reached_east.contains(call.id.as_str());
+        let reset_mid_answer =
+            call.code == "INTERNAL" && call.details.contains("RST_STREAM") && reached;
         assert!(
             reset_mid_answer
                 || (call.code == "UNAVAILABLE" && call.trailing.contains_key("x-detour-reason")),
             "a call cut off at the kill is either answered UNAVAILABLE with a reason, or \
              reset because east's server had begun answering it: {} (reached east's \
-             server: {})",
-            call.summary(),
-            reached_east.contains(call.id.as_str())
+             server: {reached})",
+            call.summary()
         );
     }
     assert!(
